@@ -4,6 +4,7 @@
       unet.xml, unet.bin        OpenVINO IR of the noise-prediction UNet (dynamic batch)
       scheduler_config.json     the diffusers scheduler config of the source model
       recipe.json               how it was made: source model, precision, options, versions, timings
+      unet_fp32.xml, .bin       (int8 bundles) the fp32 IR it was quantized from, the baseline
       calibration.npz           (int8 bundles) the calibration set, reusable with --calibration-set
 
 Bundles are written atomically: everything goes into a hidden temporary folder beside the target,
@@ -22,6 +23,7 @@ from pathlib import Path
 from edge_dm.errors import BundleError, OutputExistsError
 
 IR_NAME = "unet.xml"
+FP32_IR = "unet_fp32.xml"  # int8 bundles keep the fp32 IR they were quantized from
 RECIPE = "recipe.json"
 SCHEDULER = "scheduler_config.json"
 
@@ -106,12 +108,16 @@ class Bundle:
     def size_bytes(self) -> int:
         return self.ir.stat().st_size + self.ir.with_suffix(".bin").stat().st_size
 
-    def read_model(self):
-        """The IR as an openvino.Model; a corrupt IR is a BundleError."""
+    @property
+    def fp32_ir(self) -> Path | None:
+        return self.path / FP32_IR if (self.path / FP32_IR).is_file() else None
+
+    def read_model(self, ir: Path | None = None):
+        """The IR (default: the bundle's main one) as an openvino.Model; a corrupt IR is a BundleError."""
         import openvino as ov
 
         try:
-            return ov.Core().read_model(self.ir)
+            return ov.Core().read_model(ir or self.ir)
         except Exception as exc:  # OpenVINO raises RuntimeError with a long message
             raise BundleError(f"corrupt OpenVINO IR in {self.path}: {str(exc).splitlines()[0][:200]}") from None
 
@@ -142,5 +148,6 @@ def write_bundle(tmp: Path, ov_model, scheduler_config: dict, recipe: dict, comp
 
     ov.save_model(ov_model, tmp / IR_NAME, compress_to_fp16=compress_to_fp16)
     (tmp / SCHEDULER).write_text(json.dumps(scheduler_config, indent=2, sort_keys=True))
-    recipe = dict(recipe, versions=versions())
+    ir_bytes = sum((tmp / IR_NAME).with_suffix(e).stat().st_size for e in (".xml", ".bin"))
+    recipe = dict(recipe, ir_bytes=ir_bytes, versions=versions())
     (tmp / RECIPE).write_text(json.dumps(recipe, indent=2, sort_keys=True, default=str))

@@ -111,3 +111,119 @@ def train(data, output, minutes, batch_size, compile_):
 
 def _print_json(obj):
     click.echo(json.dumps(obj, indent=2, default=str))
+
+
+@main.command()
+@model_option
+@click.option("--output", type=click.Path(), help="int8 bundle folder (default: where `generate` finds it)")
+@overwrite_option
+@click.option("--calibration", "kind", default="dntc", show_default=True,
+              help="dntc, uniform, fixed, noise or forward (needs --data)")
+@click.option("--mu", type=float, default=400.0, show_default=True, help="DNTC mean, in training timesteps")
+@click.option("--sigma", type=float, default=400.0, show_default=True, help="DNTC std, in training timesteps")
+@click.option("--num-samples", type=int, default=64, show_default=True)
+@click.option("--samples-per-trajectory", type=int, default=16, show_default=True,
+              help="samples one FP trajectory serves (1: a trajectory per sample)")
+@click.option("--fixed-t", type=int, default=None, help="timestep of --calibration fixed (default: mu)")
+@click.option("--steps", type=int, default=100, show_default=True, help="sampler steps of deployment")
+@click.option("--scheduler", default="ddim", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data", type=click.Path(), help="images for --calibration forward")
+@click.option("--calibration-set", type=click.Path(), help="reuse a saved calibration.npz")
+@click.option("--mode", type=click.Choice(["int8", "weights"]), default="int8", show_default=True)
+@click.option("--preset", type=click.Choice(["performance", "mixed"]), default="mixed", show_default=True)
+@click.option("--model-type", type=click.Choice(["none", "transformer"]), default="transformer", show_default=True)
+@click.option("--bias-correction", type=click.Choice(["fast", "full"]), default="fast", show_default=True)
+@click.option("--smooth-quant-alpha", type=float, default=None)
+@click.option("--subset-size", type=int, default=None)
+@click.option("--ignore-name", multiple=True)
+@click.option("--ignore-pattern", multiple=True)
+@click.option("--ignore-type", multiple=True)
+@click.option("--range-estimator", type=click.Choice(["minmax", "mean-minmax", "quantile", "histogram"]),
+              default="minmax", show_default=True)
+@click.option("--eval-trajectories", type=int, default=4, show_default=True)
+@library_errors
+def quantize(model, output, overwrite, kind, mu, sigma, num_samples, samples_per_trajectory, fixed_t, steps,
+             scheduler, seed, data, calibration_set, mode, preset, model_type, bias_correction,
+             smooth_quant_alpha, subset_size, ignore_name, ignore_pattern, ignore_type, range_estimator,
+             eval_trajectories):
+    """Calibrate (DNTC by default) and quantize a model's UNet to an int8 OpenVINO bundle."""
+    from edge_dm.configs import CalibrationConfig, QuantizeConfig
+    from edge_dm.quantize import quantize as run
+
+    cal = CalibrationConfig(kind=kind, num_samples=num_samples, mu=mu, sigma=sigma, fixed_t=fixed_t, steps=steps,
+                            scheduler=scheduler, seed=seed, samples_per_trajectory=samples_per_trajectory,
+                            data=data)
+    cfg = QuantizeConfig(model=model, output=output, overwrite=overwrite, calibration=cal,
+                         calibration_set=calibration_set, mode=mode, preset=preset, model_type=model_type,
+                         fast_bias_correction=bias_correction == "fast", smooth_quant_alpha=smooth_quant_alpha,
+                         subset_size=subset_size, ignored_names=ignore_name, ignored_patterns=ignore_pattern,
+                         ignored_types=ignore_type, range_estimator=range_estimator,
+                         eval_trajectories=eval_trajectories)
+    bundle, s = run(cfg)
+    click.echo(f"int8 bundle: {bundle.path}")
+    click.echo(f"calibration {s['calibration_s']:.1f} s ({s['calibration_samples']} samples, mean t "
+               f"{s['calibration_t_mean']}), quantization {s['quantization_s']:.1f} s")
+    click.echo(f"quantized ops: {s['ops']['fake_quantize']} FakeQuantize, {s['ops']['int8_constants']} int8 "
+               f"constants; IR {s['ir_bytes_fp32'] / 1e6:.1f} MB fp32 -> {s['ir_bytes_int8'] / 1e6:.1f} MB int8")
+    click.echo("int8 vs fp32 noise prediction, relative L2 by timestep (held-out trajectories):")
+    click.echo("  " + "  ".join(f"t={e['t']}:{e['rel_l2']:.3f}" for e in s["noise_prediction_rel_l2"]))
+
+
+@main.command()
+@click.option("--samples", required=True, help="image folder, or a bundle to generate --num-images from")
+@click.option("--reference", help="FID reference: stats .npz, or an image folder / tar (stats cached)")
+@click.option("--compare", help="paired mode: a second bundle or folder with the same seeds (e.g. fp32)")
+@click.option("--num-images", type=int, default=1000, show_default=True)
+@click.option("--device", default="CPU", show_default=True, help="OpenVINO device for generation")
+@click.option("--steps", type=int, default=100, show_default=True)
+@click.option("--scheduler", default="ddim", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=int, default=50, show_default=True)
+@click.option("--feature-device", default="cpu", show_default=True, help="torch device for Inception (cpu, cuda)")
+@click.option("--output", type=click.Path(), help="write the results as JSON here")
+@library_errors
+def evaluate(**kwargs):
+    """Sample quality: FID and sFID against a reference, and int8-vs-fp32 drift (PSNR, SSIM)."""
+    from edge_dm.configs import EvaluateConfig
+    from edge_dm.evaluate import evaluate as run
+
+    r = run(EvaluateConfig(**kwargs))
+    for key in ("fid", "sfid"):
+        if key in r:
+            click.echo(f"{key.upper():5s} {r[key]:.3f}  ({r['num_images']} images)")
+    if "drift" in r:
+        d = r["drift"]
+        click.echo(f"drift PSNR {d['psnr_db']:.2f} dB, SSIM {d['ssim']:.4f}, mean |diff| {d['mean_abs_diff']:.2f}/255")
+    if "fid" in r:
+        click.echo("IS    n/a  (" + r["inception_score_note"] + ")")
+
+
+@main.command()
+@model_option
+@click.option("--device", default="CPU", show_default=True)
+@click.option("--output", type=click.Path(), default="benchmark", show_default=True)
+@overwrite_option
+@click.option("--int8", "int8_bundle", help="int8 bundle (default: the model's, quantized if missing)")
+@click.option("--iterations", type=int, default=50, show_default=True)
+@click.option("--batch-sizes", default="1,8,32", show_default=True, help="throughput sweep, comma-separated")
+@click.option("--steps", type=int, default=20, show_default=True, help="DDIM steps of the end-to-end run")
+@click.option("--images", type=int, default=4, show_default=True, help="images of the end-to-end run")
+@click.option("--no-torch", is_flag=True, help="skip the torch eager baseline")
+@click.option("--min-int8-speedup", type=float, default=None, help="fail below this int8 / OV fp32 ratio")
+@library_errors
+def benchmark(model, device, output, overwrite, int8_bundle, iterations, batch_sizes, steps, images, no_torch,
+              min_int8_speedup):
+    """Speed side by side: torch fp32, OpenVINO fp32/bf16/fp16 and int8, as ratios from one run."""
+    from edge_dm.benchmark import benchmark as run, markdown
+    from edge_dm.configs import BenchmarkConfig
+    from edge_dm.errors import ConfigError
+
+    try:
+        sizes = tuple(int(b) for b in batch_sizes.split(","))
+    except ValueError:
+        raise ConfigError(f"--batch-sizes must be integers separated by commas, got {batch_sizes!r}") from None
+    cfg = BenchmarkConfig(model=model, device=device, output=output, overwrite=overwrite, int8=int8_bundle,
+                          iterations=iterations, batch_sizes=sizes, steps=steps, images=images,
+                          torch_baseline=not no_torch, min_int8_speedup=min_int8_speedup)
+    click.echo(markdown(run(cfg, log=lambda s: click.echo(s, err=True))))

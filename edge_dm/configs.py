@@ -16,7 +16,7 @@ PRECISIONS = ("fp32", "fp16")
 CALIBRATION_KINDS = ("dntc", "uniform", "fixed", "noise", "forward")
 PRESETS = ("performance", "mixed")
 MODEL_TYPES = ("none", "transformer")
-RANGE_ESTIMATORS = ("minmax", "quantile", "mse")
+RANGE_ESTIMATORS = ("minmax", "mean-minmax", "quantile", "histogram")
 
 
 class Config:
@@ -88,14 +88,14 @@ class GenerateConfig(Config):
 class CalibrationConfig(Config):
     """DNTC and the baselines. mu and sigma are in timesteps of the model's training schedule."""
     kind: str = "dntc"
-    num_samples: int = 256
+    num_samples: int = 64
     mu: float = 400.0
     sigma: float = 400.0
     fixed_t: int | None = None  # for kind "fixed": the timestep (default: mu)
     steps: int = 100
     scheduler: str = "ddim"
     seed: int = 0
-    batch_size: int = 64
+    samples_per_trajectory: int = 16  # 1 = one trajectory per sample, as PTQ4DM's script does
     data: str | None = None  # images for kind "forward"
     num_train_timesteps: int = 1000
 
@@ -104,7 +104,8 @@ class CalibrationConfig(Config):
 
         _choice("calibration kind", self.kind, CALIBRATION_KINDS)
         _choice("scheduler", self.scheduler, tuple(SCHEDULERS))
-        _positive(num_samples=self.num_samples, steps=self.steps, batch_size=self.batch_size)
+        _positive(num_samples=self.num_samples, steps=self.steps,
+                  samples_per_trajectory=self.samples_per_trajectory)
         T = self.num_train_timesteps
         if not 0 <= self.mu <= T:
             raise ConfigError(f"mu must lie in [0, T] = [0, {T}], got {self.mu}")
@@ -133,7 +134,7 @@ class QuantizeConfig(Config):
     ignored_patterns: tuple = ()
     ignored_types: tuple = ()
     range_estimator: str = "minmax"
-    eval_samples: int = 64  # held-out trajectory samples for the per-timestep error table
+    eval_trajectories: int = 4  # held-out trajectories, each sampled at 10 timesteps spread over [0, T]
 
     def __post_init__(self):
         _choice("quantization mode", self.mode, ("int8", "weights"))
@@ -144,7 +145,7 @@ class QuantizeConfig(Config):
             _positive(subset_size=self.subset_size)
         if self.smooth_quant_alpha is not None and not (self.smooth_quant_alpha == -1 or 0 <= self.smooth_quant_alpha <= 1):
             raise ConfigError("smooth-quant-alpha must lie in [0, 1] (or -1 to disable)")
-        _positive(eval_samples=self.eval_samples)
+        _positive(eval_trajectories=self.eval_trajectories)
 
     @classmethod
     def from_dict(cls, data: dict):

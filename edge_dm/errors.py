@@ -31,3 +31,7 @@ class DataError(EdgeDMError):
 
 class OutputExistsError(EdgeDMError):
     """The output path exists and is not empty, and overwriting was not asked for."""
+
+
+class BenchmarkError(EdgeDMError):
+    """A benchmark ran but missed the speed-up it was asked to hold."""

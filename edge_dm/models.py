@@ -3,6 +3,7 @@
 `load_model(spec)` returns the UNet2DModel (fp32, eval mode) and its scheduler config. A spec is
 - a registry name (`edge-dm models` lists them): edge-dm's own shipped model or a hub alias;
 - a local directory: a saved pipeline (`model_index.json`), or a folder with `unet/` and `scheduler/`;
+- `random:ddpm-cifar10`: that architecture with seeded random weights (speed measurements only);
 - any other string: a Hugging Face hub id, loaded with diffusers' `from_pretrained` (the HF cache
   first; with HF_HUB_OFFLINE=1 only the cache).
 """
@@ -38,6 +39,17 @@ REGISTRY = {
         RegistryEntry("ddpm-bedroom", "google/ddpm-bedroom-256", "LSUN bedroom 256x256 DDPM, from the hub"),
     ]
 }
+
+
+# google/ddpm-cifar10-32's exact UNet2DModel config (35.7M parameters), for timing without the weights
+ARCHITECTURES = {
+    "ddpm-cifar10": dict(
+        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256),
+        layers_per_block=2, down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_eps=1e-6, freq_shift=1,
+        flip_sin_to_cos=False, downsample_padding=0, attention_head_dim=None),
+}
+RANDOM_PREFIX = "random:"
 
 
 @dataclass
@@ -88,6 +100,13 @@ def load_model(spec: str) -> LoadedModel:
 
     diffusers_logging.set_verbosity_error()  # no "install accelerate" advice on every load
 
+    if spec.startswith(RANDOM_PREFIX):
+        arch = spec[len(RANDOM_PREFIX):]
+        if arch not in ARCHITECTURES:
+            raise ModelNotFoundError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+        torch.manual_seed(0)
+        sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear").config
+        return LoadedModel(spec, spec, UNet2DModel(**ARCHITECTURES[arch]).eval(), dict(sched))
     source = resolve(spec)
     path = Path(source).expanduser()
     if path.exists():

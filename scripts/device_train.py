@@ -3,6 +3,7 @@
     python scripts/device_train.py train   --data TAR --out DIR --minutes M   # resumable
     python scripts/device_train.py stats   --data TAR --out FILE.npz           # FID reference stats
     python scripts/device_train.py score   --model DIR --ref FILE.npz --num-images 10000 --out FILE.json
+    python scripts/device_train.py images  --model DIR --num-images 1000 --out FOLDER   # fp32 PNGs, torch
 
 It uses the library's own pieces (edge_dm.train, edge_dm.sampling, edge_dm.evaluate) on CUDA.
 """
@@ -17,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["train", "stats", "score"])
+    p.add_argument("what", choices=["train", "stats", "score", "images"])
     p.add_argument("--data"); p.add_argument("--out"); p.add_argument("--model"); p.add_argument("--ref")
     p.add_argument("--minutes", type=float, default=8.0)
     p.add_argument("--num-images", type=int, default=10000)
@@ -40,6 +41,20 @@ def main():
         feats = inception_features(imgs, batch_size=500, device=dev, net=load_inception(a.inception, dev))
         save_stats(a.out, feats, source=Path(a.data).name)
         print(f"stats of {len(imgs)} images in {time.time() - t:.0f}s -> {a.out}", flush=True)
+    elif a.what == "images":
+        # fp32 reference images with torch (TF32 off), seeded per image like `edge-dm generate`
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        from edge_dm.data import to_uint8
+        from edge_dm.models import load_model
+        from edge_dm.runtime import save_pngs
+        from edge_dm.sampling import generate, make_scheduler, torch_denoiser
+        m = load_model(a.model)
+        x = generate(torch_denoiser(m.unet, dev), make_scheduler("ddim", m.scheduler_config), a.num_images,
+                     a.batch_size, a.steps, seed=0, shape=m.sample_shape)
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        save_pngs(to_uint8(x), Path(a.out))
+        print(f"{a.num_images} fp32 images -> {a.out}", flush=True)
     else:
         from diffusers import DDPMScheduler, UNet2DModel
         from edge_dm.data import to_uint8

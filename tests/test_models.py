@@ -59,3 +59,10 @@ def test_folder_that_is_not_a_model(tmp_path):
 def test_slug_is_file_name_safe():
     assert slug("google/ddpm-cifar10-32") == "google--ddpm-cifar10-32"
     assert "/" not in slug("/abs/path/")
+
+
+def test_random_architecture_for_timing():
+    m = load_model("random:ddpm-cifar10")
+    assert sum(p.numel() for p in m.unet.parameters()) == pytest.approx(35.7e6, rel=0.01)
+    with pytest.raises(ModelNotFoundError, match="unknown architecture"):
+        load_model("random:sd-xl")

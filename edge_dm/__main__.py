@@ -1,0 +1,3 @@
+from edge_dm.cli import main
+
+main(prog_name="edge-dm")

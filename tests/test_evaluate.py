@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from edge_dm.configs import EvaluateConfig
+from edge_dm.errors import ConfigError, DataError
+from edge_dm.evaluate import (GaussianStats, drift, evaluate, frechet_distance, inception_features, load_stats,
+                              save_stats, ssim)
+
+
+def test_identical_gaussians_are_at_distance_zero():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((500, 8))
+    s = GaussianStats.of(a)
+    assert frechet_distance(s.mu, s.sigma, s.mu, s.sigma) == pytest.approx(0, abs=1e-8)
+
+
+def test_shifted_mean_gives_squared_norm():
+    sigma = np.diag([1.0, 2.0, 3.0])
+    d = np.array([1.0, -2.0, 0.5])
+    assert frechet_distance(np.zeros(3), sigma, d, sigma) == pytest.approx(d @ d)
+
+
+def test_known_covariances():
+    # 1-D: (s1 - s2)^2 for std s1, s2; diagonal: sum over dims
+    assert frechet_distance([0], [[4.0]], [0], [[1.0]]) == pytest.approx(1.0)
+    s1, s2 = np.diag([4.0, 9.0]), np.diag([1.0, 1.0])
+    assert frechet_distance([0, 0], s1, [0, 0], s2) == pytest.approx((2 - 1) ** 2 + (3 - 1) ** 2)
+
+
+def test_near_singular_covariances_stay_real_and_finite():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((10, 64)), rng.standard_normal((10, 64)) + 0.1  # rank 9 in 64 dims
+    sa, sb = GaussianStats.of(a), GaussianStats.of(b)
+    d = frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
+    assert np.isfinite(d) and d > 0
+    assert frechet_distance(sa.mu, sa.sigma, sa.mu, sa.sigma) == pytest.approx(0, abs=1e-6 * np.trace(sa.sigma))
+
+
+def test_stats_round_trip_and_bad_file(tmp_path):
+    rng = np.random.default_rng(2)
+    feats = {"pool": rng.standard_normal((50, 6)), "spatial": rng.standard_normal((50, 4))}
+    save_stats(tmp_path / "s.npz", feats, "test")
+    s = load_stats(tmp_path / "s.npz")
+    np.testing.assert_allclose(s["sigma"], np.cov(feats["pool"], rowvar=False), atol=1e-5)
+    assert s["sigma_s"].shape == (4, 4)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError):
+        load_stats(tmp_path / "bad.npz")
+
+
+def test_drift_and_ssim():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    same = drift(a, a)
+    assert same["mean_abs_diff"] == 0 and same["ssim"] == pytest.approx(1.0) and same["psnr_db"] > 90
+    noisy = np.clip(a.astype(int) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
+    d = drift(a, noisy)
+    assert 20 < d["psnr_db"] < 30 and d["ssim"] < 1
+    assert ssim(a[0], 255 - a[0]) < 0.1
+    with pytest.raises(DataError):
+        drift(a, a[:2])
+
+
+def test_inception_features_have_the_standard_shapes():
+    imgs = np.random.default_rng(4).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    f = inception_features(imgs)
+    assert f["pool"].shape == (2, 2048) and f["spatial"].shape == (2, 17 * 17 * 7)
+    assert (f["pool"] >= 0).all()  # pool3 follows a ReLU
+
+
+def test_paired_evaluation_of_two_bundles(tiny_bundle, tmp_path):
+    cfg = EvaluateConfig(samples=str(tiny_bundle.path), compare=str(tiny_bundle.path), num_images=3, steps=3,
+                         batch_size=3, output=str(tmp_path / "r.json"))
+    r = evaluate(cfg, progress=False)
+    assert r["drift"]["mean_abs_diff"] == 0 and (tmp_path / "r.json").exists()
+
+
+def test_evaluate_needs_something_to_compare():
+    with pytest.raises(ConfigError):
+        EvaluateConfig(samples="x")

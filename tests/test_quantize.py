@@ -1,0 +1,82 @@
+import json
+
+import numpy as np
+import pytest
+
+from edge_dm.bundle import open_bundle
+from edge_dm.configs import CalibrationConfig, GenerateConfig, QuantizeConfig
+from edge_dm.errors import ConfigError
+from edge_dm.quantize import op_counts, quantize
+from edge_dm.runtime import generate
+
+
+@pytest.fixture(scope="module")
+def int8(tiny_model_dir, tmp_path_factory):
+    cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path_factory.mktemp("q") / "int8"),
+                         calibration=CalibrationConfig(num_samples=24, steps=10, samples_per_trajectory=6),
+                         eval_trajectories=2)
+    return quantize(cfg, progress=False)
+
+
+def test_int8_ir_really_holds_quantizers_and_int8_weights(int8):
+    bundle, summary = int8
+    ops = op_counts(bundle.read_model())
+    assert ops["fake_quantize"] > 0 and ops["int8_constants"] > 0
+    assert summary["ops"] == ops
+    assert op_counts(bundle.read_model(bundle.fp32_ir))["fake_quantize"] == 0
+
+
+def test_summary_and_recipe(int8):
+    bundle, s = int8
+    assert s["calibration_samples"] == 24 and s["calibration_s"] > 0 and s["quantization_s"] > 0
+    assert len(s["noise_prediction_rel_l2"]) == 10
+    assert all(0 <= e["rel_l2"] < 1 for e in s["noise_prediction_rel_l2"])
+    r = json.loads((bundle.path / "recipe.json").read_text())
+    assert r["precision"] == "int8" and r["summary"]["calibration_s"] == s["calibration_s"]
+    cfg = QuantizeConfig.from_dict(r["config"])
+    assert cfg.calibration.mu == 400 and cfg.calibration.kind == "dntc"
+    assert QuantizeConfig.from_dict(cfg.to_dict()) == cfg
+    assert (bundle.path / "calibration.npz").exists()
+
+
+def test_int8_bundle_generates_close_to_fp32(int8, tiny_bundle, tmp_path):
+    bundle, _ = int8
+    kw = dict(num_images=4, batch_size=4, steps=10, seed=1)
+    generate(GenerateConfig(model=str(bundle.path), output=str(tmp_path / "q"), **kw), progress=False)
+    generate(GenerateConfig(model=str(tiny_bundle.path), output=str(tmp_path / "f"), **kw), progress=False)
+    from PIL import Image
+
+    q = np.stack([np.asarray(Image.open(tmp_path / "q" / f"{i:05d}.png"), np.float32) for i in range(4)])
+    f = np.stack([np.asarray(Image.open(tmp_path / "f" / f"{i:05d}.png"), np.float32) for i in range(4)])
+    assert np.abs(q - f).mean() < 40  # same seeds: int8 images stay near the fp32 ones
+
+
+def test_saved_calibration_set_is_reused(int8, tiny_model_dir, tmp_path):
+    bundle, _ = int8
+    cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "again"), eval_trajectories=1,
+                         calibration_set=str(bundle.path / "calibration.npz"))
+    again, s = quantize(cfg, progress=False)
+    assert s["calibration_samples"] == 24
+    assert open_bundle(again.path).recipe["calibration"]["num_samples"] == 24
+
+
+def test_weights_only_mode(tiny_model_dir, tmp_path):
+    b, s = quantize(QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "w"), mode="weights",
+                                   calibration=CalibrationConfig(num_samples=2, steps=4),
+                                   eval_trajectories=1), progress=False)
+    assert s["ops"]["fake_quantize"] == 0 and s["ops"]["int8_constants"] > 0
+    assert b.recipe["precision"] == "int8-weights"
+
+
+def test_bad_input_writes_nothing(tiny_model_dir, tmp_path):
+    with pytest.raises(ConfigError):
+        QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "x"), preset="ultra")
+    from click.testing import CliRunner
+
+    from edge_dm.cli import main
+
+    for args in (["--mu", "1200"], ["--sigma", "0"], ["--num-samples", "0"], ["--calibration", "gauss"],
+                 ["--calibration", "forward"]):
+        r = CliRunner().invoke(main, ["quantize", "--model", tiny_model_dir, "--output", str(tmp_path / "x"), *args])
+        assert r.exit_code != 0 and "Traceback" not in r.output, args
+        assert not (tmp_path / "x").exists()
