@@ -1,0 +1,16 @@
+"""The README's main job on the shipped model, end to end (slow: about 2 minutes on 2 cores)."""
+import pytest
+from click.testing import CliRunner
+
+from edge_dm.cli import main
+
+
+@pytest.mark.slow
+def test_quantize_then_generate_on_the_shipped_model(tmp_path):
+    r = CliRunner().invoke(main, ["quantize", "--num-samples", "16", "--eval-trajectories", "1"])
+    assert r.exit_code == 0, r.output
+    assert "FakeQuantize" in r.output
+    r = CliRunner().invoke(main, ["generate", "--device", "CPU", "--num-images", "2", "--batch-size", "2",
+                                  "--steps", "10", "--output", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "s" / "grid.png").exists()
