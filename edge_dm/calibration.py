@@ -116,21 +116,8 @@ def collect_on_trajectories(denoiser, scheduler, steps_per_sample: np.ndarray, s
 
     gens = generators(seed, 0, len(lanes))
     x = initial_noise((len(lanes), *sample_shape), gens, scheduler)
-
-    def stop_after_last(i, t_batch, model_in):
-        record(i, t_batch, model_in)
-        if i == last:
-            raise _Done
-
-    try:
-        denoise(denoiser, scheduler, x, gens, num_steps, on_step=stop_after_last)
-    except _Done:
-        pass
+    denoise(denoiser, scheduler, x, gens, num_steps, on_step=record, stop_at=last + 1)
     return xs, ts
-
-
-class _Done(Exception):
-    """Raised from the step callback to end a trajectory once its last sample is recorded."""
 
 
 def build_calibration_set(cfg: CalibrationConfig, denoiser, scheduler_config: dict, sample_shape,

@@ -70,6 +70,7 @@ def noise_prediction_error(fp32_model, q_model, held: CalibrationSet) -> list[di
 def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
     """Calibrate, quantize and write an int8 bundle; returns it and the printed summary."""
     import nncf
+    import openvino as ov
     from tqdm import tqdm
 
     from edge_dm.export import convert_unet
@@ -107,8 +108,6 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
                             cfg.eval_trajectories, HELD_OUT_SEED)
         errors = noise_prediction_error(fp32, q, held)
         t_eval = time.perf_counter() - t0
-
-        import openvino as ov
 
         ov.save_model(fp32, tmp / FP32_IR, compress_to_fp16=False)  # the baseline, beside the int8 IR
         cal.save(tmp / "calibration.npz")

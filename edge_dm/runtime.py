@@ -75,6 +75,7 @@ class OpenVINODenoiser:
     def __init__(self, model, device: str = "CPU", hint: str = "LATENCY", precision_hint: str | None = None):
         self.model, self.device, self.hint, self.precision_hint = model, device, hint, precision_hint
         self._compiled: dict[int, tuple] = {}
+        self._nreq: int | None = None  # parallel requests, fixed by the first batch seen
         self.calls, self.seconds = 0, 0.0
 
     def _requests(self, chunk: int, n: int):
@@ -95,7 +96,7 @@ class OpenVINODenoiser:
 
         start = time.perf_counter()
         xs, ts = x.numpy(), t.numpy()
-        if not hasattr(self, "_nreq"):
+        if self._nreq is None:
             self._nreq = self.parallel_requests(len(xs))
         chunk = math.ceil(len(xs) / self._nreq)
         parts = [(xs[i:i + chunk], ts[i:i + chunk]) for i in range(0, len(xs), chunk)]
