@@ -214,23 +214,15 @@ def reference_stats(ref: str, device: str = "cpu") -> dict:
 def _images_of(spec: str, cfg, progress: bool):
     """uint8 images of a folder, or N images generated (seeded) from a bundle on cfg.device."""
     from edge_dm.bundle import is_bundle
-    from edge_dm.data import load_images, to_uint8
+    from edge_dm.data import load_images
 
     if not is_bundle(spec):
-        images = load_images(spec)
-        return images[: cfg.num_images]
-    from tqdm import tqdm
+        return load_images(spec)[: cfg.num_images]
+    from edge_dm.runtime import find_bundle, sample_bundle
 
-    from edge_dm.runtime import OpenVINODenoiser, find_bundle
-    from edge_dm.sampling import generate, make_scheduler
-
-    b = find_bundle(spec)
-    den = OpenVINODenoiser(b.read_model(), cfg.device, "THROUGHPUT" if cfg.batch_size > 1 else "LATENCY")
-    bar = tqdm(total=cfg.num_images, unit="img", desc=f"generate {b.precision}", disable=not progress)
-    x = generate(den, make_scheduler(cfg.scheduler, b.scheduler_config), cfg.num_images, cfg.batch_size,
-                 cfg.steps, cfg.seed, b.sample_shape, progress=bar.update)
-    bar.close()
-    return to_uint8(x)
+    images, _ = sample_bundle(find_bundle(spec), cfg.device, cfg.num_images, cfg.batch_size, cfg.steps,
+                              cfg.scheduler, cfg.seed, progress=progress)
+    return images
 
 
 def evaluate(cfg, progress: bool = True) -> dict:

@@ -153,27 +153,34 @@ def grid(images, columns: int | None = None):
     return canvas
 
 
-def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
-    """Run the full denoising loop of a bundle on an OpenVINO device; write PNGs and a grid PNG."""
-    from PIL import Image
+def sample_bundle(bundle: Bundle, device: str, num_images: int, batch_size: int, steps: int,
+                  scheduler_name: str, seed: int, precision_hint: str | None = None, progress: bool = True):
+    """Run a bundle's UNet in the denoising loop on `device`: (uint8 NHWC images, the denoiser used)."""
     from tqdm import tqdm
 
     from edge_dm.data import to_uint8
-    from edge_dm.sampling import make_scheduler, generate as run_loop
+    from edge_dm.sampling import generate as run_loop, make_scheduler
+
+    hint = "LATENCY" if batch_size == 1 else "THROUGHPUT"
+    denoiser = OpenVINODenoiser(bundle.read_model(), device, hint, precision_hint)
+    scheduler = make_scheduler(scheduler_name, bundle.scheduler_config)
+    bar = tqdm(total=num_images, unit="img", disable=not progress, desc=f"{bundle.precision} {scheduler_name} x{steps}")
+    x = run_loop(denoiser, scheduler, num_images, batch_size, steps, seed, bundle.sample_shape, progress=bar.update)
+    bar.close()
+    return to_uint8(x), denoiser
+
+
+def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
+    """Run the full denoising loop of a bundle on an OpenVINO device; write PNGs and a grid PNG."""
+    from PIL import Image
 
     bundle = find_bundle(cfg.model)
     check_device(cfg.device)
     with atomic_dir(cfg.output, cfg.overwrite) as tmp:
-        hint = "LATENCY" if cfg.batch_size == 1 else "THROUGHPUT"
-        denoiser = OpenVINODenoiser(bundle.read_model(), cfg.device, hint, cfg.precision_hint)
-        scheduler = make_scheduler(cfg.scheduler, bundle.scheduler_config)
-        bar = tqdm(total=cfg.num_images, unit="img", disable=not progress, desc=f"{cfg.scheduler} x{cfg.steps}")
         t0 = time.perf_counter()
-        x = run_loop(denoiser, scheduler, cfg.num_images, cfg.batch_size, cfg.steps, cfg.seed,
-                     bundle.sample_shape, progress=bar.update)
+        images, denoiser = sample_bundle(bundle, cfg.device, cfg.num_images, cfg.batch_size, cfg.steps,
+                                         cfg.scheduler, cfg.seed, cfg.precision_hint, progress)
         wall = time.perf_counter() - t0
-        bar.close()
-        images = to_uint8(x)
         save_pngs(images, tmp)
         Image.fromarray(grid(images)).save(tmp / "grid.png")
         result = dict(output=str(cfg.output), bundle=str(bundle.path), precision=bundle.precision,
