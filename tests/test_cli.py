@@ -42,3 +42,30 @@ def test_unknown_device_with_a_real_bundle(tiny_bundle, tmp_path):
 def test_models_and_devices_list():
     assert "edm-cifar10-ddpm" in run("models").output
     assert "CPU" in run("devices").output
+
+
+def test_evaluate_folder_against_a_folder_reference_caches_the_stats(tmp_path):
+    import os
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("samples", "ref"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    args = ["evaluate", "--samples", tmp_path / "samples", "--reference", tmp_path / "ref", "--output",
+            tmp_path / "r.json"]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    assert "FID" in r.output and "SFID" in r.output and "IS    n/a" in r.output
+    cached = list((Path(os.environ["EDGE_DM_HOME"]) / "stats").glob("*.npz"))
+    assert len(cached) == 1
+    assert (tmp_path / "r.json").exists()
+
+
+def test_evaluate_missing_samples_is_one_line(tmp_path):
+    r = run("evaluate", "--samples", tmp_path / "none", "--reference", tmp_path / "none.npz")
+    assert r.exit_code == 1 and r.output.startswith("Error:") and len(r.output.strip().splitlines()) == 1
