@@ -8,6 +8,10 @@ the package. Features:
 - the first 7 channels of mixed_6/conv (17x17x7 = 2023-d, NHWC order): sFID, as in
   guided-diffusion's evaluator.
 The file holds no classifier (no fc / logits weights), so Inception Score cannot be computed with it.
+
+The network runs in torch (CPU or CUDA). OpenVINO was tried for the CPU: the traced network converts
+and matches torch to 1e-6, but ran slower on the 2-core EPYC (0.31 vs 0.23 s per image at batch 8,
+f32), so torch stays.
 """
 from __future__ import annotations
 
@@ -52,9 +56,9 @@ def _features_batch(net, x):
     spatial = None
     for name, layer in layers.named_children():
         if name == "mixed_6":
-            spatial = layers.mixed_6.conv(h)[:, :7].permute(0, 2, 3, 1).reshape(len(x), -1)
+            spatial = layers.mixed_6.conv(h)[:, :7].permute(0, 2, 3, 1).flatten(1)
         h = layer(h)
-    return h.reshape(len(x), 2048), spatial
+    return h.flatten(1), spatial
 
 
 def inception_features(images: np.ndarray, batch_size: int = 200, device: str = "cpu", net=None,
