@@ -170,7 +170,7 @@ def machine_info() -> dict:
 def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     """Measure every variant the device supports; write benchmark.json, .md and .png to cfg.output."""
     from edge_dm.configs import QuantizeConfig
-    from edge_dm.errors import BenchmarkError
+    from edge_dm.errors import BenchmarkError, BundleError
     from edge_dm.export import convert_unet
     from edge_dm.models import load_model
     from edge_dm.runtime import check_device, device_capabilities, find_bundle
@@ -180,7 +180,9 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
         m = load_model(cfg.model)
         try:
             int8 = find_bundle(cfg.int8 or cfg.model, "int8")
-        except Exception:
+        except BundleError:
+            if cfg.int8:  # an int8 bundle the user named is missing or broken: say so, don't replace it
+                raise
             from edge_dm.quantize import quantize
 
             log("no int8 bundle yet: quantizing with the defaults first")

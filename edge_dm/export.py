@@ -29,6 +29,13 @@ def convert_unet(unet, sample_shape: tuple):
     return model
 
 
+def model_recipe(kind: str, m, precision: str, config) -> dict:
+    """The recipe fields every bundle shares: what made it, from which model, with which inputs."""
+    return dict(kind=kind, source=m.source, model=m.spec, precision=precision, sample_shape=list(m.sample_shape),
+                inputs={"sample": [-1, *m.sample_shape], "timestep": [-1]},
+                parameters=sum(p.numel() for p in m.unet.parameters()), config=config.to_dict())
+
+
 def export(cfg: ExportConfig) -> Bundle:
     """Convert cfg.model's UNet to an OpenVINO IR bundle at cfg.output (default: the bundle cache)."""
     from edge_dm.models import load_model
@@ -38,10 +45,6 @@ def export(cfg: ExportConfig) -> Bundle:
         t0 = time.perf_counter()
         m = load_model(cfg.model)
         ov_model = convert_unet(m.unet, m.sample_shape)
-        recipe = dict(kind="export", source=m.source, model=cfg.model, precision=cfg.precision,
-                      sample_shape=list(m.sample_shape),
-                      inputs={"sample": [-1, *m.sample_shape], "timestep": [-1]},
-                      parameters=sum(p.numel() for p in m.unet.parameters()),
-                      config=cfg.to_dict(), export_s=round(time.perf_counter() - t0, 2))
+        recipe = dict(model_recipe("export", m, cfg.precision, cfg), export_s=round(time.perf_counter() - t0, 2))
         write_bundle(tmp, ov_model, m.scheduler_config, recipe, compress_to_fp16=cfg.precision == "fp16")
     return open_bundle(out)

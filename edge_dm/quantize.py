@@ -73,7 +73,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
     import openvino as ov
     from tqdm import tqdm
 
-    from edge_dm.export import convert_unet
+    from edge_dm.export import convert_unet, model_recipe
     from edge_dm.models import load_model
     from edge_dm.runtime import OpenVINODenoiser
 
@@ -118,10 +118,8 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
             ops=op_counts(q), ir_bytes_fp32=fp32_size,
             noise_prediction_rel_l2=errors,
             mean_rel_l2=round(float(np.mean([e["rel_l2"] for e in errors])), 5))
-        recipe = dict(kind="quantize", source=m.source, model=cfg.model, precision="int8" if cfg.mode == "int8"
-                      else "int8-weights", sample_shape=list(m.sample_shape),
-                      inputs={"sample": [-1, *m.sample_shape], "timestep": [-1]},
-                      config=cfg.to_dict(), calibration=cal.recipe, summary=summary)
+        precision = "int8" if cfg.mode == "int8" else "int8-weights"
+        recipe = dict(model_recipe("quantize", m, precision, cfg), calibration=cal.recipe, summary=summary)
         write_bundle(tmp, q, m.scheduler_config, recipe)
     bundle = open_bundle(out)
     summary["ir_bytes_int8"] = bundle.recipe["ir_bytes"]

@@ -38,3 +38,13 @@ def test_speedup_gate_fails_with_a_clear_error(tiny_model_dir, tiny_int8, tmp_pa
     with pytest.raises(BenchmarkError, match="below the required 1000.00x"):
         benchmark(cfg, log=lambda s: None)
     assert (tmp_path / "b" / "benchmark.json").exists()  # the numbers stay for inspection
+
+
+def test_a_named_int8_bundle_that_is_missing_is_an_error(tiny_model_dir, tmp_path):
+    from edge_dm.errors import BundleError
+
+    cfg = BenchmarkConfig(model=tiny_model_dir, int8=str(tmp_path / "typo"), output=str(tmp_path / "b"),
+                          iterations=3, batch_sizes=(1,), steps=1, images=1, torch_baseline=False)
+    with pytest.raises(BundleError, match="typo"):
+        benchmark(cfg, log=lambda s: None)
+    assert not (tmp_path / "b").exists()
