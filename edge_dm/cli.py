@@ -98,15 +98,31 @@ def generate(**kwargs):
 @click.option("--output", required=True, type=click.Path())
 @click.option("--minutes", type=float, default=19.0, show_default=True, help="wall-time budget of this call")
 @click.option("--batch-size", type=int, default=512, show_default=True)
+@click.option("--lr", type=float, default=4e-4, show_default=True)
+@click.option("--warmup-steps", type=int, default=1000, show_default=True)
+@click.option("--dropout", type=float, default=0.0, show_default=True)
+@click.option("--init", type=click.Path(), help="fine-tune from this UNet folder (fresh optimizer)")
+@click.option("--channels", default="64,128,128,128", show_default=True, help="UNet block_out_channels")
+@click.option("--layers-per-block", type=int, default=2, show_default=True)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the UNet (CUDA)")
 @library_errors
-def train(data, output, minutes, batch_size, compile_):
+def train(data, output, minutes, batch_size, lr, warmup_steps, dropout, init, channels, layers_per_block, compile_):
     """Train a small DDPM (resumes from OUTPUT/checkpoint.pt)."""
     from edge_dm.train import TrainConfig, train as run
 
-    ema = run(TrainConfig(data=data, output=output, minutes=minutes, batch_size=batch_size, compile=compile_),
-              log=click.echo)
-    click.echo(f"EMA model: {ema}")
+    cfg = TrainConfig(data=data, output=output, minutes=minutes, batch_size=batch_size, lr=lr,
+                      warmup_steps=warmup_steps, dropout=dropout, init=init, compile=compile_,
+                      block_out_channels=_int_list(channels, "--channels"), layers_per_block=layers_per_block)
+    click.echo(f"EMA model: {run(cfg, log=click.echo)}")
+
+
+def _int_list(text: str, option: str) -> tuple:
+    from edge_dm.errors import ConfigError
+
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{option} must be integers separated by commas, got {text!r}") from None
 
 
 def _print_json(obj):
@@ -121,7 +137,7 @@ def _print_json(obj):
               help="dntc, uniform, fixed, noise or forward (needs --data)")
 @click.option("--mu", type=float, default=400.0, show_default=True, help="DNTC mean, in training timesteps")
 @click.option("--sigma", type=float, default=400.0, show_default=True, help="DNTC std, in training timesteps")
-@click.option("--num-samples", type=int, default=64, show_default=True)
+@click.option("--num-samples", type=int, default=32, show_default=True, help="calibration samples N (PTQ4DM: 1024)")
 @click.option("--samples-per-trajectory", type=int, default=16, show_default=True,
               help="samples one FP trajectory serves (1: a trajectory per sample)")
 @click.option("--fixed-t", type=int, default=None, help="timestep of --calibration fixed (default: mu)")
@@ -217,12 +233,8 @@ def benchmark(model, device, output, overwrite, int8_bundle, iterations, batch_s
     """Speed side by side: torch fp32, OpenVINO fp32/bf16/fp16 and int8, as ratios from one run."""
     from edge_dm.benchmark import benchmark as run, markdown
     from edge_dm.configs import BenchmarkConfig
-    from edge_dm.errors import ConfigError
 
-    try:
-        sizes = tuple(int(b) for b in batch_sizes.split(","))
-    except ValueError:
-        raise ConfigError(f"--batch-sizes must be integers separated by commas, got {batch_sizes!r}") from None
+    sizes = _int_list(batch_sizes, "--batch-sizes")
     cfg = BenchmarkConfig(model=model, device=device, output=output, overwrite=overwrite, int8=int8_bundle,
                           iterations=iterations, batch_sizes=sizes, steps=steps, images=images,
                           torch_baseline=not no_torch, min_int8_speedup=min_int8_speedup)

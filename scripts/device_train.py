@@ -25,13 +25,19 @@ def main():
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=2500)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--lr", type=float, default=4e-4); p.add_argument("--warmup-steps", type=int, default=1000)
+    p.add_argument("--dropout", type=float, default=0.0); p.add_argument("--init")
+    p.add_argument("--channels", default="64,128,128,128"); p.add_argument("--layers-per-block", type=int, default=2)
     p.add_argument("--inception")
     a = p.parse_args()
     import torch
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     if a.what == "train":
         from edge_dm.train import TrainConfig, train
-        train(TrainConfig(data=a.data, output=a.out, minutes=a.minutes, compile=a.compile),
+        train(TrainConfig(data=a.data, output=a.out, minutes=a.minutes, compile=a.compile, lr=a.lr,
+                          warmup_steps=a.warmup_steps, dropout=a.dropout, init=a.init,
+                          block_out_channels=tuple(int(c) for c in a.channels.split(",")),
+                          layers_per_block=a.layers_per_block),
               log=lambda s: print(s, flush=True))
     elif a.what == "stats":
         from edge_dm.data import load_images

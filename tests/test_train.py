@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from edge_dm.data import load_images, to_model_range, to_uint8
-from edge_dm.errors import ConfigError, DataError
+from edge_dm.errors import ConfigError, DataError, ModelNotFoundError
 from edge_dm.train import TrainConfig, train
 
 
@@ -43,8 +43,28 @@ def test_train_checkpoints_and_resumes(tiny_tar, tmp_path):
 
     ema = UNet2DModel.from_pretrained(tmp_path / "run" / "ema")
     assert tuple(ema.config.block_out_channels) == (32, 32, 32, 32)
+    for decay in cfg.ema_decays:
+        assert (tmp_path / "run" / f"ema-{decay}" / "config.json").exists()
+
+
+def test_fine_tune_starts_from_init_weights(tiny_tar, tmp_path):
+    import torch
+    from diffusers import UNet2DModel
+
+    base = dict(data=str(tiny_tar), max_steps=1, batch_size=2, block_out_channels=(32, 32, 32, 32), warmup_steps=1)
+    train(TrainConfig(output=str(tmp_path / "a"), **base), log=lambda s: None)
+    # a near-zero learning rate: after one step the fine-tuned EMA must still be the init weights
+    train(TrainConfig(output=str(tmp_path / "b"), init=str(tmp_path / "a" / "ema"), lr=1e-12, seed=1, **base),
+          log=lambda s: None)
+    a = UNet2DModel.from_pretrained(tmp_path / "a" / "ema").state_dict()
+    b = UNet2DModel.from_pretrained(tmp_path / "b" / "ema").state_dict()
+    fresh = UNet2DModel(**TrainConfig(output="x", seed=1, **base).unet_config()).state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert not all(torch.allclose(a[k], fresh[k]) for k in a)  # the check can fail: init != random
+    with pytest.raises(ModelNotFoundError):
+        train(TrainConfig(output=str(tmp_path / "c"), init=str(tmp_path / "nothing"), **base), log=lambda s: None)
 
 
 def test_bad_train_options():
     with pytest.raises(ConfigError):
-        TrainConfig(data="x", output="y", ema_decay=1.5)
+        TrainConfig(data="x", output="y", ema_decays=(0.9995, 1.5))
