@@ -88,7 +88,7 @@ class GenerateConfig(Config):
 class CalibrationConfig(Config):
     """DNTC and the baselines. mu and sigma are in timesteps of the model's training schedule."""
     kind: str = "dntc"
-    num_samples: int = 64
+    num_samples: int = 32  # N = 32, 64, 128 gave the same error table; 32 keeps quantize under a minute on 2 cores
     mu: float = 400.0
     sigma: float = 400.0
     fixed_t: int | None = None  # for kind "fixed": the timestep (default: mu)

@@ -9,8 +9,8 @@ case "$1" in
 A)
   lscpu | grep -E "Model name|^CPU\(s\)|Flags" | cut -c1-400
   edm devices
-  /usr/bin/time -f "quantize dntc wall %e s, peak RSS %M KB" python3 -m edge_dm quantize --output /tmp/home/int8-dntc 2>&1 | grep -v "━"
-  /usr/bin/time -f "quantize uniform wall %e s" python3 -m edge_dm quantize --calibration uniform --output /tmp/home/int8-uniform 2>&1 | grep -v "━"
+  /usr/bin/time -f "quantize dntc wall %e s, peak RSS %M KB" python3 -m edge_dm quantize --num-samples 64 --output /tmp/home/int8-dntc 2>&1 | grep -v "━"
+  /usr/bin/time -f "quantize uniform wall %e s" python3 -m edge_dm quantize --num-samples 64 --calibration uniform --output /tmp/home/int8-uniform 2>&1 | grep -v "━"
   edm benchmark --int8 /tmp/home/int8-dntc --output "$OUT/bench-edm" --iterations 50 --batch-sizes 1,16,64 --steps 20 --images 16
   edm benchmark --model random:ddpm-cifar10 --output "$OUT/bench-google" --iterations 30 --batch-sizes 1,16,64 --steps 10 --images 16
   ;;
