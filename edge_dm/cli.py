@@ -157,12 +157,14 @@ def _print_json(obj):
 @click.option("--ignore-type", multiple=True)
 @click.option("--range-estimator", type=click.Choice(["minmax", "mean-minmax", "quantile", "histogram"]),
               default="minmax", show_default=True)
+@click.option("--overflow-fix", type=click.Choice(["enable", "first-layer", "disable"]), default="enable",
+              show_default=True, help="7-bit weights against int8 overflow on CPUs without VNNI (NNCF)")
 @click.option("--eval-trajectories", type=int, default=4, show_default=True)
 @library_errors
 def quantize(model, output, overwrite, kind, mu, sigma, num_samples, samples_per_trajectory, fixed_t, steps,
              scheduler, seed, data, calibration_set, mode, preset, model_type, bias_correction,
              smooth_quant_alpha, subset_size, ignore_name, ignore_pattern, ignore_type, range_estimator,
-             eval_trajectories):
+             overflow_fix, eval_trajectories):
     """Calibrate (DNTC by default) and quantize a model's UNet to an int8 OpenVINO bundle."""
     from edge_dm.configs import CalibrationConfig, QuantizeConfig
     from edge_dm.quantize import quantize as run
@@ -175,7 +177,7 @@ def quantize(model, output, overwrite, kind, mu, sigma, num_samples, samples_per
                          fast_bias_correction=bias_correction == "fast", smooth_quant_alpha=smooth_quant_alpha,
                          subset_size=subset_size, ignored_names=ignore_name, ignored_patterns=ignore_pattern,
                          ignored_types=ignore_type, range_estimator=range_estimator,
-                         eval_trajectories=eval_trajectories)
+                         overflow_fix=overflow_fix, eval_trajectories=eval_trajectories)
     bundle, s = run(cfg)
     click.echo(f"int8 bundle: {bundle.path}")
     click.echo(f"calibration {s['calibration_s']:.1f} s ({s['calibration_samples']} samples, mean t "

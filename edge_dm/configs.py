@@ -17,6 +17,7 @@ CALIBRATION_KINDS = ("dntc", "uniform", "fixed", "noise", "forward")
 PRESETS = ("performance", "mixed")
 MODEL_TYPES = ("none", "transformer")
 RANGE_ESTIMATORS = ("minmax", "mean-minmax", "quantile", "histogram")
+OVERFLOW_FIXES = ("enable", "first-layer", "disable")
 
 
 class Config:
@@ -134,6 +135,10 @@ class QuantizeConfig(Config):
     ignored_patterns: tuple = ()
     ignored_types: tuple = ()
     range_estimator: str = "minmax"
+    # NNCF's overflow fix: 7-bit weights, so int8 convolutions on CPUs without VNNI (AVX2's saturating
+    # vpmaddubsw) don't overflow. NNCF's default fixes the first layer only; on the 2-core EPYC that left
+    # 3x the error and visibly broken images (docs/QUANTIZATION.md), so edge-dm fixes all layers.
+    overflow_fix: str = "enable"
     eval_trajectories: int = 4  # held-out trajectories, each sampled at 10 timesteps spread over [0, T]
 
     def __post_init__(self):
@@ -141,6 +146,7 @@ class QuantizeConfig(Config):
         _choice("preset", self.preset, PRESETS)
         _choice("model type", self.model_type, MODEL_TYPES)
         _choice("range estimator", self.range_estimator, RANGE_ESTIMATORS)
+        _choice("overflow fix", self.overflow_fix, OVERFLOW_FIXES)
         if self.subset_size is not None:
             _positive(subset_size=self.subset_size)
         if self.smooth_quant_alpha is not None and not (self.smooth_quant_alpha == -1 or 0 <= self.smooth_quant_alpha <= 1):

@@ -1,7 +1,7 @@
 """NNCF post-training quantization of the OpenVINO UNet with a DNTC (or baseline) calibration set.
 
 Defaults (preset MIXED, model_type TRANSFORMER, i.e. SmoothQuant on the attention MatMuls, fast bias
-correction, min-max ranges) were chosen by the fp32-vs-int8 error of the noise prediction: see
+correction, min-max ranges, overflow fix on every layer) were chosen by the fp32-vs-int8 error of the noise prediction: see
 docs/QUANTIZATION.md for the measurements.
 """
 from __future__ import annotations
@@ -20,12 +20,15 @@ HELD_OUT_SEED = 1_000_003  # far from any calibration seed: held-out trajectorie
 
 def _nncf_options(cfg: QuantizeConfig) -> dict:
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+    from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
+                                                       AdvancedSmoothQuantParameters, OverflowFix)
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet as R
 
     estimators = {"minmax": R.MINMAX, "mean-minmax": R.MEAN_MINMAX, "quantile": R.MEAN_QUANTILE,
                   "histogram": R.HISTOGRAM}
-    adv = dict(activations_range_estimator_params=estimators[cfg.range_estimator])
+    fixes = {"enable": OverflowFix.ENABLE, "first-layer": OverflowFix.FIRST_LAYER, "disable": OverflowFix.DISABLE}
+    adv = dict(activations_range_estimator_params=estimators[cfg.range_estimator],
+               overflow_fix=fixes[cfg.overflow_fix])
     if cfg.smooth_quant_alpha is not None:
         adv["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=cfg.smooth_quant_alpha)
     ignored = None

@@ -51,6 +51,25 @@ def test_int8_bundle_generates_close_to_fp32(int8, tiny_bundle, tmp_path):
     assert np.abs(q - f).mean() < 40  # same seeds: int8 images stay near the fp32 ones
 
 
+def _int8_weight_range(model):
+    vals = [op.get_data() for op in model.get_ops()
+            if op.get_type_name() == "Constant" and op.get_element_type().get_type_name() == "i8"]
+    return min(int(v.min()) for v in vals), max(int(v.max()) for v in vals)
+
+
+def test_overflow_fix_keeps_weights_to_7_bits(int8, tiny_model_dir, tmp_path):
+    # default "enable": int8 weights use 7 bits (|w| <= 64), so AVX2's saturating vpmaddubsw can't overflow
+    bundle, _ = int8
+    assert bundle.recipe["config"]["overflow_fix"] == "enable"
+    lo, hi = _int8_weight_range(bundle.read_model())
+    assert max(-lo, hi) <= 64
+    cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "nofix"), eval_trajectories=1,
+                         calibration_set=str(bundle.path / "calibration.npz"), overflow_fix="disable")
+    nofix, _ = quantize(cfg, progress=False)
+    lo, hi = _int8_weight_range(nofix.read_model())
+    assert max(-lo, hi) > 100  # without the fix NNCF uses the full 8-bit range
+
+
 def test_saved_calibration_set_is_reused(int8, tiny_model_dir, tmp_path):
     bundle, _ = int8
     cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "again"), eval_trajectories=1,
@@ -71,6 +90,8 @@ def test_weights_only_mode(tiny_model_dir, tmp_path):
 def test_bad_input_writes_nothing(tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError):
         QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "x"), preset="ultra")
+    with pytest.raises(ConfigError):
+        QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "x"), overflow_fix="sometimes")
     from click.testing import CliRunner
 
     from edge_dm.cli import main
