@@ -78,6 +78,23 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     tmp.replace(path)  # atomic: a killed run keeps the previous checkpoint
 
 
+def _load_init(model, path: str) -> None:
+    """Copy the weights of the UNet folder `path` into `model` (same architecture), or ModelNotFoundError."""
+    from diffusers import UNet2DModel
+
+    if not (Path(path) / "config.json").exists():
+        raise ModelNotFoundError(f"--init {path}: no UNet folder (config.json + weights) there")
+    try:
+        weights = UNet2DModel.from_pretrained(path).float().state_dict()
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"--init {path}: cannot load it: {str(exc).splitlines()[0]}") from None
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError:
+        raise ModelNotFoundError(f"--init {path}: its architecture differs from --channels / --layers-per-block") \
+            from None
+
+
 def train(cfg: TrainConfig, log=print) -> Path:
     """Train until `cfg.minutes` of wall time (this call) or `cfg.max_steps`; returns the EMA model dir."""
     import copy
@@ -89,23 +106,27 @@ def train(cfg: TrainConfig, log=print) -> Path:
     from edge_dm.data import load_images
 
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    ckpt = out / "checkpoint.pt"
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(cfg.seed)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
+    model = UNet2DModel(**cfg.unet_config())
+    if cfg.init and not ckpt.exists():  # a bad --init fails here, before anything is written
+        _load_init(model, cfg.init)
+        log(f"fine-tuning from {cfg.init}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     t0 = time.time()
     images = torch.from_numpy(load_images(cfg.data)).to(device)  # N,H,W,3 uint8, all on the device
     log(f"loaded {len(images)} images in {time.time() - t0:.1f}s")
 
-    model = UNet2DModel(**cfg.unet_config()).to(device)
+    model = model.to(device)
     emas = [copy.deepcopy(model).eval().requires_grad_(False) for _ in cfg.ema_decays]
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=device == "cuda")
     step = 0
-    ckpt = out / "checkpoint.pt"
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device)
         model.load_state_dict(state["model"])
@@ -115,13 +136,6 @@ def train(cfg: TrainConfig, log=print) -> Path:
         step = state["step"]
         torch.set_rng_state(state["rng_cpu"].cpu())  # map_location moved it to the GPU
         log(f"resumed at step {step}")
-    elif cfg.init:
-        if not (Path(cfg.init) / "config.json").exists():
-            raise ModelNotFoundError(f"--init {cfg.init}: no UNet folder (config.json + weights) there")
-        weights = UNet2DModel.from_pretrained(cfg.init).float().state_dict()
-        for m in (model, *emas):
-            m.load_state_dict(weights)
-        log(f"fine-tuning from {cfg.init}")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"UNet2DModel {n_params / 1e6:.2f}M parameters on {device}")
 
@@ -136,6 +150,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
 
     model.train()
     model_params = list(model.parameters())
+    ema_params = [list(ema.parameters()) for ema in emas]
     while step < cfg.max_steps and time.time() - start < cfg.minutes * 60:
         idx = torch.randint(0, len(images), (cfg.batch_size,), device=device, generator=gen)
         x0 = images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -156,9 +171,9 @@ def train(cfg: TrainConfig, log=print) -> Path:
         opt.step()
         step += 1
         with torch.no_grad():
-            for ema, ema_decay in zip(emas, cfg.ema_decays):
+            for params, ema_decay in zip(ema_params, cfg.ema_decays):
                 decay = min(ema_decay, (1 + step) / (10 + step))
-                torch._foreach_lerp_(list(ema.parameters()), model_params, 1 - decay)
+                torch._foreach_lerp_(params, model_params, 1 - decay)
         losses.append(loss.detach())
         if step % 500 == 0:
             mean = torch.stack(losses).mean().item()

@@ -63,6 +63,15 @@ def test_fine_tune_starts_from_init_weights(tiny_tar, tmp_path):
     assert not all(torch.allclose(a[k], fresh[k]) for k in a)  # the check can fail: init != random
     with pytest.raises(ModelNotFoundError):
         train(TrainConfig(output=str(tmp_path / "c"), init=str(tmp_path / "nothing"), **base), log=lambda s: None)
+    assert not (tmp_path / "c").exists()  # a bad --init fails before anything is written
+    from click.testing import CliRunner
+
+    from edge_dm.cli import main
+
+    r = CliRunner().invoke(main, ["train", "--data", str(tiny_tar), "--output", str(tmp_path / "d"),
+                                  "--init", str(tmp_path / "a" / "ema"), "--channels", "32,64,64,64"])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "architecture differs" in r.output
+    assert not (tmp_path / "d").exists()
 
 
 def test_bad_train_options():
