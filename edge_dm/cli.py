@@ -7,7 +7,7 @@ import json
 
 import click
 
-from edge_dm.configs import DEFAULT_MODEL
+from edge_dm.configs import DEFAULT_MODEL, MODEL_TYPES, OVERFLOW_FIXES, PRESETS, RANGE_ESTIMATORS
 
 
 def library_errors(fn):
@@ -147,18 +147,17 @@ def _print_json(obj):
 @click.option("--data", type=click.Path(), help="images for --calibration forward")
 @click.option("--calibration-set", type=click.Path(), help="reuse a saved calibration.npz")
 @click.option("--mode", type=click.Choice(["int8", "weights"]), default="int8", show_default=True)
-@click.option("--preset", type=click.Choice(["performance", "mixed"]), default="mixed", show_default=True)
-@click.option("--model-type", type=click.Choice(["none", "transformer"]), default="transformer", show_default=True)
+@click.option("--preset", type=click.Choice(PRESETS), default="mixed", show_default=True)
+@click.option("--model-type", type=click.Choice(MODEL_TYPES), default="transformer", show_default=True)
 @click.option("--bias-correction", type=click.Choice(["fast", "full"]), default="fast", show_default=True)
 @click.option("--smooth-quant-alpha", type=float, default=None)
 @click.option("--subset-size", type=int, default=None)
 @click.option("--ignore-name", multiple=True)
 @click.option("--ignore-pattern", multiple=True)
 @click.option("--ignore-type", multiple=True)
-@click.option("--range-estimator", type=click.Choice(["minmax", "mean-minmax", "quantile", "histogram"]),
-              default="minmax", show_default=True)
-@click.option("--overflow-fix", type=click.Choice(["enable", "first-layer", "disable"]), default="enable",
-              show_default=True, help="7-bit weights against int8 overflow on CPUs without VNNI (NNCF)")
+@click.option("--range-estimator", type=click.Choice(RANGE_ESTIMATORS), default="minmax", show_default=True)
+@click.option("--overflow-fix", type=click.Choice(OVERFLOW_FIXES), default="enable", show_default=True,
+              help="7-bit weights against int8 overflow on CPUs without VNNI (NNCF)")
 @click.option("--eval-trajectories", type=int, default=4, show_default=True)
 @library_errors
 def quantize(model, output, overwrite, kind, mu, sigma, num_samples, samples_per_trajectory, fixed_t, steps,

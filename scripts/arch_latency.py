@@ -5,7 +5,6 @@
 What chose between a fast and a good default model: docs/BENCHMARKS.md, "Architecture vs latency".
 """
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +13,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def unet_config(channels, layers, attn_level=1):
+    """The shipped model's UNet2DModel config (edge_dm.train.DEFAULT_UNET) with other widths, depth, attention."""
+    from edge_dm.train import DEFAULT_UNET
+
     n = len(channels)
     down, up = ["DownBlock2D"] * n, ["UpBlock2D"] * n
     if attn_level is not None:
         down[attn_level], up[n - 1 - attn_level] = "AttnDownBlock2D", "AttnUpBlock2D"
-    return dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=tuple(channels),
-                layers_per_block=layers, down_block_types=tuple(down), up_block_types=tuple(up), norm_eps=1e-6,
-                freq_shift=1, flip_sin_to_cos=False, downsample_padding=0, attention_head_dim=None)
+    return dict(DEFAULT_UNET, block_out_channels=tuple(channels), layers_per_block=layers,
+                down_block_types=tuple(down), up_block_types=tuple(up))
 
 
 VARIANTS = {  # name: (block_out_channels, layers_per_block, attention level or None)
@@ -59,6 +60,7 @@ def main(rounds: int = 5, iters: int = 15):
     import torch
     from diffusers import UNet2DModel
 
+    from edge_dm.benchmark import _latency
     from edge_dm.export import convert_unet
     from edge_dm.runtime import compile_unet
 
@@ -72,14 +74,7 @@ def main(rounds: int = 5, iters: int = 15):
     times = {name: [] for name in compiled}
     for _ in range(rounds):  # interleaved: every variant sees the same VM weather
         for name, (req, _, _) in compiled.items():
-            for _ in range(3):
-                req.infer({0: x, 1: t})
-            runs = []
-            for _ in range(iters):
-                s = time.perf_counter()
-                req.infer({0: x, 1: t})
-                runs.append(time.perf_counter() - s)
-            times[name].append(np.median(runs) * 1e3)
+            times[name].append(_latency(lambda: req.infer({0: x, 1: t}), iters, warmup=3)["median_ms"])
     print("| UNet (block_out_channels) x layers_per_block | parameters | GMAC/image | median ms | best round ms |")
     print("| --- | --- | --- | --- | --- |")
     for name, (_, params, mac) in compiled.items():
