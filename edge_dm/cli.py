@@ -79,6 +79,8 @@ def export(model, output, precision, overwrite):
 @click.option("--scheduler", default="ddim", show_default=True, help="ddim, ddpm, dpm-solver, euler")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--request-batch", type=int, default=None,
+              help="images per parallel infer request (default: the batch split evenly over them)")
 @click.option("--output", type=click.Path(), default="samples", show_default=True)
 @click.option("--precision-hint", default=None, help="OpenVINO INFERENCE_PRECISION_HINT (f32, bf16, f16)")
 @overwrite_option
@@ -197,6 +199,8 @@ def quantize(model, output, overwrite, kind, mu, sigma, num_samples, samples_per
 @click.option("--scheduler", default="ddim", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=50, show_default=True)
+@click.option("--request-batch", type=int, default=None,
+              help="images per parallel infer request (default: the batch split evenly over them)")
 @click.option("--feature-device", default="cpu", show_default=True, help="torch device for Inception (cpu, cuda)")
 @click.option("--output", type=click.Path(), help="write the results as JSON here")
 @library_errors
@@ -214,6 +218,9 @@ def evaluate(**kwargs):
         click.echo(f"drift PSNR {d['psnr_db']:.2f} dB, SSIM {d['ssim']:.4f}, mean |diff| {d['mean_abs_diff']:.2f}/255")
     if "fid" in r:
         click.echo("IS    n/a  (" + r["inception_score_note"] + ")")
+    for what, tm in r["timings"].items():
+        rate = f", {tm['images_per_s']:.1f} images/s" if "images_per_s" in tm else ""
+        click.echo(f"time  {what} {tm['seconds']:.1f} s{rate}")
 
 
 @main.command()

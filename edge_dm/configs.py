@@ -73,11 +73,14 @@ class GenerateConfig(Config):
     batch_size: int = 16
     overwrite: bool = False
     precision_hint: str | None = None  # OpenVINO INFERENCE_PRECISION_HINT, e.g. f32 or bf16
+    request_batch: int | None = None  # images per async infer request (default: batch split evenly)
 
     def __post_init__(self):
         from edge_dm.sampling import SCHEDULERS
 
         _positive(num_images=self.num_images, steps=self.steps, batch_size=self.batch_size)
+        if self.request_batch is not None:
+            _positive(request_batch=self.request_batch)
         _choice("scheduler", self.scheduler, tuple(SCHEDULERS))
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
@@ -174,11 +177,14 @@ class EvaluateConfig(Config):
     batch_size: int = 50
     compare: str | None = None  # a second bundle: paired drift mode
     feature_device: str = "cpu"  # torch device for the Inception network
+    request_batch: int | None = None  # images per async infer request (see GenerateConfig)
 
     def __post_init__(self):
         from edge_dm.sampling import SCHEDULERS
 
         _positive(num_images=self.num_images, steps=self.steps, batch_size=self.batch_size)
+        if self.request_batch is not None:
+            _positive(request_batch=self.request_batch)
         _choice("scheduler", self.scheduler, tuple(SCHEDULERS))
         if self.reference is None and self.compare is None:
             raise ConfigError("pass --reference (FID/sFID) or --compare (paired drift), or both")

@@ -215,8 +215,13 @@ def reference_stats(ref: str, device: str = "cpu") -> dict:
     return load_stats(cache)
 
 
-def _images_of(spec: str, cfg, progress: bool):
-    """uint8 images of a folder, or N images generated (seeded) from a bundle on cfg.device."""
+def _images_of(spec: str, cfg, progress: bool, timings: dict, label: str):
+    """uint8 images of a folder, or N images generated (seeded) from a bundle on cfg.device.
+
+    For a bundle, how long the generation took goes into `timings[label]`.
+    """
+    import time
+
     from edge_dm.bundle import is_bundle
     from edge_dm.data import load_images
 
@@ -224,32 +229,43 @@ def _images_of(spec: str, cfg, progress: bool):
         return load_images(spec)[: cfg.num_images]
     from edge_dm.runtime import find_bundle, sample_bundle
 
-    images, _ = sample_bundle(find_bundle(spec), cfg.device, cfg.num_images, cfg.batch_size, cfg.steps,
-                              cfg.scheduler, cfg.seed, progress=progress)
+    t0 = time.perf_counter()
+    images, den = sample_bundle(find_bundle(spec), cfg.device, cfg.num_images, cfg.batch_size, cfg.steps,
+                                cfg.scheduler, cfg.seed, progress=progress, request_batch=cfg.request_batch)
+    seconds = time.perf_counter() - t0
+    timings[label] = dict(seconds=round(seconds, 2), images_per_s=round(len(images) / seconds, 2),
+                          unet_images_per_s=round(len(images) * den.calls / max(den.seconds, 1e-9), 1))
     return images
 
 
 def evaluate(cfg, progress: bool = True) -> dict:
     """Score cfg.samples (folder or bundle) with FID/sFID against cfg.reference, and/or the paired drift
-    against cfg.compare (a second folder or bundle, same seeds). Writes JSON to cfg.output if given."""
+    against cfg.compare (a second folder or bundle, same seeds). Writes JSON to cfg.output if given.
+
+    `timings` in the result: seconds spent generating each bundle's images and computing features.
+    """
     import json
     import time
 
     t0 = time.perf_counter()
-    images = _images_of(cfg.samples, cfg, progress)
+    timings: dict = {}
+    images = _images_of(cfg.samples, cfg, progress, timings, "generate_samples")
     result = dict(samples=cfg.samples, num_images=len(images), config=cfg.to_dict())
     if cfg.compare:
-        result["drift"] = drift(_images_of(cfg.compare, cfg, progress), images)
+        result["drift"] = drift(_images_of(cfg.compare, cfg, progress, timings, "generate_compare"), images)
     if cfg.reference:
         from tqdm import tqdm
 
         ref = reference_stats(cfg.reference, cfg.feature_device)
+        t_feat = time.perf_counter()
         bar = tqdm(total=len(images), unit="img", desc="inception", disable=not progress)
         feats = inception_features(images, device=cfg.feature_device, progress=bar.update)
         bar.close()
+        timings["features"] = dict(seconds=round(time.perf_counter() - t_feat, 2), device=cfg.feature_device)
         result.update(scores(feats, ref))
         result["inception_score"] = None
         result["inception_score_note"] = "the FID Inception weights hold no classifier head, so IS is not computed"
+    result["timings"] = timings
     result["seconds"] = round(time.perf_counter() - t0, 2)
     if cfg.output:
         out = Path(cfg.output)

@@ -67,28 +67,41 @@ def compile_unet(model, device: str, batch: int, hint: str = "LATENCY", precisio
 class OpenVINODenoiser:
     """A bundle's UNet compiled on an OpenVINO device, callable as a denoiser (see sampling.py).
 
-    One compiled model per batch size in use (the last batch of a run may be smaller). With
-    hint="THROUGHPUT" a batch is split over the device's parallel infer requests, which run
-    asynchronously; with "LATENCY" one request runs the whole batch on all cores.
+    With hint="LATENCY" one request runs the whole batch on all cores. With "THROUGHPUT" a batch is
+    cut into chunks of `request_batch` images that run asynchronously over the device's optimal number
+    of parallel infer requests (an openvino.AsyncInferQueue); a short last chunk is padded, so one
+    compiled model serves every call. Without `request_batch`, a batch is split evenly over the
+    requests. Big batches in small chunks keep every core busy: on the 16-core Xeon the shipped model
+    runs fastest at 8-16 images a request (docs/BENCHMARKS.md).
     """
 
-    def __init__(self, model, device: str = "CPU", hint: str = "LATENCY", precision_hint: str | None = None):
+    def __init__(self, model, device: str = "CPU", hint: str = "LATENCY", precision_hint: str | None = None,
+                 request_batch: int | None = None):
         self.model, self.device, self.hint, self.precision_hint = model, device, hint, precision_hint
-        self._compiled: dict[int, tuple] = {}
+        self.request_batch = request_batch
+        self._compiled: dict[int, object] = {}
+        self._queues: dict[int, object] = {}
+        self._requests: dict[int, object] = {}
         self._nreq: int | None = None  # parallel requests, fixed by the first batch seen
         self.calls, self.seconds = 0, 0.0
 
-    def _requests(self, chunk: int, n: int):
-        if chunk not in self._compiled:
-            compiled = compile_unet(self.model, self.device, chunk, self.hint, self.precision_hint)
-            self._compiled[chunk] = (compiled, [compiled.create_infer_request() for _ in range(n)])
-        return self._compiled[chunk][1]
+    def _compile(self, batch: int):
+        if batch not in self._compiled:
+            self._compiled[batch] = compile_unet(self.model, self.device, batch, self.hint, self.precision_hint)
+        return self._compiled[batch]
 
     def parallel_requests(self, batch: int) -> int:
         if self.hint != "THROUGHPUT" or batch == 1:
             return 1
-        compiled = compile_unet(self.model, self.device, 1, self.hint, self.precision_hint)
-        return max(1, min(batch, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))))
+        compiled = self._compile(self.request_batch or 1)
+        return max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+
+    def _queue(self, chunk: int):
+        import openvino as ov
+
+        if chunk not in self._queues:
+            self._queues[chunk] = ov.AsyncInferQueue(self._compile(chunk), self._nreq)
+        return self._queues[chunk]
 
     def __call__(self, x, t):
         import numpy as np
@@ -96,26 +109,33 @@ class OpenVINODenoiser:
 
         start = time.perf_counter()
         xs, ts = x.numpy(), t.numpy()
+        n = len(xs)
         if self._nreq is None:
-            self._nreq = self.parallel_requests(len(xs))
-        chunk = math.ceil(len(xs) / self._nreq)
-        parts = [(xs[i:i + chunk], ts[i:i + chunk]) for i in range(0, len(xs), chunk)]
-        outs = []
-        if len(parts) == 1:
-            req = self._requests(len(xs), 1)[0]
-            outs.append(req.infer({"sample": xs, "timestep": ts})[0].copy())
+            self._nreq = self.parallel_requests(n)
+        if self._nreq == 1 and not self.request_batch:
+            if n not in self._requests:
+                self._requests[n] = self._compile(n).create_infer_request()
+            out = self._requests[n].infer({"sample": xs, "timestep": ts})[0].copy()
         else:
-            # all chunks but a short last one share one compiled batch size
-            full = self._requests(chunk, len(parts))
-            reqs = [full[i] if len(p[0]) == chunk else self._requests(len(p[0]), 1)[0] for i, p in enumerate(parts)]
-            for r, (xp, tp) in zip(reqs, parts):
-                r.start_async({"sample": xp, "timestep": tp})
-            for r in reqs:
-                r.wait()
-                outs.append(r.get_output_tensor(0).data.copy())
+            chunk = self.request_batch or math.ceil(n / self._nreq)
+            pad = -n % chunk
+            if pad:  # repeat the last image: the padding's outputs are dropped below
+                xs = np.concatenate([xs, np.repeat(xs[-1:], pad, 0)])
+                ts = np.concatenate([ts, np.repeat(ts[-1:], pad, 0)])
+            outs = [None] * (len(xs) // chunk)
+            queue = self._queue(chunk)
+
+            def done(request, i):
+                outs[i] = request.get_output_tensor(0).data.copy()
+
+            queue.set_callback(done)
+            for i in range(len(outs)):
+                queue.start_async({"sample": xs[i * chunk:(i + 1) * chunk], "timestep": ts[i * chunk:(i + 1) * chunk]}, i)
+            queue.wait_all()
+            out = np.concatenate(outs)[:n]
         self.calls += 1
         self.seconds += time.perf_counter() - start
-        return torch.from_numpy(np.concatenate(outs))
+        return torch.from_numpy(out)
 
 
 def find_bundle(spec: str, precision: str = "int8") -> Bundle:
@@ -154,7 +174,8 @@ def grid(images, columns: int | None = None):
 
 
 def sample_bundle(bundle: Bundle, device: str, num_images: int, batch_size: int, steps: int,
-                  scheduler_name: str, seed: int, precision_hint: str | None = None, progress: bool = True):
+                  scheduler_name: str, seed: int, precision_hint: str | None = None, progress: bool = True,
+                  request_batch: int | None = None):
     """Run a bundle's UNet in the denoising loop on `device`: (uint8 NHWC images, the denoiser used)."""
     from tqdm import tqdm
 
@@ -162,7 +183,7 @@ def sample_bundle(bundle: Bundle, device: str, num_images: int, batch_size: int,
     from edge_dm.sampling import generate as run_loop, make_scheduler
 
     hint = "LATENCY" if batch_size == 1 else "THROUGHPUT"
-    denoiser = OpenVINODenoiser(bundle.read_model(), device, hint, precision_hint)
+    denoiser = OpenVINODenoiser(bundle.read_model(), device, hint, precision_hint, request_batch)
     scheduler = make_scheduler(scheduler_name, bundle.scheduler_config)
     bar = tqdm(total=num_images, unit="img", disable=not progress, desc=f"{bundle.precision} {scheduler_name} x{steps}")
     x = run_loop(denoiser, scheduler, num_images, batch_size, steps, seed, bundle.sample_shape, progress=bar.update)
@@ -179,7 +200,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     with atomic_dir(cfg.output, cfg.overwrite) as tmp:
         t0 = time.perf_counter()
         images, denoiser = sample_bundle(bundle, cfg.device, cfg.num_images, cfg.batch_size, cfg.steps,
-                                         cfg.scheduler, cfg.seed, cfg.precision_hint, progress)
+                                         cfg.scheduler, cfg.seed, cfg.precision_hint, progress, cfg.request_batch)
         wall = time.perf_counter() - t0
         save_pngs(images, tmp)
         Image.fromarray(grid(images)).save(tmp / "grid.png")

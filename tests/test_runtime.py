@@ -77,3 +77,21 @@ def test_throughput_split_equals_one_request(tiny_bundle):
     many = OpenVINODenoiser(tiny_bundle.read_model(), "CPU", "THROUGHPUT")
     many._nreq = 2  # force a split even on a machine with one stream
     np.testing.assert_allclose(many(x, t).numpy(), one.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("request_batch", [2, 4, 7])
+def test_fixed_request_batch_with_padded_tail_equals_one_request(tiny_bundle, request_batch):
+    """Chunks of a fixed size over an AsyncInferQueue (the last one padded) give one request's numbers."""
+    import torch
+
+    from edge_dm.runtime import OpenVINODenoiser
+
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((5, 3, 8, 8)).astype(np.float32))
+    t = torch.tensor([999, 500, 321, 20, 0], dtype=torch.int64)
+    one = OpenVINODenoiser(tiny_bundle.read_model(), "CPU", "LATENCY")(x, t)
+    den = OpenVINODenoiser(tiny_bundle.read_model(), "CPU", "THROUGHPUT", request_batch=request_batch)
+    out = den(x, t)
+    assert out.shape == one.shape
+    np.testing.assert_allclose(out.numpy(), one.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(den(x[:3], t[:3]).numpy(), one[:3].numpy(), rtol=1e-4, atol=1e-5)
+    assert list(den._compiled) == [request_batch]  # one compiled model served both calls

@@ -1,0 +1,74 @@
+"""How many images a second a bundle's UNet gives on an OpenVINO CPU, by images per request and streams.
+
+    python scripts/ov_throughput.py BUNDLE [--request-batches 8,16,32] [--streams auto,4,8,16] [--images 512]
+
+Each setting runs one UNet call over `--images` images the way `edge-dm generate --request-batch R`
+does (chunks of R images over parallel async requests, openvino.AsyncInferQueue), after one warm-up
+call, and reports the best of `--repeats` timed calls. Settings are timed one after another in one
+process: compare them within one run. This picked `--request-batch` for the 10k evaluation on the
+lent machine's Xeon (docs/BENCHMARKS.md).
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("bundle")
+    p.add_argument("--request-batches", default="8,16,32")
+    p.add_argument("--streams", default="auto,4,8,16")
+    p.add_argument("--images", type=int, default=512)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--precision-hint", default=None)
+    p.add_argument("--out")
+    a = p.parse_args()
+    import numpy as np
+    import openvino as ov
+
+    from edge_dm.runtime import compile_unet, find_bundle
+
+    bundle = find_bundle(a.bundle)
+    model = bundle.read_model()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((a.images, *bundle.sample_shape)).astype(np.float32)
+    t = rng.integers(0, 1000, a.images).astype(np.int64)
+    rows = []
+    for rb in (int(r) for r in a.request_batches.split(",")):
+        for streams in a.streams.split(","):
+            extra = {} if streams == "auto" else {"NUM_STREAMS": streams}
+            compiled = compile_unet(model, "CPU", rb, "THROUGHPUT", a.precision_hint, extra)
+            queue = ov.AsyncInferQueue(compiled, 0)  # 0: OpenVINO's optimal number of requests
+
+            def run():
+                for i in range(0, a.images, rb):
+                    queue.start_async({"sample": x[i:i + rb], "timestep": t[i:i + rb]})
+                queue.wait_all()
+
+            run()
+            best = min(_timed(run) for _ in range(a.repeats))
+            row = dict(request_batch=rb, streams=streams, requests=len(queue),
+                       actual_streams=int(compiled.get_property("NUM_STREAMS")),
+                       precision=compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
+                       images_per_s=round(a.images / best, 1))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    best = max(rows, key=lambda r: r["images_per_s"])
+    print(f"best: {best['images_per_s']} images/s at --request-batch {best['request_batch']}, "
+          f"{best['actual_streams']} streams ({bundle.path}, {a.images} images a call)", flush=True)
+    if a.out:
+        Path(a.out).write_text(json.dumps(dict(bundle=str(bundle.path), images=a.images, rows=rows), indent=2))
+
+
+def _timed(fn) -> float:
+    s = time.perf_counter()
+    fn()
+    return time.perf_counter() - s
+
+
+if __name__ == "__main__":
+    main()
