@@ -54,7 +54,10 @@ class TrainConfig:
     block_out_channels: tuple = DEFAULT_UNET["block_out_channels"]
     layers_per_block: int = DEFAULT_UNET["layers_per_block"]
     dropout: float = 0.0  # a run of minutes underfits: DDPM's 0.1 only slows it down
-    init: str | None = None  # fine-tune: start the model and its EMAs from this UNet folder, fresh optimizer
+    # fine-tune: start the model and its EMAs from this UNet folder, with a fresh optimizer. The EMAs
+    # then use their full decay from the first step: the init is already an average worth keeping,
+    # whereas from scratch the decay warms up as min(d, (1 + s) / (10 + s)).
+    init: str | None = None
 
     def __post_init__(self):
         if self.minutes <= 0 or self.max_steps < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -172,7 +175,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
         step += 1
         with torch.no_grad():
             for params, ema_decay in zip(ema_params, cfg.ema_decays):
-                decay = min(ema_decay, (1 + step) / (10 + step))
+                decay = ema_decay if cfg.init else min(ema_decay, (1 + step) / (10 + step))
                 torch._foreach_lerp_(params, model_params, 1 - decay)
         losses.append(loss.detach())
         if step % 500 == 0:

@@ -3,6 +3,7 @@
     python scripts/device_train.py train   --data TAR --out DIR --minutes M   # resumable
     python scripts/device_train.py stats   --data TAR --out FILE.npz           # FID reference stats
     python scripts/device_train.py score   --model DIR --ref FILE.npz --num-images 10000 --out FILE.json
+           [--seed S] [--bf16] [--save-images FILE.npy]   # bf16: a quick proxy, e.g. to pick an EMA
     python scripts/device_train.py images  --model DIR --num-images 1000 --out FOLDER   # fp32 PNGs, torch
 
 It uses the library's own pieces (edge_dm.train, edge_dm.sampling, edge_dm.evaluate) on CUDA.
@@ -29,6 +30,9 @@ def main():
     p.add_argument("--dropout", type=float, default=0.0); p.add_argument("--init")
     p.add_argument("--channels", default="64,128,128,128"); p.add_argument("--layers-per-block", type=int, default=2)
     p.add_argument("--inception")
+    p.add_argument("--ema-decays", default="0.9995,0.9999")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true"); p.add_argument("--save-images")
     a = p.parse_args()
     import torch
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -37,7 +41,8 @@ def main():
         train(TrainConfig(data=a.data, output=a.out, minutes=a.minutes, compile=a.compile, lr=a.lr,
                           warmup_steps=a.warmup_steps, dropout=a.dropout, init=a.init,
                           block_out_channels=tuple(int(c) for c in a.channels.split(",")),
-                          layers_per_block=a.layers_per_block),
+                          layers_per_block=a.layers_per_block,
+                          ema_decays=tuple(float(d) for d in a.ema_decays.split(","))),
               log=lambda s: print(s, flush=True))
     elif a.what == "stats":
         from edge_dm.data import load_images
@@ -70,15 +75,18 @@ def main():
         unet = UNet2DModel.from_pretrained(a.model)
         sched_cfg = DDPMScheduler.load_config(Path(a.model).parent / "scheduler")
         sched = make_scheduler("ddim", sched_cfg)
-        x = generate(torch_denoiser(unet, dev), sched, a.num_images, a.batch_size, a.steps, seed=0,
-                     shape=(3, 32, 32))
+        den = torch_denoiser(unet, dev, torch.bfloat16 if a.bf16 else None)
+        x = generate(den, sched, a.num_images, a.batch_size, a.steps, seed=a.seed, shape=(3, 32, 32))
         t_gen = time.time() - t
         imgs = to_uint8(x)
         import numpy as np
         np.save(Path(a.out).with_suffix(".grid.npy"), imgs[:100])
+        if a.save_images:
+            np.save(a.save_images, imgs)
         feats = inception_features(imgs, batch_size=500, device=dev, net=load_inception(a.inception, dev))
         res = scores(feats, load_stats(a.ref))
-        res.update(steps=a.steps, scheduler="ddim", seed=0, generate_s=t_gen, total_s=time.time() - t)
+        res.update(model=a.model, steps=a.steps, scheduler="ddim", seed=a.seed, bf16=a.bf16, generate_s=t_gen,
+                   total_s=time.time() - t)
         Path(a.out).write_text(json.dumps(res, indent=2))
         print(json.dumps(res), flush=True)
 

@@ -77,3 +77,24 @@ def test_fine_tune_starts_from_init_weights(tiny_tar, tmp_path):
 def test_bad_train_options():
     with pytest.raises(ConfigError):
         TrainConfig(data="x", output="y", ema_decays=(0.9995, 1.5))
+
+
+def test_fine_tune_emas_keep_their_full_decay_from_the_first_step(tiny_tar, tmp_path):
+    """From --init the EMAs average from the init on (no warm-up): after one step each EMA is
+    d * init + (1 - d) * weights, not the weights themselves as warm-up's decay of 0.18 would nearly give."""
+    import torch
+    from diffusers import UNet2DModel
+
+    base = dict(data=str(tiny_tar), max_steps=1, batch_size=2, block_out_channels=(32, 32, 32, 32), warmup_steps=1)
+    train(TrainConfig(output=str(tmp_path / "a"), **base), log=lambda s: None)
+    cfg = TrainConfig(output=str(tmp_path / "b"), init=str(tmp_path / "a" / "ema"), lr=1e-2, seed=1,
+                      ema_decays=(0.5, 0.9), **base)
+    train(cfg, log=lambda s: None)
+    init = UNet2DModel.from_pretrained(tmp_path / "a" / "ema").state_dict()
+    weights = torch.load(tmp_path / "b" / "checkpoint.pt", map_location="cpu")["model"]
+    moved = [k for k in init if init[k].is_floating_point() and not torch.allclose(init[k], weights[k])]
+    assert moved  # the step changed the weights, so the check below can fail
+    for d in cfg.ema_decays:
+        ema = UNet2DModel.from_pretrained(tmp_path / "b" / f"ema-{d}").state_dict()
+        for k in moved:
+            torch.testing.assert_close(ema[k], d * init[k] + (1 - d) * weights[k], atol=1e-6, rtol=1e-5)
