@@ -164,7 +164,9 @@ def machine_info() -> dict:
                    if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return dict(cpu=cpu, cores=os.cpu_count(), openvino=ov.get_version(), python=platform.python_version())
+    # the CPUs this process may run on (taskset / cgroups), which OpenVINO uses, not all of the machine's
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return dict(cpu=cpu, cores=cores, openvino=ov.get_version(), python=platform.python_version())
 
 
 def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
