@@ -234,7 +234,7 @@ def _images_of(spec: str, cfg, progress: bool, timings: dict, label: str):
                                 cfg.scheduler, cfg.seed, progress=progress, request_batch=cfg.request_batch)
     seconds = time.perf_counter() - t0
     timings[label] = dict(seconds=round(seconds, 2), images_per_s=round(len(images) / seconds, 2),
-                          unet_images_per_s=round(len(images) * den.calls / max(den.seconds, 1e-9), 1))
+                          unet_images_per_s=round(den.images / max(den.seconds, 1e-9), 1))
     return images
 
 

@@ -88,7 +88,7 @@ def test_request_batch_changes_speed_not_images(tiny_bundle):
     kw = dict(device="CPU", num_images=5, batch_size=5, steps=3, scheduler_name="ddim", seed=7, progress=False)
     even, _ = sample_bundle(find_bundle(str(tiny_bundle.path)), **kw)
     chunked, den = sample_bundle(find_bundle(str(tiny_bundle.path)), request_batch=2, **kw)
-    assert np.abs(even.astype(int) - chunked.astype(int)).max() <= 1 and den.calls == 3
+    assert np.abs(even.astype(int) - chunked.astype(int)).max() <= 1 and den.calls == 3 and den.images == 15
     r = evaluate(EvaluateConfig(samples=str(tiny_bundle.path), compare=str(tiny_bundle.path), num_images=5,
                                 steps=3, batch_size=5, request_batch=2), progress=False)
     assert r["timings"]["generate_samples"]["images_per_s"] > 0 and "generate_compare" in r["timings"]
