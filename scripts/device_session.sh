@@ -16,6 +16,10 @@
 #                  quantized (8 cores each), then FID/sFID/drift of fp32, int8-DNTC, int8-uniform
 #
 # The wheels and the Inception file travel as parts of one tar, since a call carries <= 64 MiB.
+# The machine goes back 30 s after a call returns: while a background stage runs, keep a call
+# (`wait`) in flight, or the run is lost. $OUT returns at most 8 files.
+# `final` as run on 2026-11-25 wrote the pick into the checkout's models/ folder, which the next
+# call overwrote; it now writes /tmp/newmodel (the weights and the numbers are the same).
 set -u
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 EDGE_DM_HOME=/tmp/home PYTHONUNBUFFERED=1
 REF=datasets/cifar10_train_jpeg_fid_stats.npz
@@ -64,19 +68,20 @@ final)
   done
   best=$(python3 -c "import json; d = ['0.999', '0.9995', '0.9999']; print(min(d, key=lambda k: json.load(open(f'/tmp/pick-{k}.json'))['fid']))")
   echo "picked ema-$best"; cat /tmp/pick-*.json > "$OUT/pick.json"
+  # the pick as it ships (fp16), outside the checkout: each call re-copies the checkout's tracked files
+  mkdir -p /tmp/newmodel && cp -r models/edm-cifar10-ddpm/scheduler models/edm-cifar10-ddpm/model_index.json /tmp/newmodel/
   python3 -c "
 from diffusers import UNet2DModel
-UNet2DModel.from_pretrained('/tmp/ft/ema-$best').half().save_pretrained('models/edm-cifar10-ddpm/unet')"
-  sha256sum models/edm-cifar10-ddpm/unet/diffusion_pytorch_model.safetensors
-  split -b 9000000 models/edm-cifar10-ddpm/unet/diffusion_pytorch_model.safetensors "$OUT/unet.safetensors.part-"
-  cp /tmp/ft/train_state.json "$OUT/"
-  python3 scripts/device_train.py score --model models/edm-cifar10-ddpm/unet --ref $REF --num-images 10000 \
+UNet2DModel.from_pretrained('/tmp/ft/ema-$best').half().save_pretrained('/tmp/newmodel/unet')"
+  sha256sum /tmp/newmodel/unet/diffusion_pytorch_model.safetensors
+  split -b 9000000 /tmp/newmodel/unet/diffusion_pytorch_model.safetensors "$OUT/unet.safetensors.part-"
+  python3 scripts/device_train.py score --model /tmp/newmodel/unet --ref $REF --num-images 10000 \
     --save-images /tmp/fp32.npy --out "$OUT/score-fp32.json" | tail -1
   python3 -c "
 import numpy as np, pathlib; from edge_dm.runtime import save_pngs
 d = pathlib.Path('/tmp/fp32imgs'); d.mkdir(exist_ok=True); save_pngs(np.load('/tmp/fp32.npy'), d)"
   for k in dntc uniform; do
-    /usr/bin/time -f "quantize $k wall %e s" python3 -m edge_dm quantize --calibration $k \
+    /usr/bin/time -f "quantize $k wall %e s" python3 -m edge_dm quantize --model /tmp/newmodel --calibration $k \
       --output /tmp/home/int8-$k 2>&1 | grep -v "━" | tee "$OUT/quantize-$k.log"
   done
   ;;
