@@ -45,6 +45,11 @@ def _positive(**values):
             raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value}")
 
 
+def _positive_if_set(**values):
+    """Like _positive, for options whose None means "not set" (a default chosen elsewhere)."""
+    _positive(**{name: value for name, value in values.items() if value is not None})
+
+
 def _choice(name, value, choices):
     if value not in choices:
         raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
@@ -79,8 +84,7 @@ class GenerateConfig(Config):
         from edge_dm.sampling import SCHEDULERS
 
         _positive(num_images=self.num_images, steps=self.steps, batch_size=self.batch_size)
-        if self.request_batch is not None:
-            _positive(request_batch=self.request_batch)
+        _positive_if_set(request_batch=self.request_batch)
         _choice("scheduler", self.scheduler, tuple(SCHEDULERS))
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
@@ -150,8 +154,7 @@ class QuantizeConfig(Config):
         _choice("model type", self.model_type, MODEL_TYPES)
         _choice("range estimator", self.range_estimator, RANGE_ESTIMATORS)
         _choice("overflow fix", self.overflow_fix, OVERFLOW_FIXES)
-        if self.subset_size is not None:
-            _positive(subset_size=self.subset_size)
+        _positive_if_set(subset_size=self.subset_size)
         if self.smooth_quant_alpha is not None and not (self.smooth_quant_alpha == -1 or 0 <= self.smooth_quant_alpha <= 1):
             raise ConfigError("smooth-quant-alpha must lie in [0, 1] (or -1 to disable)")
         _positive(eval_trajectories=self.eval_trajectories)
@@ -183,8 +186,7 @@ class EvaluateConfig(Config):
         from edge_dm.sampling import SCHEDULERS
 
         _positive(num_images=self.num_images, steps=self.steps, batch_size=self.batch_size)
-        if self.request_batch is not None:
-            _positive(request_batch=self.request_batch)
+        _positive_if_set(request_batch=self.request_batch)
         _choice("scheduler", self.scheduler, tuple(SCHEDULERS))
         if self.reference is None and self.compare is None:
             raise ConfigError("pass --reference (FID/sFID) or --compare (paired drift), or both")
