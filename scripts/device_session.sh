@@ -9,7 +9,7 @@
 #   sweep          Xeon: int8 throughput by images per request and streams (cores 2-15, beside training)
 #   final          pick the EMA (bf16 FID, 5k samples, seeds 10000+), ship it as fp16, score it in fp32
 #                  (10k, seeds 0-9999), quantize it (DNTC and uniform calibration)
-#   int8 KIND R    start in the background: 10k int8 images on the Xeon (KIND = dntc | uniform, R images
+#   int8 KIND      start in the background: 10k int8 images on the Xeon (KIND = dntc | uniform, 8 images
 #                  per request), drift against the fp32 images, FID/sFID with Inception on the GPU
 #   wait KIND S    wait up to S seconds for that run, then return its log and JSON
 #   table N        Table 5 at N samples in one call: fp32 images (torch, GPU) while both int8 bundles are
@@ -24,6 +24,11 @@ set -u
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 EDGE_DM_HOME=/tmp/home PYTHONUNBUFFERED=1
 REF=datasets/cifar10_train_jpeg_fid_stats.npz
 edm() { python3 -m edge_dm "$@"; }
+# int8 bundle KIND: N images on the Xeon, drift against the fp32 images, FID/sFID on the GPU; JSON to FILE
+eval_int8() {  # KIND N FILE
+  python3 -m edge_dm evaluate --samples /tmp/home/int8-$1 --compare /tmp/fp32imgs --reference $REF \
+    --num-images "$2" --batch-size 1000 --request-batch 8 --feature-device cuda --output "$3"
+}
 case "$1" in
 boot)
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -86,9 +91,8 @@ d = pathlib.Path('/tmp/fp32imgs'); d.mkdir(exist_ok=True); save_pngs(np.load('/t
   done
   ;;
 int8)
-  setsid nohup /usr/bin/time -f "evaluate int8-$2 wall %e s" python3 -m edge_dm evaluate \
-    --samples /tmp/home/int8-$2 --compare /tmp/fp32imgs --reference $REF --num-images 10000 --batch-size 1000 \
-    --request-batch "$3" --feature-device cuda --output /tmp/eval-int8-$2.json > /tmp/int8-$2.log 2>&1 < /dev/null &
+  export -f eval_int8; export REF
+  setsid nohup bash -c "time eval_int8 $2 10000 /tmp/eval-int8-$2.json" > /tmp/int8-$2.log 2>&1 < /dev/null &
   sleep 30; tr '\r' '\n' < /tmp/int8-$2.log | tail -3
   ;;
 wait)
@@ -108,8 +112,7 @@ table)
   edm evaluate --samples /tmp/fp32imgs --reference $REF --num-images "$N" --feature-device cuda \
     --output "$OUT/eval-fp32.json" 2>&1 | grep -v "img/s"
   for k in dntc uniform; do
-    edm evaluate --samples /tmp/home/int8-$k --compare /tmp/fp32imgs --reference $REF --num-images "$N" \
-      --batch-size 1000 --request-batch 8 --feature-device cuda --output "$OUT/eval-int8-$k.json" 2>&1 | grep -v "img/s"
+    eval_int8 $k "$N" "$OUT/eval-int8-$k.json" 2>&1 | grep -v "img/s"
   done
   ;;
 esac

@@ -2,9 +2,11 @@
 
     python scripts/ov_throughput.py BUNDLE [--request-batches 8,16,32] [--streams auto,4,8,16] [--images 512]
 
-Each setting runs one UNet call over `--images` images the way `edge-dm generate --request-batch R`
-does (chunks of R images over parallel async requests, openvino.AsyncInferQueue), after one warm-up
-call, and reports the best of `--repeats` timed calls. Settings are timed one after another in one
+Each setting cuts `--images` images into requests of R images over parallel async requests
+(openvino.AsyncInferQueue), the scheme of `edge-dm generate --request-batch R`, but with nothing
+between calls (no output copies, no scheduler step): the bare UNet's ceiling, which the denoising
+loop approaches. One warm-up round, then the best of `--repeats` timed rounds. `--streams` sets
+NUM_STREAMS, which generate leaves to OpenVINO. Settings are timed one after another in one
 process: compare them within one run. This picked `--request-batch` for the 10k evaluation on the
 lent machine's Xeon (docs/BENCHMARKS.md).
 """
