@@ -78,9 +78,9 @@ def export(model, output, precision, overwrite):
 @click.option("--steps", type=int, default=100, show_default=True)
 @click.option("--scheduler", default="ddim", show_default=True, help="ddim, ddpm, dpm-solver, euler")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--request-batch", type=int, default=None,
-              help="images per parallel infer request (default: the batch split evenly over them)")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="images per UNet request")
+@click.option("--parallel", type=int, default=None,
+              help="batches in flight at once, one infer request each (default: the device's optimal number)")
 @click.option("--output", type=click.Path(), default="samples", show_default=True)
 @click.option("--precision-hint", default=None, help="OpenVINO INFERENCE_PRECISION_HINT (f32, bf16, f16)")
 @overwrite_option
@@ -92,7 +92,7 @@ def generate(**kwargs):
 
     r = run(GenerateConfig(**kwargs))
     click.echo(f"{r['images']} images -> {r['output']}  ({r['precision']} on {r['device']})")
-    click.echo(f"UNet {r['unet_ms_per_call']:.2f} ms/call, {r['images_per_s']:.2f} images/s")
+    click.echo(f"UNet {r['unet_ms_per_call']:.2f} ms/call ({r['parallel']} in flight), {r['images_per_s']:.2f} images/s")
 
 
 @main.command()
@@ -198,9 +198,9 @@ def quantize(model, output, overwrite, kind, mu, sigma, num_samples, samples_per
 @click.option("--steps", type=int, default=100, show_default=True)
 @click.option("--scheduler", default="ddim", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=int, default=50, show_default=True)
-@click.option("--request-batch", type=int, default=None,
-              help="images per parallel infer request (default: the batch split evenly over them)")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="images per UNet request")
+@click.option("--parallel", type=int, default=None,
+              help="batches in flight at once, one infer request each (default: the device's optimal number)")
 @click.option("--feature-device", default="cpu", show_default=True, help="torch device for Inception (cpu, cuda)")
 @click.option("--output", type=click.Path(), help="write the results as JSON here")
 @library_errors

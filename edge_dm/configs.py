@@ -75,16 +75,16 @@ class GenerateConfig(Config):
     steps: int = 100
     scheduler: str = "ddim"
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int = 8  # images per UNet request; 8 is fastest on the 16-core Xeon (docs/BENCHMARKS.md)
     overwrite: bool = False
     precision_hint: str | None = None  # OpenVINO INFERENCE_PRECISION_HINT, e.g. f32 or bf16
-    request_batch: int | None = None  # images per async infer request (default: batch split evenly)
+    parallel: int | None = None  # batches in flight, one infer request each (default: the device's optimum)
 
     def __post_init__(self):
         from edge_dm.sampling import SCHEDULERS
 
         _positive(num_images=self.num_images, steps=self.steps, batch_size=self.batch_size)
-        _positive_if_set(request_batch=self.request_batch)
+        _positive_if_set(parallel=self.parallel)
         _choice("scheduler", self.scheduler, tuple(SCHEDULERS))
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
@@ -177,16 +177,16 @@ class EvaluateConfig(Config):
     steps: int = 100
     scheduler: str = "ddim"
     seed: int = 0
-    batch_size: int = 50
+    batch_size: int = 8  # images per UNet request (see GenerateConfig)
     compare: str | None = None  # a second bundle: paired drift mode
     feature_device: str = "cpu"  # torch device for the Inception network
-    request_batch: int | None = None  # images per async infer request (see GenerateConfig)
+    parallel: int | None = None  # batches in flight (see GenerateConfig)
 
     def __post_init__(self):
         from edge_dm.sampling import SCHEDULERS
 
         _positive(num_images=self.num_images, steps=self.steps, batch_size=self.batch_size)
-        _positive_if_set(request_batch=self.request_batch)
+        _positive_if_set(parallel=self.parallel)
         _choice("scheduler", self.scheduler, tuple(SCHEDULERS))
         if self.reference is None and self.compare is None:
             raise ConfigError("pass --reference (FID/sFID) or --compare (paired drift), or both")

@@ -231,10 +231,12 @@ def _images_of(spec: str, cfg, progress: bool, timings: dict, label: str):
 
     t0 = time.perf_counter()
     images, den = sample_bundle(find_bundle(spec), cfg.device, cfg.num_images, cfg.batch_size, cfg.steps,
-                                cfg.scheduler, cfg.seed, progress=progress, request_batch=cfg.request_batch)
+                                cfg.scheduler, cfg.seed, progress=progress, parallel=cfg.parallel)
     seconds = time.perf_counter() - t0
+    # images through the UNet per second of generation (calls overlap, so not per second in the UNet)
     timings[label] = dict(seconds=round(seconds, 2), images_per_s=round(len(images) / seconds, 2),
-                          unet_images_per_s=round(den.images / max(den.seconds, 1e-9), 1))
+                          unet_images_per_s=round(den.images / seconds, 1), parallel=den.parallel,
+                          batch_size=cfg.batch_size)
     return images
 
 

@@ -67,41 +67,69 @@ def compile_unet(model, device: str, batch: int, hint: str = "LATENCY", precisio
 class OpenVINODenoiser:
     """A bundle's UNet compiled on an OpenVINO device, callable as a denoiser (see sampling.py).
 
-    With hint="LATENCY" one request runs the whole batch on all cores. With "THROUGHPUT" a batch is
-    cut into chunks of `request_batch` images that run asynchronously over the device's optimal number
-    of parallel infer requests (an openvino.AsyncInferQueue); a short last chunk is padded, so one
-    compiled model serves every call. Without `request_batch`, a batch is split evenly over the
-    requests. Big batches in small chunks keep every core busy: on the 16-core Xeon the shipped model
-    runs fastest at 8-16 images a request (docs/BENCHMARKS.md).
+    A call's batch is cut into requests of `request_batch` images (default: the batch split evenly
+    over `parallel` requests); a short last request is padded, so one compiled model serves every
+    call. Requests run on a pool of infer requests: the chunks of one call at once, and calls from
+    several threads at once too (sync `infer` releases the GIL). That second way is how
+    `sample_bundle` keeps every stream busy: many small batches, each in its own denoising loop,
+    none waiting for the others between steps (docs/BENCHMARKS.md).
+
+    `parallel` is how many requests run at once: 1 under the LATENCY hint (one request on all
+    cores); under THROUGHPUT, `streams` if given (OpenVINO's NUM_STREAMS), else the device's
+    OPTIMAL_NUMBER_OF_INFER_REQUESTS.
     """
 
     def __init__(self, model, device: str = "CPU", hint: str = "LATENCY", precision_hint: str | None = None,
-                 request_batch: int | None = None):
+                 request_batch: int | None = None, streams: int | None = None):
+        import threading
+
         self.model, self.device, self.hint, self.precision_hint = model, device, hint, precision_hint
-        self.request_batch = request_batch
+        self.request_batch, self.streams = request_batch, streams
         self._compiled: dict[int, object] = {}
-        self._queues: dict[int, object] = {}
-        self._requests: dict[int, object] = {}
-        self._nreq: int | None = None  # parallel requests, fixed by the first batch seen
-        self.calls, self.images, self.seconds = 0, 0, 0.0  # UNet calls, images through the UNet, time in it
+        self._idle: dict[int, list] = {}  # compiled batch -> infer requests not in use
+        self._lock = threading.Lock()
+        self._parallel: int | None = None
+        self._executor = None
+        # UNet calls, images through the UNet, seconds summed over calls (concurrent calls overlap)
+        self.calls, self.images, self.seconds = 0, 0, 0.0
 
     def _compile(self, batch: int):
-        if batch not in self._compiled:
-            self._compiled[batch] = compile_unet(self.model, self.device, batch, self.hint, self.precision_hint)
-        return self._compiled[batch]
+        with self._lock:
+            if batch not in self._compiled:
+                extra = {"NUM_STREAMS": str(self.streams)} if self.streams and self.hint == "THROUGHPUT" else None
+                self._compiled[batch] = compile_unet(self.model, self.device, batch, self.hint,
+                                                     self.precision_hint, extra)
+            return self._compiled[batch]
 
-    def parallel_requests(self, batch: int) -> int:
-        if self.hint != "THROUGHPUT" or batch == 1:
-            return 1
-        compiled = self._compile(self.request_batch or 1)
-        return max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+    @property
+    def parallel(self) -> int:
+        if self._parallel is None:
+            if self.hint != "THROUGHPUT":
+                self._parallel = 1
+            elif self.streams:
+                self._parallel = self.streams
+            else:
+                compiled = self._compile(self.request_batch or 1)
+                self._parallel = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        return self._parallel
 
-    def _queue(self, chunk: int):
-        import openvino as ov
+    def _infer(self, xs, ts, batch: int):
+        """One request of `batch` images (xs padded by repeating its last image); returns len(xs) outputs."""
+        import numpy as np
 
-        if chunk not in self._queues:
-            self._queues[chunk] = ov.AsyncInferQueue(self._compile(chunk), self._nreq)
-        return self._queues[chunk]
+        n = len(xs)
+        if n < batch:  # the padding's outputs are dropped below
+            xs = np.concatenate([xs, np.repeat(xs[-1:], batch - n, 0)])
+            ts = np.concatenate([ts, np.repeat(ts[-1:], batch - n, 0)])
+        compiled = self._compile(batch)
+        with self._lock:
+            idle = self._idle.setdefault(batch, [])
+            request = idle.pop() if idle else compiled.create_infer_request()
+        try:
+            return request.infer({"sample": xs, "timestep": ts})[0][:n].copy()
+        finally:
+            with self._lock:
+                self._idle[batch].append(request)
 
     def __call__(self, x, t):
         import numpy as np
@@ -110,32 +138,23 @@ class OpenVINODenoiser:
         start = time.perf_counter()
         xs, ts = x.numpy(), t.numpy()
         n = len(xs)
-        if self._nreq is None:
-            self._nreq = self.parallel_requests(n)
-        if self._nreq == 1 and not self.request_batch:
-            if n not in self._requests:
-                self._requests[n] = self._compile(n).create_infer_request()
-            out = self._requests[n].infer({"sample": xs, "timestep": ts})[0].copy()
+        chunk = self.request_batch or math.ceil(n / self.parallel)
+        parts = [(xs[i:i + chunk], ts[i:i + chunk]) for i in range(0, n, chunk)]
+        if len(parts) == 1:
+            outs = [self._infer(*parts[0], chunk)]
         else:
-            chunk = self.request_batch or math.ceil(n / self._nreq)
-            pad = -n % chunk
-            if pad:  # repeat the last image: the padding's outputs are dropped below
-                xs = np.concatenate([xs, np.repeat(xs[-1:], pad, 0)])
-                ts = np.concatenate([ts, np.repeat(ts[-1:], pad, 0)])
-            outs = [None] * (len(xs) // chunk)
-            queue = self._queue(chunk)
+            if self._executor is None:
+                from concurrent.futures import ThreadPoolExecutor
 
-            def done(request, i):
-                outs[i] = request.get_output_tensor(0).data.copy()
-
-            queue.set_callback(done)
-            for i in range(len(outs)):
-                queue.start_async({"sample": xs[i * chunk:(i + 1) * chunk], "timestep": ts[i * chunk:(i + 1) * chunk]}, i)
-            queue.wait_all()
-            out = np.concatenate(outs)[:n]
-        self.calls += 1
-        self.images += n
-        self.seconds += time.perf_counter() - start
+                workers = self.parallel  # may compile, which takes the lock: read it first
+                with self._lock:
+                    self._executor = self._executor or ThreadPoolExecutor(max_workers=workers)
+            outs = list(self._executor.map(lambda p: self._infer(*p, chunk), parts))
+        out = np.concatenate(outs)
+        with self._lock:
+            self.calls += 1
+            self.images += n
+            self.seconds += time.perf_counter() - start
         return torch.from_numpy(out)
 
 
@@ -176,18 +195,25 @@ def grid(images, columns: int | None = None):
 
 def sample_bundle(bundle: Bundle, device: str, num_images: int, batch_size: int, steps: int,
                   scheduler_name: str, seed: int, precision_hint: str | None = None, progress: bool = True,
-                  request_batch: int | None = None):
-    """Run a bundle's UNet in the denoising loop on `device`: (uint8 NHWC images, the denoiser used)."""
+                  parallel: int | None = None):
+    """Run a bundle's UNet in the denoising loop on `device`: (uint8 NHWC images, the denoiser used).
+
+    One batch: one request on all cores (LATENCY hint). Several: `parallel` batches at a time (default:
+    the device's optimal number of infer requests, THROUGHPUT hint), each its own loop and request.
+    """
     from tqdm import tqdm
 
     from edge_dm.data import to_uint8
     from edge_dm.sampling import generate as run_loop, make_scheduler
 
-    hint = "LATENCY" if batch_size == 1 else "THROUGHPUT"
-    denoiser = OpenVINODenoiser(bundle.read_model(), device, hint, precision_hint, request_batch)
+    batches = math.ceil(num_images / batch_size)
+    hint = "LATENCY" if batches == 1 or parallel == 1 else "THROUGHPUT"
+    denoiser = OpenVINODenoiser(bundle.read_model(), device, hint, precision_hint,
+                                request_batch=batch_size if hint == "THROUGHPUT" else None, streams=parallel)
     scheduler = make_scheduler(scheduler_name, bundle.scheduler_config)
     bar = tqdm(total=num_images, unit="img", disable=not progress, desc=f"{bundle.precision} {scheduler_name} x{steps}")
-    x = run_loop(denoiser, scheduler, num_images, batch_size, steps, seed, bundle.sample_shape, progress=bar.update)
+    x = run_loop(denoiser, scheduler, num_images, batch_size, steps, seed, bundle.sample_shape, progress=bar.update,
+                 workers=denoiser.parallel)
     bar.close()
     return to_uint8(x), denoiser
 
@@ -201,7 +227,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     with atomic_dir(cfg.output, cfg.overwrite) as tmp:
         t0 = time.perf_counter()
         images, denoiser = sample_bundle(bundle, cfg.device, cfg.num_images, cfg.batch_size, cfg.steps,
-                                         cfg.scheduler, cfg.seed, cfg.precision_hint, progress, cfg.request_batch)
+                                         cfg.scheduler, cfg.seed, cfg.precision_hint, progress, cfg.parallel)
         wall = time.perf_counter() - t0
         save_pngs(images, tmp)
         Image.fromarray(grid(images)).save(tmp / "grid.png")
@@ -209,6 +235,6 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
                       device=cfg.device, images=len(images), seconds=round(wall, 3),
                       images_per_s=round(len(images) / wall, 3),
                       unet_ms_per_call=round(1e3 * denoiser.seconds / max(denoiser.calls, 1), 3),
-                      unet_calls=denoiser.calls, config=cfg.to_dict())
+                      unet_calls=denoiser.calls, parallel=denoiser.parallel, config=cfg.to_dict())
         (tmp / "generate.json").write_text(json.dumps(result, indent=2))
     return result

@@ -88,16 +88,33 @@ def torch_denoiser(unet, device: str = "cpu", dtype=None) -> Callable:
 
 
 def generate(denoiser: Callable, scheduler, num_images: int, batch_size: int, steps: int, seed: int,
-             shape: Sequence[int], progress: Callable | None = None):
-    """Generate `num_images` samples in [-1, 1] as one float32 numpy array (N, C, H, W)."""
+             shape: Sequence[int], progress: Callable | None = None, workers: int = 1):
+    """Generate `num_images` samples in [-1, 1] as one float32 numpy array (N, C, H, W).
+
+    The images go through the loop in batches of `batch_size`. With `workers` > 1, that many batches
+    run at once, each in its own thread with its own copy of the scheduler, so no batch waits for the
+    others between steps; the denoiser must then accept calls from several threads
+    (`OpenVINODenoiser` does). An image depends on (seed, index) only, whatever the batch size or
+    the number of workers.
+    """
+    import copy
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
-    out = []
-    for start in range(0, num_images, batch_size):
+    def run(start):
         n = min(batch_size, num_images - start)
         gens = generators(seed, start, n)
-        x = initial_noise((n, *shape), gens, scheduler)
-        out.append(denoise(denoiser, scheduler, x, gens, steps).clamp(-1, 1).numpy())
+        sched = copy.deepcopy(scheduler) if workers > 1 else scheduler
+        sched.set_timesteps(steps)  # before the noise: Euler's init_noise_sigma depends on the schedule
+        x = initial_noise((n, *shape), gens, sched)
+        x = denoise(denoiser, sched, x, gens, steps).clamp(-1, 1).numpy()
         if progress is not None:
             progress(n)
-    return np.concatenate(out)
+        return x
+
+    starts = range(0, num_images, batch_size)
+    if workers <= 1 or len(starts) == 1:
+        return np.concatenate([run(s) for s in starts])
+    with ThreadPoolExecutor(max_workers=min(workers, len(starts))) as pool:
+        return np.concatenate(list(pool.map(run, starts)))

@@ -23,8 +23,8 @@ def test_export_then_generate(tiny_model_dir, tmp_path):
     ["generate", "--num-images", "-2", "--output", "OUT"],
     ["generate", "--scheduler", "lms9", "--output", "OUT"],
     ["generate", "--device", "NPU7", "--output", "OUT"],
-    ["generate", "--request-batch", "0", "--output", "OUT"],
-    ["evaluate", "--samples", "OUT", "--reference", "x.npz", "--request-batch", "-2"],
+    ["generate", "--parallel", "0", "--output", "OUT"],
+    ["evaluate", "--samples", "OUT", "--reference", "x.npz", "--parallel", "-2"],
 ])
 def test_bad_input_is_one_line_and_nonzero(args, tmp_path):
     args = [str(tmp_path / "out") if a == "OUT" else a for a in args]

@@ -80,15 +80,16 @@ def test_evaluate_needs_something_to_compare():
         EvaluateConfig(samples="x")
 
 
-def test_request_batch_changes_speed_not_images(tiny_bundle):
-    """Generating with small fixed-size requests (and a padded last one) gives the same images, and
-    the result says how long generation took."""
+def test_parallel_batches_change_speed_not_images(tiny_bundle):
+    """Generating as concurrent small batches (the last one padded) gives the images that one batch
+    on one request gives, and the result says how long generation took."""
     from edge_dm.runtime import find_bundle, sample_bundle
 
-    kw = dict(device="CPU", num_images=5, batch_size=5, steps=3, scheduler_name="ddim", seed=7, progress=False)
-    even, _ = sample_bundle(find_bundle(str(tiny_bundle.path)), **kw)
-    chunked, den = sample_bundle(find_bundle(str(tiny_bundle.path)), request_batch=2, **kw)
-    assert np.abs(even.astype(int) - chunked.astype(int)).max() <= 1 and den.calls == 3 and den.images == 15
+    kw = dict(device="CPU", num_images=5, steps=3, scheduler_name="ddim", seed=7, progress=False)
+    whole, _ = sample_bundle(find_bundle(str(tiny_bundle.path)), batch_size=5, **kw)
+    split, den = sample_bundle(find_bundle(str(tiny_bundle.path)), batch_size=2, parallel=2, **kw)
+    assert np.abs(whole.astype(int) - split.astype(int)).max() <= 1 and den.calls == 9 and den.images == 15
+    assert list(den._compiled) == [2]  # the padded last batch used the same compiled model
     r = evaluate(EvaluateConfig(samples=str(tiny_bundle.path), compare=str(tiny_bundle.path), num_images=5,
-                                steps=3, batch_size=5, request_batch=2), progress=False)
+                                steps=3, batch_size=2, parallel=2), progress=False)
     assert r["timings"]["generate_samples"]["images_per_s"] > 0 and "generate_compare" in r["timings"]

@@ -75,7 +75,7 @@ def test_throughput_split_equals_one_request(tiny_bundle):
     t = torch.full((5,), 321, dtype=torch.int64)
     one = OpenVINODenoiser(tiny_bundle.read_model(), "CPU", "LATENCY")(x, t)
     many = OpenVINODenoiser(tiny_bundle.read_model(), "CPU", "THROUGHPUT")
-    many._nreq = 2  # force a split even on a machine with one stream
+    many._parallel = 2  # force a split even on a machine with one stream
     np.testing.assert_allclose(many(x, t).numpy(), one.numpy(), rtol=1e-4, atol=1e-5)
 
 
@@ -95,3 +95,24 @@ def test_fixed_request_batch_with_padded_tail_equals_one_request(tiny_bundle, re
     np.testing.assert_allclose(out.numpy(), one.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(den(x[:3], t[:3]).numpy(), one[:3].numpy(), rtol=1e-4, atol=1e-5)
     assert list(den._compiled) == [request_batch]  # one compiled model served both calls
+
+
+def test_calls_from_several_threads_share_the_requests(tiny_bundle):
+    """Concurrent calls (as generate's workers make them) each get their own numbers back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from edge_dm.runtime import OpenVINODenoiser
+
+    rng = np.random.default_rng(2)
+    xs = [torch.from_numpy(rng.standard_normal((3, 3, 8, 8)).astype(np.float32)) for _ in range(12)]
+    ts = [torch.full((3,), 50 * i, dtype=torch.int64) for i in range(12)]
+    den = OpenVINODenoiser(tiny_bundle.read_model(), "CPU", "THROUGHPUT", request_batch=4, streams=3)
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(den, xs, ts))
+    one = OpenVINODenoiser(tiny_bundle.read_model(), "CPU", "LATENCY")
+    for x, t, out in zip(xs, ts, outs):
+        np.testing.assert_allclose(out.numpy(), one(x, t).numpy(), rtol=1e-4, atol=1e-5)
+    assert den.calls == 12 and den.images == 36 and den.parallel == 3
+    assert 1 <= sum(len(v) for v in den._idle.values()) <= 4  # requests are reused, not made per call

@@ -20,14 +20,31 @@ def test_loop_equals_diffusers_ddim_pipeline(tiny_model_dir):
     np.testing.assert_allclose(ours.transpose(0, 2, 3, 1) / 2 + 0.5, ref, atol=1e-5)
 
 
-def test_images_do_not_depend_on_batch_size(tiny_model_dir):
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_images_do_not_depend_on_batch_size(tiny_model_dir, name):
+    """Also for Euler, whose initial noise scale is only right once the schedule is set: the first
+    batch used to get the untrained-schedule scale and the later ones the sampling schedule's."""
     m = load_model(tiny_model_dir)
-    sched = make_scheduler("ddpm", m.scheduler_config)
+    sched = make_scheduler(name, m.scheduler_config)
     a = generate(torch_denoiser(m.unet), sched, 4, 4, 5, seed=3, shape=m.sample_shape)
     b = generate(torch_denoiser(m.unet), sched, 4, 3, 5, seed=3, shape=m.sample_shape)
     np.testing.assert_allclose(a, b, atol=1e-5)
     c = generate(torch_denoiser(m.unet), sched, 4, 4, 5, seed=4, shape=m.sample_shape)
     assert np.abs(a - c).max() > 0.1
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_concurrent_batches_give_the_same_images(tiny_model_dir, name):
+    """Batches run by several workers at once (each with its own scheduler copy: DPM-Solver keeps a
+    history of model outputs) give exactly what one batch after another gives."""
+    m = load_model(tiny_model_dir)
+    sched = make_scheduler(name, m.scheduler_config)
+    done = []
+    one = generate(torch_denoiser(m.unet), sched, 7, 2, 6, seed=5, shape=m.sample_shape)
+    many = generate(torch_denoiser(m.unet), sched, 7, 2, 6, seed=5, shape=m.sample_shape, workers=3,
+                    progress=done.append)
+    np.testing.assert_allclose(many, one, atol=1e-6)
+    assert sorted(done) == [1, 2, 2, 2]
 
 
 @pytest.mark.parametrize("name", list(SCHEDULERS))
