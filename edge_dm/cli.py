@@ -104,16 +104,21 @@ def generate(**kwargs):
 @click.option("--warmup-steps", type=int, default=1000, show_default=True)
 @click.option("--dropout", type=float, default=0.0, show_default=True)
 @click.option("--init", type=click.Path(), help="fine-tune from this UNet folder (fresh optimizer)")
+@click.option("--teacher", type=click.Path(), help="distil: regress onto this UNet folder's noise prediction")
+@click.option("--distill", type=float, default=1.0, show_default=True,
+              help="weight of the teacher's prediction in the target (the rest: the drawn noise)")
 @click.option("--channels", default="64,128,128,128", show_default=True, help="UNet block_out_channels")
 @click.option("--layers-per-block", type=int, default=2, show_default=True)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the UNet (CUDA)")
 @library_errors
-def train(data, output, minutes, batch_size, lr, warmup_steps, dropout, init, channels, layers_per_block, compile_):
+def train(data, output, minutes, batch_size, lr, warmup_steps, dropout, init, teacher, distill, channels,
+          layers_per_block, compile_):
     """Train a small DDPM (resumes from OUTPUT/checkpoint.pt)."""
     from edge_dm.train import TrainConfig, train as run
 
     cfg = TrainConfig(data=data, output=output, minutes=minutes, batch_size=batch_size, lr=lr,
-                      warmup_steps=warmup_steps, dropout=dropout, init=init, compile=compile_,
+                      warmup_steps=warmup_steps, dropout=dropout, init=init, teacher=teacher, distill=distill,
+                      compile=compile_,
                       block_out_channels=_int_list(channels, "--channels"), layers_per_block=layers_per_block)
     click.echo(f"EMA model: {run(cfg, log=click.echo)}")
 

@@ -58,10 +58,17 @@ class TrainConfig:
     # then use their full decay from the first step: the init is already an average worth keeping,
     # whereas from scratch the decay warms up as min(d, (1 + s) / (10 + s)).
     init: str | None = None
+    # distil: a trained UNet folder whose noise prediction at the same x_t is the regression target
+    # (weight `distill`; the rest stays on the drawn noise). Its target has none of the drawn noise's
+    # variance, so a small student learns the teacher's E[eps | x_t] from far fewer images.
+    teacher: str | None = None
+    distill: float = 1.0
 
     def __post_init__(self):
         if self.minutes <= 0 or self.max_steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("minutes, max_steps, batch_size and lr must be positive")
+        if not 0.0 <= self.distill <= 1.0:
+            raise ConfigError(f"distill weight must lie in [0, 1], got {self.distill}")
         if not self.ema_decays or not all(0.0 < d < 1.0 for d in self.ema_decays):
             raise ConfigError("ema_decays must be one or more numbers in (0, 1)")
 
@@ -81,16 +88,21 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     tmp.replace(path)  # atomic: a killed run keeps the previous checkpoint
 
 
-def _load_init(model, path: str) -> None:
-    """Copy the weights of the UNet folder `path` into `model` (same architecture), or ModelNotFoundError."""
+def _load_unet(path: str, option: str):
+    """The fp32 UNet2DModel in the UNet folder `path`, or ModelNotFoundError naming `option`."""
     from diffusers import UNet2DModel
 
     if not (Path(path) / "config.json").exists():
-        raise ModelNotFoundError(f"--init {path}: no UNet folder (config.json + weights) there")
+        raise ModelNotFoundError(f"{option} {path}: no UNet folder (config.json + weights) there")
     try:
-        weights = UNet2DModel.from_pretrained(path).float().state_dict()
+        return UNet2DModel.from_pretrained(path).float()
     except (OSError, ValueError) as exc:
-        raise ModelNotFoundError(f"--init {path}: cannot load it: {str(exc).splitlines()[0]}") from None
+        raise ModelNotFoundError(f"{option} {path}: cannot load it: {str(exc).splitlines()[0]}") from None
+
+
+def _load_init(model, path: str) -> None:
+    """Copy the weights of the UNet folder `path` into `model` (same architecture), or ModelNotFoundError."""
+    weights = _load_unet(path, "--init").state_dict()
     try:
         model.load_state_dict(weights)
     except RuntimeError:
@@ -115,9 +127,10 @@ def train(cfg: TrainConfig, log=print) -> Path:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     model = UNet2DModel(**cfg.unet_config())
-    if cfg.init and not ckpt.exists():  # a bad --init fails here, before anything is written
+    if cfg.init and not ckpt.exists():  # a bad --init or --teacher fails here, before anything is written
         _load_init(model, cfg.init)
         log(f"fine-tuning from {cfg.init}")
+    teacher = _load_unet(cfg.teacher, "--teacher").eval().requires_grad_(False) if cfg.teacher else None
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
@@ -143,9 +156,13 @@ def train(cfg: TrainConfig, log=print) -> Path:
     log(f"UNet2DModel {n_params / 1e6:.2f}M parameters on {device}")
 
     fwd = torch.compile(model) if cfg.compile else model
+    if teacher is not None:
+        teacher = teacher.to(device)
+        teach = torch.compile(teacher) if cfg.compile else teacher
+        log(f"distilling from {cfg.teacher} (weight {cfg.distill})")
     alphas = sched.alphas_cumprod.to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + step)
-    start, last_ckpt, losses = time.time(), time.time(), []
+    start, last_ckpt, losses, mean = time.time(), time.time(), [], None
 
     def save():
         _save_checkpoint(ckpt, dict(model=model.state_dict(), emas=[e.state_dict() for e in emas], opt=opt.state_dict(),
@@ -165,7 +182,11 @@ def train(cfg: TrainConfig, log=print) -> Path:
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
             pred = fwd(xt, t).sample
-        loss = torch.nn.functional.mse_loss(pred.float(), noise)
+            target = noise
+            if teacher is not None:
+                with torch.no_grad():
+                    target = cfg.distill * teach(xt, t).sample.float() + (1 - cfg.distill) * noise
+        loss = torch.nn.functional.mse_loss(pred.float(), target)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
         opt.zero_grad(set_to_none=True)
@@ -191,6 +212,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
     ema_dir = out / "ema"
     emas[0].save_pretrained(ema_dir)
     sched.save_pretrained(out / "scheduler")
-    (out / "train_state.json").write_text(json.dumps(dict(step=step, params=n_params)))
+    if losses:  # the mean loss of the steps since the last log line
+        mean = torch.stack(losses).mean().item()
+    (out / "train_state.json").write_text(json.dumps(dict(step=step, params=n_params, loss=mean)))
     log(f"saved EMA weights at step {step} to {ema_dir}")
     return ema_dir

@@ -68,7 +68,8 @@ def main(rounds: int = 5, iters: int = 15):
     for name, (ch, layers, attn) in VARIANTS.items():
         torch.manual_seed(0)
         unet = UNet2DModel(**unet_config(ch, layers, attn)).eval()
-        req = compile_unet(convert_unet(unet, (3, 32, 32)), "CPU", 1, "LATENCY").create_infer_request()
+        # f32 forced: on CPUs with bf16 (AMX, AVX-512 BF16) OpenVINO would otherwise pick bf16
+        req = compile_unet(convert_unet(unet, (3, 32, 32)), "CPU", 1, "LATENCY", "f32").create_infer_request()
         compiled[name] = (req, sum(p.numel() for p in unet.parameters()), macs(unet))
     x, t = np.random.randn(1, 3, 32, 32).astype(np.float32), np.array([500], np.int64)
     times = {name: [] for name in compiled}

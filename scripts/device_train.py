@@ -1,6 +1,6 @@
 """What trained and scored the shipped model on the lent GPU machine (see models/*/README.md).
 
-    python scripts/device_train.py train   --data TAR --out DIR --minutes M   # resumable
+    python scripts/device_train.py train   --data TAR --out DIR --minutes M   # resumable; --teacher DIR distils
     python scripts/device_train.py stats   --data TAR --out FILE.npz           # FID reference stats
     python scripts/device_train.py score   --model DIR --ref FILE.npz --num-images 10000 --out FILE.json
            [--seed S] [--bf16] [--save-images FILE.npy]   # bf16: a quick proxy, e.g. to pick an EMA
@@ -27,7 +27,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=2500)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--lr", type=float, default=4e-4); p.add_argument("--warmup-steps", type=int, default=1000)
-    p.add_argument("--dropout", type=float, default=0.0); p.add_argument("--init")
+    p.add_argument("--dropout", type=float, default=0.0); p.add_argument("--init"); p.add_argument("--teacher")
     p.add_argument("--channels", default="64,128,128,128"); p.add_argument("--layers-per-block", type=int, default=2)
     p.add_argument("--inception")
     p.add_argument("--ema-decays", default="0.9995,0.9999")
@@ -39,7 +39,7 @@ def main():
     if a.what == "train":
         from edge_dm.train import TrainConfig, train
         train(TrainConfig(data=a.data, output=a.out, minutes=a.minutes, compile=a.compile, lr=a.lr,
-                          warmup_steps=a.warmup_steps, dropout=a.dropout, init=a.init,
+                          warmup_steps=a.warmup_steps, dropout=a.dropout, init=a.init, teacher=a.teacher,
                           block_out_channels=tuple(int(c) for c in a.channels.split(",")),
                           layers_per_block=a.layers_per_block,
                           ema_decays=tuple(float(d) for d in a.ema_decays.split(","))),

@@ -98,3 +98,23 @@ def test_fine_tune_emas_keep_their_full_decay_from_the_first_step(tiny_tar, tmp_
         ema = UNet2DModel.from_pretrained(tmp_path / "b" / f"ema-{d}").state_dict()
         for k in moved:
             torch.testing.assert_close(ema[k], d * init[k] + (1 - d) * weights[k], atol=1e-6, rtol=1e-5)
+
+
+def test_distillation_regresses_onto_the_teacher(tiny_tar, tmp_path):
+    """A student started at its teacher's weights has (almost) nothing to learn from it: its loss is
+    rounding noise, against the drawn noise's loss of order one (distill 0)."""
+    base = dict(data=str(tiny_tar), max_steps=1, batch_size=2, block_out_channels=(32, 32, 32, 32), warmup_steps=1)
+    train(TrainConfig(output=str(tmp_path / "t"), **base), log=lambda s: None)
+    teacher = str(tmp_path / "t" / "ema")
+    loss, logs = {}, []
+    for w in (1.0, 0.0):
+        out = tmp_path / f"s{w}"
+        train(TrainConfig(output=str(out), init=teacher, teacher=teacher, distill=w, seed=3, **base), log=logs.append)
+        loss[w] = json.loads((out / "train_state.json").read_text())["loss"]
+    assert loss[1.0] < 1e-9 and loss[0.0] > 0.1, loss
+    assert any("distilling from" in line for line in logs)
+    with pytest.raises(ConfigError):
+        TrainConfig(data="x", output="y", teacher=teacher, distill=1.5)
+    with pytest.raises(ModelNotFoundError):
+        train(TrainConfig(output=str(tmp_path / "c"), teacher=str(tmp_path / "nothing"), **base), log=lambda s: None)
+    assert not (tmp_path / "c").exists()
