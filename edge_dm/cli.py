@@ -206,7 +206,8 @@ def quantize(model, output, overwrite, kind, mu, sigma, num_samples, samples_per
 @click.option("--batch-size", type=int, default=8, show_default=True, help="images per UNet request")
 @click.option("--parallel", type=int, default=None,
               help="batches in flight at once, one infer request each (default: the device's optimal number)")
-@click.option("--feature-device", default="cpu", show_default=True, help="torch device for Inception (cpu, cuda)")
+@click.option("--feature-device", default="openvino", show_default=True,
+              help="where Inception runs: openvino (CPU, f32) or a torch device (cpu, cuda)")
 @click.option("--output", type=click.Path(), help="write the results as JSON here")
 @library_errors
 def evaluate(**kwargs):

@@ -179,7 +179,7 @@ class EvaluateConfig(Config):
     seed: int = 0
     batch_size: int = 8  # images per UNet request (see GenerateConfig)
     compare: str | None = None  # a second bundle: paired drift mode
-    feature_device: str = "cpu"  # torch device for the Inception network
+    feature_device: str = "openvino"  # Inception on OpenVINO's CPU (f32), or a torch device: cpu, cuda
     parallel: int | None = None  # batches in flight (see GenerateConfig)
 
     def __post_init__(self):

@@ -61,11 +61,16 @@ def test_drift_and_ssim():
         drift(a, a[:2])
 
 
-def test_inception_features_have_the_standard_shapes():
-    imgs = np.random.default_rng(4).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    f = inception_features(imgs)
-    assert f["pool"].shape == (2, 2048) and f["spatial"].shape == (2, 17 * 17 * 7)
+def test_inception_features_have_the_standard_shapes_on_both_backends():
+    """OpenVINO (f32) computes torch's features, in order, also over a short last batch."""
+    imgs = np.random.default_rng(4).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    f = inception_features(imgs, batch_size=2, device="openvino")
+    t = inception_features(imgs, batch_size=3, device="cpu")
+    assert f["pool"].shape == (3, 2048) and f["spatial"].shape == (3, 17 * 17 * 7)
     assert (f["pool"] >= 0).all()  # pool3 follows a ReLU
+    for k in ("pool", "spatial"):
+        np.testing.assert_allclose(f[k], t[k], atol=1e-4 * np.abs(t[k]).max())
+    assert np.abs(f["pool"][0] - f["pool"][1]).max() > 1e-2  # different images, different features
 
 
 def test_paired_evaluation_of_two_bundles(tiny_bundle, tmp_path):
