@@ -128,7 +128,8 @@ def markdown(result: dict) -> str:
                  r["memory_mb"], r["size_mb"], r.get("speedup_vs_ov_fp32", ""), r.get("speedup_vs_torch_fp32", "")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     m = result["machine"]
-    lines.append(f"\n{m['cpu']}, {m['cores']} cores, OpenVINO {m['openvino']}, device {result['config']['device']}; "
+    isa = f" ({' '.join(m['isa'])})" if m.get("isa") else ""
+    lines.append(f"\n{m['cpu']}{isa}, {m['cores']} cores, OpenVINO {m['openvino']}, device {result['config']['device']}; "
                  f"latency over {result['config']['iterations']} calls after warm-up; e2e = DDIM "
                  f"{result['config']['steps']} steps, {result['config']['images']} images.")
     return "\n".join(lines)
@@ -153,20 +154,26 @@ def chart(result: dict, path: Path) -> None:
     img.save(path)
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_fp16")
+
+
 def machine_info() -> dict:
     import os
 
     import openvino as ov
 
-    cpu = platform.processor()
+    cpu, flags = platform.processor(), set()
     try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
+        flags = set(next(ln.split(":", 1)[1] for ln in lines if ln.startswith("flags")).split())
     except (OSError, StopIteration):
         pass
     # the CPUs this process may run on (taskset / cgroups), which OpenVINO uses, not all of the machine's
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return dict(cpu=cpu, cores=cores, openvino=ov.get_version(), python=platform.python_version())
+    # what decides int8 and bf16 speed: one CPU name ("AMD EPYC") has covered AVX2-only and AVX-512 hosts
+    isa = [f for f in ISA_FLAGS if f in flags]
+    return dict(cpu=cpu, cores=cores, isa=isa, openvino=ov.get_version(), python=platform.python_version())
 
 
 def benchmark(cfg: BenchmarkConfig, log=print) -> dict:

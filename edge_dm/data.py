@@ -28,8 +28,10 @@ def _decode(data: bytes, name: str, size: int | None) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def load_images(path: str | Path, limit: int | None = None, size: int | None = None) -> np.ndarray:
-    """Every image under `path` (a folder, searched recursively, or a .tar / .tar.gz), sorted by name.
+def load_images(path: str | Path, limit: int | None = None, size: int | None = None,
+                pattern: str = "*") -> np.ndarray:
+    """Every image under `path` (a folder, searched recursively for names matching `pattern`, or a
+    .tar / .tar.gz), sorted by name.
 
     Sorting makes the result independent of the file system's or the archive's order, so the same
     files give the same array, and `limit` takes the same first images every time.
@@ -39,7 +41,7 @@ def load_images(path: str | Path, limit: int | None = None, size: int | None = N
         raise DataError(f"image data not found: {path}")
     arrays = []
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in path.rglob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
         for p in files[:limit]:
             arrays.append(_decode(p.read_bytes(), str(p), size))
     elif tarfile.is_tarfile(path):

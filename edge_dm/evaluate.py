@@ -271,7 +271,8 @@ def _images_of(spec: str, cfg, progress: bool, timings: dict, label: str):
     from edge_dm.data import load_images
 
     if not is_bundle(spec):
-        return load_images(spec)[: cfg.num_images]
+        generated = (Path(spec) / "generate.json").exists()  # `edge-dm generate`'s numbered PNGs, not its grid
+        return load_images(spec, limit=cfg.num_images, pattern="[0-9]*.png" if generated else "*")
     from edge_dm.runtime import find_bundle, sample_bundle
 
     t0 = time.perf_counter()

@@ -98,3 +98,17 @@ def test_parallel_batches_change_speed_not_images(tiny_bundle):
     r = evaluate(EvaluateConfig(samples=str(tiny_bundle.path), compare=str(tiny_bundle.path), num_images=5,
                                 steps=3, batch_size=2, parallel=2), progress=False)
     assert r["timings"]["generate_samples"]["images_per_s"] > 0 and "generate_compare" in r["timings"]
+
+
+def test_evaluate_reads_generates_output_folder(tiny_bundle, tmp_path):
+    """`edge-dm generate` then `edge-dm evaluate --samples` on its folder: the grid is not an image to score."""
+    from edge_dm.configs import GenerateConfig
+    from edge_dm.runtime import generate
+
+    for name in ("a", "b"):
+        generate(GenerateConfig(model=str(tiny_bundle.path), output=str(tmp_path / name), num_images=3, steps=2,
+                                seed=0), progress=False)
+    assert (tmp_path / "a" / "grid.png").exists()
+    r = evaluate(EvaluateConfig(samples=str(tmp_path / "a"), compare=str(tmp_path / "b"), num_images=3),
+                 progress=False)
+    assert r["num_images"] == 3 and r["drift"]["mean_abs_diff"] == 0
