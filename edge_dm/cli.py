@@ -165,12 +165,14 @@ def _print_json(obj):
 @click.option("--range-estimator", type=click.Choice(RANGE_ESTIMATORS), default="minmax", show_default=True)
 @click.option("--overflow-fix", type=click.Choice(OVERFLOW_FIXES), default="enable", show_default=True,
               help="7-bit weights against int8 overflow on CPUs without VNNI (NNCF)")
+@click.option("--keep-float", multiple=True, default=("conv_in", "conv_out", "time_emb"), show_default=True,
+              help="UNet modules left in float (repeat the option; 'none' quantizes them all)")
 @click.option("--eval-trajectories", type=int, default=4, show_default=True)
 @library_errors
 def quantize(model, output, overwrite, kind, mu, sigma, num_samples, samples_per_trajectory, fixed_t, steps,
              scheduler, seed, data, calibration_set, mode, preset, model_type, bias_correction,
              smooth_quant_alpha, subset_size, ignore_name, ignore_pattern, ignore_type, range_estimator,
-             overflow_fix, eval_trajectories):
+             overflow_fix, keep_float, eval_trajectories):
     """Calibrate (DNTC by default) and quantize a model's UNet to an int8 OpenVINO bundle."""
     from edge_dm.configs import CalibrationConfig, QuantizeConfig
     from edge_dm.quantize import quantize as run
@@ -183,7 +185,8 @@ def quantize(model, output, overwrite, kind, mu, sigma, num_samples, samples_per
                          fast_bias_correction=bias_correction == "fast", smooth_quant_alpha=smooth_quant_alpha,
                          subset_size=subset_size, ignored_names=ignore_name, ignored_patterns=ignore_pattern,
                          ignored_types=ignore_type, range_estimator=range_estimator,
-                         overflow_fix=overflow_fix, eval_trajectories=eval_trajectories)
+                         overflow_fix=overflow_fix, eval_trajectories=eval_trajectories,
+                         keep_float=tuple(n for n in keep_float if n != "none"))
     bundle, s = run(cfg)
     click.echo(f"int8 bundle: {bundle.path}")
     click.echo(f"calibration {s['calibration_s']:.1f} s ({s['calibration_samples']} samples, mean t "

@@ -1,8 +1,9 @@
 """NNCF post-training quantization of the OpenVINO UNet with a DNTC (or baseline) calibration set.
 
 Defaults (preset MIXED, model_type TRANSFORMER, i.e. SmoothQuant on the attention MatMuls, fast bias
-correction, min-max ranges, overflow fix on every layer) were chosen by the fp32-vs-int8 error of the noise prediction: see
-docs/QUANTIZATION.md for the measurements.
+correction, min-max ranges, overflow fix on every layer, conv_in / conv_out / time embedding left in
+float) were chosen by the fp32-vs-int8 error of the noise prediction and the drift of whole images:
+see docs/QUANTIZATION.md for the measurements.
 """
 from __future__ import annotations
 
@@ -18,7 +19,23 @@ from edge_dm.configs import QuantizeConfig
 HELD_OUT_SEED = 1_000_003  # far from any calibration seed: held-out trajectories share no noise
 
 
-def _nncf_options(cfg: QuantizeConfig) -> dict:
+def keep_float_patterns(model, names) -> list[str]:
+    """NNCF ignored-scope patterns for the UNet modules `names`, matched against the op names the
+    PyTorch frontend gives (`__module.<path>/aten::...`); ConfigError if a name matches no op."""
+    import re
+
+    from edge_dm.errors import ConfigError
+
+    patterns, ops = [], [op.get_friendly_name() for op in model.get_ops()]
+    for name in names:
+        pattern = rf".*[./]{re.escape(name)}[^/]*/.*"
+        if not any(re.fullmatch(pattern, op) for op in ops):
+            raise ConfigError(f"--keep-float {name}: no module of this UNet is named so")
+        patterns.append(pattern)
+    return patterns
+
+
+def _nncf_options(cfg: QuantizeConfig, model) -> dict:
     import nncf
     from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
                                                        AdvancedSmoothQuantParameters, OverflowFix)
@@ -32,8 +49,9 @@ def _nncf_options(cfg: QuantizeConfig) -> dict:
     if cfg.smooth_quant_alpha is not None:
         adv["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=cfg.smooth_quant_alpha)
     ignored = None
-    if cfg.ignored_names or cfg.ignored_patterns or cfg.ignored_types:
-        ignored = nncf.IgnoredScope(names=list(cfg.ignored_names), patterns=list(cfg.ignored_patterns),
+    patterns = [*cfg.ignored_patterns, *keep_float_patterns(model, cfg.keep_float)]
+    if cfg.ignored_names or patterns or cfg.ignored_types:
+        ignored = nncf.IgnoredScope(names=list(cfg.ignored_names), patterns=patterns,
                                     types=list(cfg.ignored_types), validate=False)
     return dict(
         preset=nncf.QuantizationPreset.MIXED if cfg.preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
@@ -103,7 +121,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
             q = nncf.compress_weights(fp32.clone(), mode=nncf.CompressWeightsMode.INT8_ASYM)
         else:
             q = nncf.quantize(fp32.clone(), cal.nncf_dataset(), subset_size=cfg.subset_size or len(cal),
-                              **_nncf_options(cfg))
+                              **_nncf_options(cfg, fp32))
         t_quant = time.perf_counter() - t0
 
         t0 = time.perf_counter()

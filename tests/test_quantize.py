@@ -70,6 +70,38 @@ def test_overflow_fix_keeps_weights_to_7_bits(int8, tiny_model_dir, tmp_path):
     assert max(-lo, hi) > 100  # without the fix NNCF uses the full 8-bit range
 
 
+def _weight_types(model) -> dict:
+    """Element type of the constant behind each Convolution / MatMul's weights, by op name."""
+    out = {}
+    for op in model.get_ops():
+        if op.get_type_name() in ("Convolution", "MatMul"):
+            node = op.input_value(1).get_node()
+            while node.get_type_name() != "Constant" and node.get_input_size():
+                node = node.input_value(0).get_node()
+            out[op.get_friendly_name()] = node.get_element_type().get_type_name()
+    return out
+
+
+def test_first_last_convolutions_and_time_embedding_stay_float(int8, tiny_model_dir, tmp_path):
+    bundle, _ = int8
+    kept = lambda name: any(k in name for k in (".conv_in/", ".conv_out/", ".time_emb"))  # noqa: E731
+    types = _weight_types(bundle.read_model())
+    assert sum(map(kept, types)) >= 4  # conv_in, conv_out, the embedding MLP, time_emb_proj layers
+    assert all(t != "i8" for n, t in types.items() if kept(n))
+    assert all(t == "i8" for n, t in types.items() if not kept(n) and "Convolution" in n)
+    cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "all"), eval_trajectories=1,
+                         calibration_set=str(bundle.path / "calibration.npz"), keep_float=())
+    everything, _ = quantize(cfg, progress=False)
+    assert all(t == "i8" for n, t in _weight_types(everything.read_model()).items() if "Convolution" in n)
+    with pytest.raises(ConfigError, match="conv_middle"):
+        quantize(QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "typo"), eval_trajectories=1,
+                                calibration_set=str(bundle.path / "calibration.npz"),
+                                keep_float=("conv_middle",)), progress=False)
+    assert not (tmp_path / "typo").exists()
+    old_recipe = {k: v for k, v in bundle.recipe["config"].items() if k != "keep_float"}
+    assert QuantizeConfig.from_dict(old_recipe).keep_float == ()  # older bundles quantized everything
+
+
 def test_saved_calibration_set_is_reused(int8, tiny_model_dir, tmp_path):
     bundle, _ = int8
     cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "again"), eval_trajectories=1,
@@ -97,7 +129,7 @@ def test_bad_input_writes_nothing(tiny_model_dir, tmp_path):
     from edge_dm.cli import main
 
     for args in (["--mu", "1200"], ["--sigma", "0"], ["--num-samples", "0"], ["--calibration", "gauss"],
-                 ["--calibration", "forward"]):
+                 ["--calibration", "forward"], ["--keep-float", "conv in"]):
         r = CliRunner().invoke(main, ["quantize", "--model", tiny_model_dir, "--output", str(tmp_path / "x"), *args])
         assert r.exit_code != 0 and "Traceback" not in r.output, args
         assert not (tmp_path / "x").exists()
