@@ -3,12 +3,13 @@
     python scripts/ov_throughput.py BUNDLE [--request-batches 8,16,32] [--streams auto,4,8,16] [--images 512]
 
 Each setting cuts `--images` images into requests of R images over parallel async requests
-(openvino.AsyncInferQueue), the scheme of `edge-dm generate --request-batch R`, but with nothing
-between calls (no output copies, no scheduler step): the bare UNet's ceiling, which the denoising
-loop approaches. One warm-up round, then the best of `--repeats` timed rounds. `--streams` sets
-NUM_STREAMS, which generate leaves to OpenVINO. Settings are timed one after another in one
-process: compare them within one run. This picked `--request-batch` for the 10k evaluation on the
-lent machine's Xeon (docs/BENCHMARKS.md).
+(openvino.AsyncInferQueue), as `edge-dm generate --batch-size R` sends them (one request a batch,
+`--parallel` batches in flight), but with nothing between calls (no output copies, no scheduler
+step): the bare UNet's ceiling, which the denoising loop approaches. One warm-up round, then the
+best of `--repeats` timed rounds. `--streams` sets NUM_STREAMS (generate's `--parallel`; by default
+OpenVINO picks). Settings are timed one after another in one process: compare them within one run.
+This picked 8 images a request, generate's default `--batch-size`, on the lent machine's Xeon
+(docs/BENCHMARKS.md).
 """
 import argparse
 import json
@@ -60,7 +61,7 @@ def main():
             rows.append(row)
             print(json.dumps(row), flush=True)
     best = max(rows, key=lambda r: r["images_per_s"])
-    print(f"best: {best['images_per_s']} images/s at --request-batch {best['request_batch']}, "
+    print(f"best: {best['images_per_s']} images/s at --batch-size {best['request_batch']}, "
           f"{best['actual_streams']} streams ({bundle.path}, {a.images} images a call)", flush=True)
     if a.out:
         Path(a.out).write_text(json.dumps(dict(bundle=str(bundle.path), images=a.images, rows=rows), indent=2))
