@@ -11,7 +11,10 @@
 #   pipeline KIND... (background) the fp32 images on the GPU while each bundle is quantized; the bare
 #                    UNet's throughput; then for each KIND, the timed generation of 10,000 int8 images
 #                    on the Xeon; each image set comes back as a tar in parts of 15 MB
-#   pack WHEELS      (here) split the wheels into .c0-.c2 (a call carries <= 64 MiB, the checkout in it)
+#   pack WHEELS      (here) split the wheels into .c0-.c2 (a call carries <= 64 MiB, the checkout in it);
+#                    WHEELS: pip download --no-deps --only-binary=:all: --python-version 3.12
+#                    --implementation cp --platform manylinux_2_28_x86_64 -d WHEELS openvino==2026.4.1
+#                    nncf==3.4.0 diffusers==0.37.1 pydot importlib_metadata openvino-telemetry
 #   score DIR        (here) unpack the parts fetched into DIR and score them: FID/sFID, drift vs fp32
 #
 # Measured on 2026-11-25's lent Xeon: the bare int8 UNet ran 1,022-1,063 images/s on 16 cores, so
