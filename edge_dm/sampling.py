@@ -102,10 +102,13 @@ def generate(denoiser: Callable, scheduler, num_images: int, batch_size: int, st
 
     import numpy as np
 
+    starts = range(0, num_images, batch_size)
+    concurrent = workers > 1 and len(starts) > 1
+
     def run(start):
         n = min(batch_size, num_images - start)
         gens = generators(seed, start, n)
-        sched = copy.deepcopy(scheduler) if workers > 1 else scheduler
+        sched = copy.deepcopy(scheduler) if concurrent else scheduler
         sched.set_timesteps(steps)  # before the noise: Euler's init_noise_sigma depends on the schedule
         x = initial_noise((n, *shape), gens, sched)
         x = denoise(denoiser, sched, x, gens, steps).clamp(-1, 1).numpy()
@@ -113,8 +116,7 @@ def generate(denoiser: Callable, scheduler, num_images: int, batch_size: int, st
             progress(n)
         return x
 
-    starts = range(0, num_images, batch_size)
-    if workers <= 1 or len(starts) == 1:
+    if not concurrent:
         return np.concatenate([run(s) for s in starts])
     with ThreadPoolExecutor(max_workers=min(workers, len(starts))) as pool:
         return np.concatenate(list(pool.map(run, starts)))
