@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 
 from edge_dm.errors import ConfigError
@@ -196,6 +197,9 @@ class EvaluateConfig(Config):
         _positive(num_images=self.num_images, steps=self.steps, batch_size=self.batch_size)
         _positive_if_set(parallel=self.parallel)
         _choice("scheduler", self.scheduler, tuple(SCHEDULERS))
+        if not re.fullmatch(r"openvino|cpu|cuda(:\d+)?", self.feature_device):
+            raise ConfigError(f"unknown feature device {self.feature_device!r}; "
+                              "choose openvino, cpu, cuda or cuda:N")
         if self.reference is None and self.compare is None:
             raise ConfigError("pass --reference (FID/sFID) or --compare (paired drift), or both")
 

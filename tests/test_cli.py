@@ -25,6 +25,7 @@ def test_export_then_generate(tiny_model_dir, tmp_path):
     ["generate", "--device", "NPU7", "--output", "OUT"],
     ["generate", "--parallel", "0", "--output", "OUT"],
     ["evaluate", "--samples", "OUT", "--reference", "x.npz", "--parallel", "-2"],
+    ["evaluate", "--samples", "OUT", "--reference", "x.npz", "--feature-device", "gpu9"],
 ])
 def test_bad_input_is_one_line_and_nonzero(args, tmp_path):
     args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
