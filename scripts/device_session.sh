@@ -18,7 +18,8 @@
 #   score DIR        (here) unpack the parts fetched into DIR and score them: FID/sFID, drift vs fp32
 #
 # Measured on 2026-11-25's lent Xeon: the bare int8 UNet ran 1,022-1,063 images/s on 16 cores, so
-# 10,000 images x 100 steps take ~17 minutes: one bundle a machine (which is held <= 30 minutes).
+# 10,000 images x 100 steps need 15.7 min of bare UNet time, and a 10k run had not finished after
+# 19 min: one bundle a machine (which is held <= 30 minutes).
 # The machine goes back 30 s after a call returns: while the pipeline runs, keep a `wait` in flight.
 set -u
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 EDGE_DM_HOME=/tmp/home PYTHONUNBUFFERED=1
