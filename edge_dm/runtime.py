@@ -219,7 +219,11 @@ def sample_bundle(bundle: Bundle, device: str, num_images: int, batch_size: int,
 
 
 def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
-    """Run the full denoising loop of a bundle on an OpenVINO device; write PNGs and a grid PNG."""
+    """Run the full denoising loop of a bundle on an OpenVINO device; write PNGs and a grid PNG.
+
+    Image i is written as `{seed + i:05d}.png`, the seed its noise comes from (`edge_dm.sampling`), so
+    `--seed 0 --num-images 500` and `--seed 500 --num-images 500` together are `--num-images 1000`.
+    """
     from PIL import Image
 
     bundle = find_bundle(cfg.model)
@@ -229,7 +233,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
         images, denoiser = sample_bundle(bundle, cfg.device, cfg.num_images, cfg.batch_size, cfg.steps,
                                          cfg.scheduler, cfg.seed, cfg.precision_hint, progress, cfg.parallel)
         wall = time.perf_counter() - t0
-        save_pngs(images, tmp)
+        save_pngs(images, tmp, start=cfg.seed)  # named by seed: runs over seed ranges merge into one set
         Image.fromarray(grid(images)).save(tmp / "grid.png")
         result = dict(output=str(cfg.output), bundle=str(bundle.path), precision=bundle.precision,
                       device=cfg.device, images=len(images), seconds=round(wall, 3),
