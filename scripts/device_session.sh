@@ -1,41 +1,50 @@
 #!/usr/bin/env bash
-# One lent-machine session (H100 + 16-core Xeon) of the `device` tool, stage by stage: each stage is
-# one call, from the repo root there. It makes the images of Table 5 (docs/QUANTIZATION.md); they
-# are scored here afterwards (`score`), with Inception on OpenVINO, so no FID file has to travel.
+# Table 5's images (docs/QUANTIZATION.md), made on the lent machine (H100 + 16-core Xeon) by the
+# `device` tool, one call a stage, from the repo root there; scored here afterwards (`score`), with
+# Inception on OpenVINO, so no Inception file has to travel. The int8 bundles are quantized here and
+# carried, so every machine runs the very same IR.
 #
-#   boot             carry .c0: show the machine, keep wheel part 0
-#   part K           carry .cK: keep wheel part K; the last one installs the wheels
-#   start KIND...    start `pipeline KIND...` in the background (KIND: dntc, uniform)
-#   wait S           wait up to S seconds for the pipeline; show its log and progress; return results
+#   pack WHEELS BUNDLE...  (here) wheels + the bundles' IRs, split into .c0-.c3 (a call carries
+#                    <= 64 MiB, the 34 MB checkout in it). WHEELS: pip download --no-deps
+#                    --only-binary=:all: --python-version 3.12 --implementation cp
+#                    --platform manylinux_2_28_x86_64 -d WHEELS openvino==2026.4.1 nncf==3.4.0
+#                    diffusers==0.37.1 pydot importlib_metadata openvino-telemetry
+#   boot             carry .c0: show the machine, keep part 0
+#   part K           carry .cK: keep part K; the last (3) installs the wheels, unpacks the bundles
+#   start SET...     start `pipeline SET...` in the background (SET: a carried bundle's name)
+#   wait S           wait up to S seconds for the pipeline; show its log; return new results
 #   stop             end the pipeline (its process group, by the PID it saved)
-#   pipeline KIND... (background) the fp32 images on the GPU while each bundle is quantized; the bare
-#                    UNet's throughput; then for each KIND, the timed generation of 10,000 int8 images
-#                    on the Xeon; each image set comes back as a tar in parts of 15 MB
-#   pack WHEELS      (here) split the wheels into .c0-.c2 (a call carries <= 64 MiB, the checkout in it);
-#                    WHEELS: pip download --no-deps --only-binary=:all: --python-version 3.12
-#                    --implementation cp --platform manylinux_2_28_x86_64 -d WHEELS openvino==2026.4.1
-#                    nncf==3.4.0 diffusers==0.37.1 pydot importlib_metadata openvino-telemetry
-#   score DIR        (here) unpack the parts fetched into DIR and score them: FID/sFID, drift vs fp32
+#   pipeline SET...  (background) 10,000 fp32 images on the GPU (torch); the bare int8 UNet's
+#                    throughput on the Xeon; then each SET's images on the Xeon, in timed chunks of
+#                    $CHUNK seeds, each chunk sent back as a tar in parts of 15 MB as soon as it is made
+#   chunks BUNDLE SET [FIRST] [LAST]  images FIRST..LAST-1 (default 0..N-1) of BUNDLE, one timed
+#                    `edge-dm generate` per chunk, into $WORK/SET-<first seed>; made chunks are kept
+#   score DIR        (here) unpack the parts fetched into DIR, merge each set's chunks, score every
+#                    set: FID/sFID against the CIFAR-10 train stats, drift against fp32
 #
-# Measured on 2026-11-25's lent Xeon: the bare int8 UNet ran 1,022-1,063 images/s on 16 cores, so
-# 10,000 images x 100 steps need 15.7 min of bare UNet time, and a 10k run had not finished after
-# 19 min: one bundle a machine (which is held <= 30 minutes).
+# Measured on 2026-11-25's lent Xeons: the bare int8 UNet ran 1,022-1,610 images/s on 14-16 cores, so
+# 10,000 images x 100 steps take 10-17 min of bare UNet time: one set a machine (held <= 30 minutes).
 # The machine goes back 30 s after a call returns: while the pipeline runs, keep a `wait` in flight.
 set -u
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 EDGE_DM_HOME=/tmp/home PYTHONUNBUFFERED=1
 REF=datasets/cifar10_train_jpeg_fid_stats.npz
 N=${N:-10000}
-RES=/tmp/res
-edm() { python3 -m edge_dm "$@"; }
+CHUNK=${CHUNK:-2500}
+RES=${RES:-/tmp/res}
+WORK=${WORK:-/tmp}
+edm() { "${PY:-python3}" -m edge_dm "$@"; }
 send() {  # FOLDER NAME: the folder's PNGs as NAME.tar.part-aa, -ab, ... in $RES
   tar cf - -C "$(dirname "$1")" "$(basename "$1")" | split -b 15000000 - "$RES/$2.tar.part-"
 }
 case "$1" in
 pack)
-  rm -rf .c[0-9] && tmp=$(mktemp -d)
-  tar cf "$tmp/w.tar" -C "$(realpath "$2")" .
-  split -n 3 -d -a 1 "$tmp/w.tar" "$tmp/w."
-  for k in 0 1 2; do mkdir -p .c$k; mv "$tmp/w.$k" .c$k/part; done
+  rm -rf .c[0-9] && tmp=$(mktemp -d) && mkdir "$tmp/b"
+  for b in "${@:3}"; do  # what `generate` reads: the int8 IR, its scheduler and its recipe
+    mkdir "$tmp/b/$(basename "$b")" && cp "$b"/{unet.xml,unet.bin,scheduler_config.json,recipe.json} "$tmp/b/$(basename "$b")"
+  done
+  tar cf "$tmp/w.tar" -C "$(realpath "$2")" . -C "$tmp" b
+  split -n 4 -d -a 1 "$tmp/w.tar" "$tmp/w."
+  for k in 0 1 2 3; do mkdir -p .c$k; mv "$tmp/w.$k" .c$k/part; done
   du -sh .c[0-9] && rm -r "$tmp"
   ;;
 boot)
@@ -45,9 +54,10 @@ boot)
   ;;
 part)
   cp ".c$2/part" "/tmp/parts/w.$2" && ls -la /tmp/parts
-  if [ "$2" = 2 ]; then
+  if [ "$2" = 3 ]; then
     mkdir -p /tmp/w && cat /tmp/parts/w.? | tar x -C /tmp/w && rm /tmp/parts/w.?
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/w/*.whl
+    mv /tmp/w/b /tmp/bundles && ls /tmp/bundles
     edm devices
   fi
   ;;
@@ -75,44 +85,44 @@ pipeline)
   set -x
   date
   python3 scripts/device_train.py images --model edm-cifar10-ddpm --num-images "$N" --batch-size 2500 \
-    --out /tmp/fp32 > $RES/fp32-images.log 2>&1 &
-  cores=(0-7 8-15)
-  i=0
-  for kind in "$@"; do
-    taskset -c "${cores[$((i % 2))]}" python3 -m edge_dm quantize --calibration "$kind" --output "/tmp/home/int8-$kind" \
-      2>&1 | tr '\r' '\n' | grep -v "^calib" > "$RES/quantize-$kind.log" &
-    i=$((i + 1))
-  done
-  wait
-  date
+    --out /tmp/fp32 > $RES/fp32-images.log 2>&1
   send /tmp/fp32 fp32
-  for kind in "$@"; do cp "/tmp/home/int8-$kind/recipe.json" "$RES/recipe-$kind.json"; done
   # the ceiling the loop can reach: the bare UNet, 8 and 16 images a request, OpenVINO's own streams
-  python3 scripts/ov_throughput.py "/tmp/home/int8-$1" --request-batches 8,16 --streams auto \
+  python3 scripts/ov_throughput.py "/tmp/bundles/$1" --request-batches 8,16 --streams auto \
     --images 1024 --out $RES/bare-unet.json
-  for kind in "$@"; do
-    date
-    # the timed run, nothing else on the machine; PNGs named by seed, as the fp32 ones
-    /usr/bin/time -f "generate int8-$kind wall %e s" python3 -m edge_dm generate --model "/tmp/home/int8-$kind" \
-      --num-images "$N" --output "/tmp/int8-$kind" > "$RES/generate-$kind.log" 2>&1
-    cp "/tmp/int8-$kind/generate.json" "$RES/generate-$kind.json"
-    send "/tmp/int8-$kind" "int8-$kind"
+  for set in "$@"; do
+    for ((s = 0; s < N; s += CHUNK)); do
+      /usr/bin/time -f "$set-$s wall %e s" bash scripts/device_session.sh chunks "/tmp/bundles/$set" "$set" $s $((s + CHUNK)) > "$RES/$set-$s.log" 2>&1
+      cp "$WORK/$set-$s/generate.json" "$RES/generate-$set-$s.json"
+      send "$WORK/$set-$s" "$set-$s"
+    done
   done
   date
   touch $RES/done
   ;;
+chunks)
+  bundle=$2 set=$3 first=${4:-0} last=${5:-$N}
+  for ((s = first; s < last; s += CHUNK)); do
+    n=$((last - s < CHUNK ? last - s : CHUNK))
+    [ -e "$WORK/$set-$s/generate.json" ] || edm generate --model "$bundle" --seed $s --num-images $n \
+      --output "$WORK/$set-$s"
+  done
+  ;;
 score)  # here: DIR holds the fetched parts
   d=$2
-  edge-dm() { "${EDGE_DM:-.venv/bin/edge-dm}" "$@"; }
-  for set in "$d"/*.tar.part-aa; do
-    name=$(basename "$set" .tar.part-aa)
+  for part in "$d"/*.tar.part-aa; do
+    name=$(basename "$part" .tar.part-aa)
     [ -d "$d/$name" ] || cat "$d/$name".tar.part-* | tar x -C "$d"
   done
-  for set in "$d"/int8-*/; do
-    kind=$(basename "$set")
-    edge-dm evaluate --samples "$set" --compare "$d/fp32" --reference $REF --num-images "$N" \
-      --output "$d/eval-$kind.json"
+  for chunk in "$d"/*-[0-9]*/; do  # SET-FIRST/ -> SET/: PNGs are named by seed, so they merge
+    set=$(basename "$chunk" | sed 's/-[0-9]*$//')
+    mkdir -p "$d/$set" && cp "$chunk"/[0-9]*.png "$d/$set/"
   done
-  edge-dm evaluate --samples "$d/fp32" --reference $REF --num-images "$N" --output "$d/eval-fp32.json"
+  for set in "$d"/*/; do
+    name=$(basename "$set")
+    case "$name" in fp32|*-[0-9]*) continue;; esac
+    edm evaluate --samples "$set" --compare "$d/fp32" --reference $REF --num-images "$N" --output "$d/eval-$name.json"
+  done
+  edm evaluate --samples "$d/fp32" --reference $REF --num-images "$N" --output "$d/eval-fp32.json"
   ;;
 esac
