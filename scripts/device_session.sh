@@ -12,6 +12,9 @@
 #   boot             carry .c0: show the machine, keep part 0
 #   part K           carry .cK: keep part K; the last (3) installs the wheels, unpacks the bundles
 #   start SET...     start `pipeline SET...` in the background (SET: a carried bundle's name)
+#   resume SET FIRST LAST  like `start`, only SET's chunks from LAST-CHUNK down to FIRST (no fp32, no
+#                    ceiling): a further machine finishes a set from its far end, while one here or a
+#                    lost machine's chunks cover the near end
 #   wait S           wait up to S seconds for the pipeline; show its log; return new results
 #   stop             end the pipeline (its process group, by the PID it saved)
 #   pipeline SET...  (background) 10,000 fp32 images on the GPU (torch); the bare int8 UNet's
@@ -61,9 +64,10 @@ part)
     edm devices
   fi
   ;;
-start)
+start|resume)
+  [ "$1" = start ] && what=pipeline || what=backward
   shift
-  setsid nohup bash scripts/device_session.sh pipeline "$@" > $RES/pipeline.log 2>&1 < /dev/null &
+  setsid nohup bash scripts/device_session.sh $what "$@" > $RES/pipeline.log 2>&1 < /dev/null &
   echo $! > $RES/pipeline.pid
   sleep 15; cat $RES/pipeline.log
   ;;
@@ -98,6 +102,15 @@ pipeline)
     done
   done
   date
+  touch $RES/done
+  ;;
+backward)  # SET FIRST LAST
+  set -x
+  for ((s = $4 - CHUNK; s >= $3; s -= CHUNK)); do
+    /usr/bin/time -f "$2-$s wall %e s" bash scripts/device_session.sh chunks "/tmp/bundles/$2" "$2" $s $((s + CHUNK)) > "$RES/$2-$s.log" 2>&1
+    cp "$WORK/$2-$s/generate.json" "$RES/generate-$2-$s.json"
+    send "$WORK/$2-$s" "$2-$s"
+  done
   touch $RES/done
   ;;
 chunks)
