@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +42,7 @@ def main():
     from diffusers import UNet2DModel
 
     from arch_latency import macs, unet_config
+    from ov_throughput import _timed
     from edge_dm.runtime import compile_unet, find_bundle
 
     work = Path(tempfile.mkdtemp())
@@ -88,12 +88,6 @@ def main():
     if a.out:
         Path(a.out).write_text(json.dumps(dict(rows=rows, rounds=a.rounds), indent=2))
     shutil.rmtree(work)
-
-
-def _timed(fn) -> float:
-    s = time.perf_counter()
-    fn()
-    return time.perf_counter() - s
 
 
 if __name__ == "__main__":
