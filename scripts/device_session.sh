@@ -39,6 +39,12 @@ edm() { "${PY:-python3}" -m edge_dm "$@"; }
 send() {  # FOLDER NAME: the folder's PNGs as NAME.tar.part-aa, -ab, ... in $RES
   tar cf - -C "$(dirname "$1")" "$(basename "$1")" | split -b 15000000 - "$RES/$2.tar.part-"
 }
+chunk() {  # SET S: the timed chunk of $CHUNK seeds from S of the carried bundle SET; its result and tar to $RES
+  /usr/bin/time -f "$1-$2 wall %e s" bash scripts/device_session.sh chunks "/tmp/bundles/$1" "$1" "$2" $(($2 + CHUNK)) \
+    > "$RES/$1-$2.log" 2>&1
+  cp "$WORK/$1-$2/generate.json" "$RES/generate-$1-$2.json"
+  send "$WORK/$1-$2" "$1-$2"
+}
 case "$1" in
 pack)
   rm -rf .c[0-9] && tmp=$(mktemp -d) && mkdir "$tmp/b"
@@ -95,22 +101,14 @@ pipeline)
   python3 scripts/ov_throughput.py "/tmp/bundles/$1" --request-batches 8,16 --streams auto \
     --images 1024 --out $RES/bare-unet.json
   for set in "$@"; do
-    for ((s = 0; s < N; s += CHUNK)); do
-      /usr/bin/time -f "$set-$s wall %e s" bash scripts/device_session.sh chunks "/tmp/bundles/$set" "$set" $s $((s + CHUNK)) > "$RES/$set-$s.log" 2>&1
-      cp "$WORK/$set-$s/generate.json" "$RES/generate-$set-$s.json"
-      send "$WORK/$set-$s" "$set-$s"
-    done
+    for ((s = 0; s < N; s += CHUNK)); do chunk "$set" $s; done
   done
   date
   touch $RES/done
   ;;
 backward)  # SET FIRST LAST
   set -x
-  for ((s = $4 - CHUNK; s >= $3; s -= CHUNK)); do
-    /usr/bin/time -f "$2-$s wall %e s" bash scripts/device_session.sh chunks "/tmp/bundles/$2" "$2" $s $((s + CHUNK)) > "$RES/$2-$s.log" 2>&1
-    cp "$WORK/$2-$s/generate.json" "$RES/generate-$2-$s.json"
-    send "$WORK/$2-$s" "$2-$s"
-  done
+  for ((s = $4 - CHUNK; s >= $3; s -= CHUNK)); do chunk "$2" $s; done
   touch $RES/done
   ;;
 chunks)

@@ -42,7 +42,7 @@ def main():
     from diffusers import UNet2DModel
 
     from arch_latency import macs, unet_config
-    from ov_throughput import _timed
+    from ov_throughput import bare_images_per_s
     from edge_dm.runtime import compile_unet, find_bundle
 
     work = Path(tempfile.mkdtemp())
@@ -66,16 +66,9 @@ def main():
     x = rng.standard_normal((512, 3, 32, 32)).astype(np.float32)
     t = rng.integers(0, 1000, 512).astype(np.int64)
 
-    def run(queue):
-        for i in range(0, 512, 8):
-            queue.start_async({"sample": x[i:i + 8], "timestep": t[i:i + 8]})
-        queue.wait_all()
-
     for _ in range(a.rounds):  # interleaved: every variant sees the same machine weather
         for m in models.values():
-            run(m["queue"])
-            best = min(_timed(lambda: run(m["queue"])) for _ in range(3))
-            m["rates"].append(512 / best)
+            m["rates"].append(bare_images_per_s(m["queue"], x, t, 8, repeats=3))
     base = max(models["(64,128,128,128) x2 [shipped]"]["rates"])
     rows = []
     print("| UNet (block_out_channels) x layers_per_block | parameters | GMAC/image | int8 images/s | x shipped |")
