@@ -109,17 +109,21 @@ def generate(**kwargs):
               help="weight of the teacher's prediction in the target (the rest: the drawn noise)")
 @click.option("--channels", default="64,128,128,128", show_default=True, help="UNet block_out_channels")
 @click.option("--layers-per-block", type=int, default=2, show_default=True)
+@click.option("--attention-level", default="1", show_default=True,
+              help="the level with self-attention (0 = full resolution), or 'none'")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the UNet (CUDA)")
 @library_errors
 def train(data, output, minutes, batch_size, lr, warmup_steps, dropout, init, teacher, distill, channels,
-          layers_per_block, compile_):
+          layers_per_block, attention_level, compile_):
     """Train a small DDPM (resumes from OUTPUT/checkpoint.pt)."""
     from edge_dm.train import TrainConfig, train as run
 
     cfg = TrainConfig(data=data, output=output, minutes=minutes, batch_size=batch_size, lr=lr,
                       warmup_steps=warmup_steps, dropout=dropout, init=init, teacher=teacher, distill=distill,
                       compile=compile_,
-                      block_out_channels=_int_list(channels, "--channels"), layers_per_block=layers_per_block)
+                      block_out_channels=_int_list(channels, "--channels"), layers_per_block=layers_per_block,
+                      attention_level=None if attention_level == "none" else _int_list(attention_level,
+                                                                                       "--attention-level")[0])
     click.echo(f"EMA model: {run(cfg, log=click.echo)}")
 
 

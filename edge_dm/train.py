@@ -53,10 +53,13 @@ class TrainConfig:
     compile: bool = False
     block_out_channels: tuple = DEFAULT_UNET["block_out_channels"]
     layers_per_block: int = DEFAULT_UNET["layers_per_block"]
+    attention_level: int | None = 1  # the level (0 = 32x32) whose blocks have self-attention; None: none
     dropout: float = 0.0  # a run of minutes underfits: DDPM's 0.1 only slows it down
     # fine-tune: start the model and its EMAs from this UNet folder, with a fresh optimizer. The EMAs
     # then use their full decay from the first step: the init is already an average worth keeping,
-    # whereas from scratch the decay warms up as min(d, (1 + s) / (10 + s)).
+    # whereas from scratch the decay warms up as min(d, (1 + s) / (10 + s)). The init may be deeper
+    # (more layers per block, same widths): the student then takes its blocks by position, as BK-SDM
+    # does (see `init_weights`).
     init: str | None = None
     # distil: a trained UNet folder whose noise prediction at the same x_t is the regression target
     # (weight `distill`; the rest stays on the drawn noise). Its target has none of the drawn noise's
@@ -71,12 +74,22 @@ class TrainConfig:
             raise ConfigError(f"distill weight must lie in [0, 1], got {self.distill}")
         if not self.ema_decays or not all(0.0 < d < 1.0 for d in self.ema_decays):
             raise ConfigError("ema_decays must be one or more numbers in (0, 1)")
+        if self.layers_per_block < 1 or not self.block_out_channels or any(c % 32 for c in self.block_out_channels):
+            raise ConfigError("layers_per_block must be >= 1 and every channel count a multiple of 32 (GroupNorm)")
+        if self.attention_level is not None and not 0 <= self.attention_level < len(self.block_out_channels):
+            raise ConfigError(f"attention_level must name one of the {len(self.block_out_channels)} levels "
+                              f"(0-{len(self.block_out_channels) - 1}) or be None, got {self.attention_level}")
 
     def unet_config(self) -> dict:
         cfg = dict(DEFAULT_UNET)
         cfg["block_out_channels"] = tuple(self.block_out_channels)
         cfg["layers_per_block"] = self.layers_per_block
         cfg["dropout"] = self.dropout
+        n = len(self.block_out_channels)
+        down, up = ["DownBlock2D"] * n, ["UpBlock2D"] * n
+        if self.attention_level is not None:  # the up path mirrors the down path
+            down[self.attention_level], up[n - 1 - self.attention_level] = "AttnDownBlock2D", "AttnUpBlock2D"
+        cfg["down_block_types"], cfg["up_block_types"] = tuple(down), tuple(up)
         return cfg
 
 
@@ -100,14 +113,51 @@ def _load_unet(path: str, option: str):
         raise ModelNotFoundError(f"{option} {path}: cannot load it: {str(exc).splitlines()[0]}") from None
 
 
-def _load_init(model, path: str) -> None:
-    """Copy the weights of the UNet folder `path` into `model` (same architecture), or ModelNotFoundError."""
-    weights = _load_unet(path, "--init").state_dict()
+def _source_key(key: str, student_layers: int, init_layers: int) -> str:
+    """The init's name for the student's tensor `key` when the init has more layers per block: the
+    down path keeps each level's first resnets, the up path its first ones and its last (the one that
+    takes the level's input skip), attention following its resnet."""
+    import re
+
+    m = re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", key)
+    if m and int(m.group(3)) == student_layers:  # an up block has layers + 1 resnets
+        return f"up_blocks.{m.group(1)}.{m.group(2)}.{init_layers}.{m.group(4)}"
+    return key
+
+
+def init_weights(model, init) -> tuple[int, int]:
+    """Copy the UNet2DModel `init`'s weights into `model`, block by position when `init` is deeper.
+
+    Returns (tensors copied, tensors in `model`). Raises ValueError when the widths or levels differ
+    (a tensor of `model` outside attention finds no tensor of the same shape). Attention at a level
+    where `init` has none starts as the identity: its output projection is zeroed, so the student
+    starts as `init` with the dropped blocks (and attention) left out.
+    """
+    src, dst = init.state_dict(), model.state_dict()
+    student_layers, init_layers = model.config.layers_per_block, init.config.layers_per_block
+    if student_layers > init_layers:
+        raise ValueError(f"the init has {init_layers} layers per block, fewer than {student_layers}")
+    copied, fresh = {}, {}
+    for key, tensor in dst.items():
+        source = src.get(_source_key(key, student_layers, init_layers))
+        if source is not None and source.shape == tensor.shape:
+            copied[key] = source
+        elif ".attentions." not in key:
+            raise ValueError(f"no tensor of shape {tuple(tensor.shape)} for {key}")
+        elif ".to_out." in key:  # a fresh attention block starts as the identity (it adds to a residual)
+            fresh[key] = tensor.new_zeros(tensor.shape)
+    model.load_state_dict({**copied, **fresh}, strict=False)
+    return len(copied), len(dst)
+
+
+def _load_init(model, path: str, log) -> None:
+    """Copy the weights of the UNet folder `path` into `model` (see `init_weights`), or ModelNotFoundError."""
     try:
-        model.load_state_dict(weights)
-    except RuntimeError:
-        raise ModelNotFoundError(f"--init {path}: its architecture differs from --channels / --layers-per-block") \
-            from None
+        copied, total = init_weights(model, _load_unet(path, "--init"))
+    except ValueError as exc:
+        raise ModelNotFoundError(f"--init {path}: its architecture differs from --channels / --layers-per-block "
+                                 f"({exc})") from None
+    log(f"fine-tuning from {path}" + (f" ({copied} of {total} tensors, blocks by position)" if copied < total else ""))
 
 
 def train(cfg: TrainConfig, log=print) -> Path:
@@ -128,8 +178,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
     torch.backends.cudnn.allow_tf32 = True
     model = UNet2DModel(**cfg.unet_config())
     if cfg.init and not ckpt.exists():  # a bad --init or --teacher fails here, before anything is written
-        _load_init(model, cfg.init)
-        log(f"fine-tuning from {cfg.init}")
+        _load_init(model, cfg.init, log)
     teacher = _load_unet(cfg.teacher, "--teacher").eval().requires_grad_(False) if cfg.teacher else None
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))

@@ -29,6 +29,7 @@ def main():
     p.add_argument("--lr", type=float, default=4e-4); p.add_argument("--warmup-steps", type=int, default=1000)
     p.add_argument("--dropout", type=float, default=0.0); p.add_argument("--init"); p.add_argument("--teacher")
     p.add_argument("--channels", default="64,128,128,128"); p.add_argument("--layers-per-block", type=int, default=2)
+    p.add_argument("--attention-level", default="1")
     p.add_argument("--inception")
     p.add_argument("--ema-decays", default="0.9995,0.9999")
     p.add_argument("--seed", type=int, default=0)
@@ -42,6 +43,7 @@ def main():
                           warmup_steps=a.warmup_steps, dropout=a.dropout, init=a.init, teacher=a.teacher,
                           block_out_channels=tuple(int(c) for c in a.channels.split(",")),
                           layers_per_block=a.layers_per_block,
+                          attention_level=None if a.attention_level == "none" else int(a.attention_level),
                           ema_decays=tuple(float(d) for d in a.ema_decays.split(","))),
               log=lambda s: print(s, flush=True))
     elif a.what == "stats":

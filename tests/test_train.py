@@ -118,3 +118,39 @@ def test_distillation_regresses_onto_the_teacher(tiny_tar, tmp_path):
     with pytest.raises(ModelNotFoundError):
         train(TrainConfig(output=str(tmp_path / "c"), teacher=str(tmp_path / "nothing"), **base), log=lambda s: None)
     assert not (tmp_path / "c").exists()
+
+
+def test_a_shallower_student_takes_the_inits_blocks_by_position():
+    """BK-SDM-style init: a student with fewer layers per block gets the teacher's first resnets of
+    each down level and the first and last of each up level; attention moved to another level starts
+    as the identity, so the student computes what the teacher would without the dropped blocks."""
+    import torch
+    from diffusers import UNet2DModel
+
+    from edge_dm.train import init_weights
+
+    def unet(layers, attention_level, seed):
+        torch.manual_seed(seed)
+        cfg = TrainConfig(data="x", output="y", block_out_channels=(32, 32, 32, 32), layers_per_block=layers,
+                          attention_level=attention_level)
+        return UNet2DModel(**cfg.unet_config()).eval()
+
+    teacher = unet(2, 1, seed=0)
+    moved, plain = unet(1, 2, seed=1), unet(1, None, seed=2)
+    copied, total = init_weights(moved, teacher)
+    assert init_weights(plain, teacher) == (len(plain.state_dict()),) * 2
+    assert copied < total  # the attention at 8x8 has no source
+    t, s = teacher.state_dict(), moved.state_dict()
+    for key in ("down_blocks.0.resnets.0.conv1.weight", "up_blocks.3.resnets.0.conv2.weight", "conv_out.weight"):
+        assert torch.equal(s[key], t[key])
+    # an up block's last resnet takes the level's input skip: the teacher's third, not its second
+    assert torch.equal(s["up_blocks.3.resnets.1.conv1.weight"], t["up_blocks.3.resnets.2.conv1.weight"])
+    assert not torch.equal(s["up_blocks.3.resnets.1.conv1.weight"], t["up_blocks.3.resnets.1.conv1.weight"])
+    x, step = torch.randn(2, 3, 32, 32), torch.tensor([10, 900])
+    with torch.no_grad():
+        torch.testing.assert_close(moved(x, step).sample, plain(x, step).sample)
+        assert not torch.allclose(moved(x, step).sample, teacher(x, step).sample, atol=1e-3)
+    with pytest.raises(ValueError):
+        init_weights(unet(2, 1, seed=0), unet(1, 1, seed=0))  # deeper than the init
+    with pytest.raises(ConfigError):
+        TrainConfig(data="x", output="y", attention_level=4)
