@@ -1,6 +1,6 @@
 """int8 throughput of UNet2DModel variants (random weights) against the shipped layout: students to distil.
 
-    python scripts/student_throughput.py [--rounds 2] [--out FILE.json]
+    python scripts/student_throughput.py [--rounds 2] [--only NAME,NAME] [--out FILE.json]
 
 Each variant is saved as a diffusers model folder (random weights, the shipped scheduler), quantized
 with `edge-dm quantize`'s defaults (a small calibration set: kernel speed does not depend on the
@@ -25,6 +25,8 @@ VARIANTS = {  # name: (block_out_channels, layers_per_block, attention level or 
     "(64,128,128,128) x2 [shipped]": ((64, 128, 128, 128), 2, 1),
     "(64,128,128,128) x2 attn 8x8": ((64, 128, 128, 128), 2, 2),
     "(64,128,128,128) x1": ((64, 128, 128, 128), 1, 1),
+    "(64,128,128,128) x1 attn 8x8": ((64, 128, 128, 128), 1, 2),
+    "(64,128,128,128) x1 mid attention only": ((64, 128, 128, 128), 1, None),
     "(32,96,96,96) x2": ((32, 96, 96, 96), 2, 1),
     "(64,96,96,96) x1": ((64, 96, 96, 96), 1, 1),
     "(32,64,128,128) x2 attn 8x8": ((32, 64, 128, 128), 2, 2),
@@ -34,8 +36,10 @@ VARIANTS = {  # name: (block_out_channels, layers_per_block, attention level or 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--only", help="comma-separated variant names to time (the shipped one always runs)")
     p.add_argument("--out")
     a = p.parse_args()
+    names = [n for n in VARIANTS if "[shipped]" in n or not a.only or n in a.only.split(",")]
     import numpy as np
     import openvino as ov
     import torch
@@ -47,7 +51,8 @@ def main():
 
     work = Path(tempfile.mkdtemp())
     models = {}
-    for i, (name, (ch, layers, attn)) in enumerate(VARIANTS.items()):
+    for i, name in enumerate(names):
+        ch, layers, attn = VARIANTS[name]
         torch.manual_seed(0)
         unet = UNet2DModel(**unet_config(ch, layers, attn)).eval()
         folder = work / f"m{i}"

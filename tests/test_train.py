@@ -154,3 +154,19 @@ def test_a_shallower_student_takes_the_inits_blocks_by_position():
         init_weights(unet(2, 1, seed=0), unet(1, 1, seed=0))  # deeper than the init
     with pytest.raises(ConfigError):
         TrainConfig(data="x", output="y", attention_level=4)
+
+
+def test_cli_attention_level(tiny_tar, tmp_path):
+    from click.testing import CliRunner
+    from diffusers import UNet2DModel
+
+    from edge_dm.cli import main
+
+    base = ["train", "--data", str(tiny_tar), "--channels", "32,32,32,32", "--batch-size", "2", "--minutes", "0.001"]
+    r = CliRunner().invoke(main, base + ["--output", str(tmp_path / "a"), "--attention-level", "none"])
+    assert r.exit_code == 0, r.output
+    config = UNet2DModel.load_config(tmp_path / "a" / "ema")
+    assert "AttnDownBlock2D" not in config["down_block_types"]
+    r = CliRunner().invoke(main, base + ["--output", str(tmp_path / "b"), "--attention-level", "4"])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "attention_level" in r.output
+    assert not (tmp_path / "b").exists()
