@@ -103,7 +103,8 @@ def generate(**kwargs):
 @click.option("--lr", type=float, default=4e-4, show_default=True)
 @click.option("--warmup-steps", type=int, default=1000, show_default=True)
 @click.option("--dropout", type=float, default=0.0, show_default=True)
-@click.option("--init", type=click.Path(), help="fine-tune from this UNet folder (fresh optimizer)")
+@click.option("--init", type=click.Path(),
+              help="start from this UNet folder (fresh optimizer); a deeper one gives its blocks by position")
 @click.option("--teacher", type=click.Path(), help="distil: regress onto this UNet folder's noise prediction")
 @click.option("--distill", type=float, default=1.0, show_default=True,
               help="weight of the teacher's prediction in the target (the rest: the drawn noise)")
