@@ -13,15 +13,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def unet_config(channels, layers, attn_level=1):
-    """The shipped model's UNet2DModel config (edge_dm.train.DEFAULT_UNET) with other widths, depth, attention."""
-    from edge_dm.train import DEFAULT_UNET
+    """The shipped model's UNet2DModel config with other widths, depth, attention (as `edge-dm train` builds it)."""
+    from edge_dm.train import TrainConfig
 
-    n = len(channels)
-    down, up = ["DownBlock2D"] * n, ["UpBlock2D"] * n
-    if attn_level is not None:
-        down[attn_level], up[n - 1 - attn_level] = "AttnDownBlock2D", "AttnUpBlock2D"
-    return dict(DEFAULT_UNET, block_out_channels=tuple(channels), layers_per_block=layers,
-                down_block_types=tuple(down), up_block_types=tuple(up))
+    return TrainConfig(data="-", output="-", block_out_channels=tuple(channels), layers_per_block=layers,
+                       attention_level=attn_level).unet_config()
 
 
 VARIANTS = {  # name: (block_out_channels, layers_per_block, attention level or None)
