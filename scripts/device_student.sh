@@ -85,7 +85,7 @@ boot)
   mkdir -p /tmp/parts /tmp/site /tmp/home $RES
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .s0/diffusers-*.whl
   cp .s0/cifar10-train-jpeg.tar.gz /tmp/
-  if [ -e "${INIT:-$TEACHER}" ]; then background train; else echo "no ${INIT} here: carry it in a call of \`go\`"; fi
+  if [ -e "${INIT:-$TEACHER}" ]; then background train; else echo "no ${INIT:-$TEACHER} here: carry it in a call of \`go\`"; fi
   ;;
 go)
   background train
