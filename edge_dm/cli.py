@@ -117,14 +117,13 @@ def generate(**kwargs):
 def train(data, output, minutes, batch_size, lr, warmup_steps, dropout, init, teacher, distill, channels,
           layers_per_block, attention_level, compile_):
     """Train a small DDPM (resumes from OUTPUT/checkpoint.pt)."""
-    from edge_dm.train import TrainConfig, train as run
+    from edge_dm.train import TrainConfig, attention_level as level, train as run
 
     cfg = TrainConfig(data=data, output=output, minutes=minutes, batch_size=batch_size, lr=lr,
                       warmup_steps=warmup_steps, dropout=dropout, init=init, teacher=teacher, distill=distill,
                       compile=compile_,
                       block_out_channels=_int_list(channels, "--channels"), layers_per_block=layers_per_block,
-                      attention_level=None if attention_level == "none" else _int_list(attention_level,
-                                                                                       "--attention-level")[0])
+                      attention_level=level(attention_level))
     click.echo(f"EMA model: {run(cfg, log=click.echo)}")
 
 

@@ -93,6 +93,16 @@ class TrainConfig:
         return cfg
 
 
+def attention_level(text: str) -> int | None:
+    """`--attention-level` as TrainConfig takes it: a level number, or None for 'none'."""
+    if text == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--attention-level must be a level number or 'none', got {text!r}") from None
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     import torch
 

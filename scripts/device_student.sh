@@ -39,7 +39,8 @@ REF=datasets/cifar10_train_jpeg_fid_stats.npz
 TEACHER=models/edm-cifar10-ddpm/unet
 MINUTES=${MINUTES:-11}
 RES=${RES:-/tmp/res}
-STUDENT=(--channels 64,128,128,128 --layers-per-block 1 --attention-level 2)
+LAYERS=1 LEVEL=2  # the student: the shipped widths, one resnet a level, attention at level 2 (8x8)
+STUDENT=(--channels 64,128,128,128 --layers-per-block $LAYERS --attention-level $LEVEL)
 edm() { python3 -m edge_dm "$@"; }
 send() {  # FOLDER NAME: the folder as NAME.tar.part-aa, -ab, ... (15 MB each) in $RES
   tar cf - -C "$(dirname "$1")" "$(basename "$1")" | split -b 15000000 - "$RES/$2.tar.part-"
@@ -123,11 +124,12 @@ pipeline)
   # 1. the target, timed on cores 0-14 while core 15 trains: 10,000 int8 images of the student's
   #    architecture on the Xeon + Inception on the GPU. Speed does not depend on the weights, so this
   #    times the untrained student (the shipped model's blocks by position, as `--init` starts it).
-  python3 - <<'PY'
+  python3 - $LAYERS $LEVEL <<'PY'
 import shutil
+import sys
 from diffusers import UNet2DModel
 from edge_dm.train import TrainConfig, init_weights
-cfg = TrainConfig(data="-", output="-", layers_per_block=1, attention_level=2)
+cfg = TrainConfig(data="-", output="-", layers_per_block=int(sys.argv[1]), attention_level=int(sys.argv[2]))
 unet = UNet2DModel(**cfg.unet_config())
 print(init_weights(unet, UNet2DModel.from_pretrained("models/edm-cifar10-ddpm/unet")))
 unet.save_pretrained("/tmp/init/unet")

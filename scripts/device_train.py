@@ -38,12 +38,12 @@ def main():
     import torch
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     if a.what == "train":
-        from edge_dm.train import TrainConfig, train
+        from edge_dm.train import TrainConfig, attention_level, train
         train(TrainConfig(data=a.data, output=a.out, minutes=a.minutes, compile=a.compile, lr=a.lr,
                           warmup_steps=a.warmup_steps, dropout=a.dropout, init=a.init, teacher=a.teacher,
                           block_out_channels=tuple(int(c) for c in a.channels.split(",")),
                           layers_per_block=a.layers_per_block,
-                          attention_level=None if a.attention_level == "none" else int(a.attention_level),
+                          attention_level=attention_level(a.attention_level),
                           ema_decays=tuple(float(d) for d in a.ema_decays.split(","))),
               log=lambda s: print(s, flush=True))
     elif a.what == "stats":

@@ -170,3 +170,7 @@ def test_cli_attention_level(tiny_tar, tmp_path):
     r = CliRunner().invoke(main, base + ["--output", str(tmp_path / "b"), "--attention-level", "4"])
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "attention_level" in r.output
     assert not (tmp_path / "b").exists()
+    for bad in ("1,2", "top"):  # one level, or none: a list is not taken for its first number
+        r = CliRunner().invoke(main, base + ["--output", str(tmp_path / "c"), "--attention-level", bad])
+        assert r.exit_code == 1 and r.output.count("\n") == 1 and "--attention-level" in r.output
+    assert not (tmp_path / "c").exists()
