@@ -71,6 +71,15 @@ def export(model, output, precision, overwrite):
     click.echo(f"wrote {b.precision} bundle {b.path} ({b.size_bytes() / 1e6:.1f} MB)")
 
 
+def cache_options(fn):
+    """DeepCache options, shared by generate and evaluate."""
+    fn = click.option("--cache-branch", type=int, default=1, show_default=True,
+                      help="DeepCache: UNet levels the cheap steps still run (1: the full-resolution one)")(fn)
+    return click.option("--cache-interval", type=int, default=1, show_default=True,
+                        help="DeepCache: run the whole UNet every N-th step and reuse its deep features "
+                             "in between (1: off)")(fn)
+
+
 @main.command()
 @model_option
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device: CPU, GPU, NPU, AUTO, MULTI:...")
@@ -83,6 +92,7 @@ def export(model, output, precision, overwrite):
               help="batches in flight at once, one infer request each (default: the device's optimal number)")
 @click.option("--output", type=click.Path(), default="samples", show_default=True)
 @click.option("--precision-hint", default=None, help="OpenVINO INFERENCE_PRECISION_HINT (f32, bf16, f16)")
+@cache_options
 @overwrite_option
 @library_errors
 def generate(**kwargs):
@@ -216,6 +226,7 @@ def quantize(model, output, overwrite, kind, mu, sigma, num_samples, samples_per
 @click.option("--feature-device", default="openvino", show_default=True,
               help="where Inception runs: openvino (CPU, f32) or a torch device (cpu, cuda)")
 @click.option("--output", type=click.Path(), help="write the results as JSON here")
+@cache_options
 @library_errors
 def evaluate(**kwargs):
     """Sample quality: FID and sFID against a reference, and int8-vs-fp32 drift (PSNR, SSIM)."""

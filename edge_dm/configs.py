@@ -80,11 +80,14 @@ class GenerateConfig(Config):
     overwrite: bool = False
     precision_hint: str | None = None  # OpenVINO INFERENCE_PRECISION_HINT, e.g. f32 or bf16
     parallel: int | None = None  # batches in flight, one infer request each (default: the device's optimum)
+    cache_interval: int = 1  # DeepCache: run the whole UNet every N-th step, its shallow part between (1: off)
+    cache_branch: int = 1  # DeepCache: how many levels the shallow part keeps (1: the full-resolution one)
 
     def __post_init__(self):
         from edge_dm.sampling import SCHEDULERS
 
-        _positive(num_images=self.num_images, steps=self.steps, batch_size=self.batch_size)
+        _positive(num_images=self.num_images, steps=self.steps, batch_size=self.batch_size,
+                  cache_interval=self.cache_interval, cache_branch=self.cache_branch)
         _positive_if_set(parallel=self.parallel)
         _choice("scheduler", self.scheduler, tuple(SCHEDULERS))
         if self.seed < 0:
@@ -190,11 +193,14 @@ class EvaluateConfig(Config):
     compare: str | None = None  # a second bundle: paired drift mode
     feature_device: str = "openvino"  # Inception on OpenVINO's CPU (f32), or a torch device: cpu, cuda
     parallel: int | None = None  # batches in flight (see GenerateConfig)
+    cache_interval: int = 1  # DeepCache for generated images (see GenerateConfig)
+    cache_branch: int = 1
 
     def __post_init__(self):
         from edge_dm.sampling import SCHEDULERS
 
-        _positive(num_images=self.num_images, steps=self.steps, batch_size=self.batch_size)
+        _positive(num_images=self.num_images, steps=self.steps, batch_size=self.batch_size,
+                  cache_interval=self.cache_interval, cache_branch=self.cache_branch)
         _positive_if_set(parallel=self.parallel)
         _choice("scheduler", self.scheduler, tuple(SCHEDULERS))
         if not re.fullmatch(r"openvino|cpu|cuda(:\d+)?", self.feature_device):

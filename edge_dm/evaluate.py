@@ -280,7 +280,8 @@ def _images_of(spec: str, cfg, progress: bool, timings: dict, label: str):
 
     t0 = time.perf_counter()
     images, den = sample_bundle(find_bundle(spec), cfg.device, cfg.num_images, cfg.batch_size, cfg.steps,
-                                cfg.scheduler, cfg.seed, progress=progress, parallel=cfg.parallel)
+                                cfg.scheduler, cfg.seed, progress=progress, parallel=cfg.parallel,
+                                cache_interval=cfg.cache_interval, cache_branch=cfg.cache_branch)
     seconds = time.perf_counter() - t0
     # images through the UNet per second of generation (calls overlap, so not per second in the UNet)
     timings[label] = dict(seconds=round(seconds, 2), images_per_s=round(len(images) / seconds, 2),

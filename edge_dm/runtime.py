@@ -47,13 +47,13 @@ def device_capabilities() -> list[dict]:
 
 def compile_unet(model, device: str, batch: int, hint: str = "LATENCY", precision_hint: str | None = None,
                  extra: dict | None = None):
-    """Reshape `model` (an openvino.Model) to a static batch and compile it on `device`."""
+    """Reshape `model` (an openvino.Model) to a static batch (every input's first dimension) and
+    compile it on `device`."""
     import openvino as ov
 
     check_device(device)
     model = model.clone()
-    shape = list(model.input("sample").get_partial_shape())
-    model.reshape({"sample": [batch, *shape[1:]], "timestep": [batch]})
+    model.reshape({i.get_any_name(): [batch, *list(i.get_partial_shape())[1:]] for i in model.inputs})
     config = {"PERFORMANCE_HINT": hint}
     if precision_hint:
         config["INFERENCE_PRECISION_HINT"] = precision_hint
@@ -76,15 +76,15 @@ class OpenVINODenoiser:
 
     `parallel` is how many requests run at once: 1 under the LATENCY hint (one request on all
     cores); under THROUGHPUT, `streams` if given (OpenVINO's NUM_STREAMS), else the device's
-    OPTIMAL_NUMBER_OF_INFER_REQUESTS.
+    OPTIMAL_NUMBER_OF_INFER_REQUESTS. `config`: more OpenVINO properties to compile with.
     """
 
     def __init__(self, model, device: str = "CPU", hint: str = "LATENCY", precision_hint: str | None = None,
-                 request_batch: int | None = None, streams: int | None = None):
+                 request_batch: int | None = None, streams: int | None = None, config: dict | None = None):
         import threading
 
         self.model, self.device, self.hint, self.precision_hint = model, device, hint, precision_hint
-        self.request_batch, self.streams = request_batch, streams
+        self.request_batch, self.streams, self.config = request_batch, streams, dict(config or {})
         self._compiled: dict[int, object] = {}
         self._idle: dict[int, list] = {}  # compiled batch -> infer requests not in use
         self._lock = threading.Lock()
@@ -96,7 +96,9 @@ class OpenVINODenoiser:
     def _compile(self, batch: int):
         with self._lock:
             if batch not in self._compiled:
-                extra = {"NUM_STREAMS": str(self.streams)} if self.streams and self.hint == "THROUGHPUT" else None
+                extra = dict(self.config)
+                if self.streams and self.hint == "THROUGHPUT":
+                    extra["NUM_STREAMS"] = str(self.streams)
                 self._compiled[batch] = compile_unet(self.model, self.device, batch, self.hint,
                                                      self.precision_hint, extra)
             return self._compiled[batch]
@@ -113,35 +115,35 @@ class OpenVINODenoiser:
                 self._parallel = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         return self._parallel
 
-    def _infer(self, xs, ts, batch: int):
-        """One request of `batch` images (xs padded by repeating its last image); returns len(xs) outputs."""
+    def _infer(self, inputs: dict, batch: int) -> list:
+        """One request of `batch` images (inputs padded by repeating their last image); returns every
+        output, cut back to the images given."""
         import numpy as np
 
-        n = len(xs)
+        n = len(next(iter(inputs.values())))
         if n < batch:  # the padding's outputs are dropped below
-            xs = np.concatenate([xs, np.repeat(xs[-1:], batch - n, 0)])
-            ts = np.concatenate([ts, np.repeat(ts[-1:], batch - n, 0)])
+            inputs = {k: np.concatenate([v, np.repeat(v[-1:], batch - n, 0)]) for k, v in inputs.items()}
         compiled = self._compile(batch)
         with self._lock:
             idle = self._idle.setdefault(batch, [])
             request = idle.pop() if idle else compiled.create_infer_request()
         try:
-            return request.infer({"sample": xs, "timestep": ts})[0][:n].copy()
+            result = request.infer(inputs)
+            return [result[i][:n].copy() for i in range(len(compiled.outputs))]
         finally:
             with self._lock:
                 self._idle[batch].append(request)
 
-    def __call__(self, x, t):
+    def run(self, inputs: dict) -> list:
+        """The model's outputs (numpy) for a batch of named numpy inputs, cut into requests."""
         import numpy as np
-        import torch
 
         start = time.perf_counter()
-        xs, ts = x.numpy(), t.numpy()
-        n = len(xs)
+        n = len(next(iter(inputs.values())))
         chunk = self.request_batch or math.ceil(n / self.parallel)
-        parts = [(xs[i:i + chunk], ts[i:i + chunk]) for i in range(0, n, chunk)]
+        parts = [{k: v[i:i + chunk] for k, v in inputs.items()} for i in range(0, n, chunk)]
         if len(parts) == 1:
-            outs = [self._infer(*parts[0], chunk)]
+            outs = [self._infer(parts[0], chunk)]
         else:
             if self._executor is None:
                 from concurrent.futures import ThreadPoolExecutor
@@ -149,13 +151,18 @@ class OpenVINODenoiser:
                 workers = self.parallel  # may compile, which takes the lock: read it first
                 with self._lock:
                     self._executor = self._executor or ThreadPoolExecutor(max_workers=workers)
-            outs = list(self._executor.map(lambda p: self._infer(*p, chunk), parts))
-        out = np.concatenate(outs)
+            outs = list(self._executor.map(lambda p: self._infer(p, chunk), parts))
+        result = [np.concatenate(o) for o in zip(*outs)]
         with self._lock:
             self.calls += 1
             self.images += n
             self.seconds += time.perf_counter() - start
-        return torch.from_numpy(out)
+        return result
+
+    def __call__(self, x, t):
+        import torch
+
+        return torch.from_numpy(self.run({"sample": x.numpy(), "timestep": t.numpy()})[0])
 
 
 def find_bundle(spec: str, precision: str = "int8") -> Bundle:
@@ -195,11 +202,12 @@ def grid(images, columns: int | None = None):
 
 def sample_bundle(bundle: Bundle, device: str, num_images: int, batch_size: int, steps: int,
                   scheduler_name: str, seed: int, precision_hint: str | None = None, progress: bool = True,
-                  parallel: int | None = None):
+                  parallel: int | None = None, cache_interval: int = 1, cache_branch: int = 1):
     """Run a bundle's UNet in the denoising loop on `device`: (uint8 NHWC images, the denoiser used).
 
     One batch: one request on all cores (LATENCY hint). Several: `parallel` batches at a time (default:
     the device's optimal number of infer requests, THROUGHPUT hint), each its own loop and request.
+    `cache_interval` > 1 samples with DeepCache (edge_dm.caching) at `cache_branch`.
     """
     from tqdm import tqdm
 
@@ -208,12 +216,20 @@ def sample_bundle(bundle: Bundle, device: str, num_images: int, batch_size: int,
 
     batches = math.ceil(num_images / batch_size)
     hint = "LATENCY" if batches == 1 or parallel == 1 else "THROUGHPUT"
-    denoiser = OpenVINODenoiser(bundle.read_model(), device, hint, precision_hint,
-                                request_batch=batch_size if hint == "THROUGHPUT" else None, streams=parallel)
+    options = dict(device=device, hint=hint, precision_hint=precision_hint,
+                   request_batch=batch_size if hint == "THROUGHPUT" else None, streams=parallel)
+    if cache_interval > 1:
+        from edge_dm.caching import OpenVINOCachedDenoiser
+
+        denoiser = OpenVINOCachedDenoiser(bundle.read_model(), cache_branch, **options)
+    else:
+        denoiser = OpenVINODenoiser(bundle.read_model(), **options)
     scheduler = make_scheduler(scheduler_name, bundle.scheduler_config)
-    bar = tqdm(total=num_images, unit="img", disable=not progress, desc=f"{bundle.precision} {scheduler_name} x{steps}")
+    cached = f" cache {cache_interval}" if cache_interval > 1 else ""
+    bar = tqdm(total=num_images, unit="img", disable=not progress,
+               desc=f"{bundle.precision} {scheduler_name} x{steps}{cached}")
     x = run_loop(denoiser, scheduler, num_images, batch_size, steps, seed, bundle.sample_shape, progress=bar.update,
-                 workers=denoiser.parallel)
+                 workers=denoiser.parallel, cache_interval=cache_interval)
     bar.close()
     return to_uint8(x), denoiser
 
@@ -231,7 +247,8 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     with atomic_dir(cfg.output, cfg.overwrite) as tmp:
         t0 = time.perf_counter()
         images, denoiser = sample_bundle(bundle, cfg.device, cfg.num_images, cfg.batch_size, cfg.steps,
-                                         cfg.scheduler, cfg.seed, cfg.precision_hint, progress, cfg.parallel)
+                                         cfg.scheduler, cfg.seed, cfg.precision_hint, progress, cfg.parallel,
+                                         cfg.cache_interval, cfg.cache_branch)
         wall = time.perf_counter() - t0
         save_pngs(images, tmp, start=cfg.seed)  # named by seed: runs over seed ranges merge into one set
         Image.fromarray(grid(images)).save(tmp / "grid.png")

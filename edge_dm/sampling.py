@@ -3,7 +3,8 @@
 A *denoiser* is any callable `(x: torch.Tensor[B,C,H,W] float32, t: torch.Tensor[B] int64) -> eps`
 (the UNet's noise prediction as a torch tensor): a torch UNet (`torch_denoiser`), a compiled
 OpenVINO model (`edge_dm.runtime.OpenVINODenoiser`), or a wrapper that records its inputs
-(calibration). Schedulers are diffusers' own, used unchanged.
+(calibration). A *cached* denoiser (edge_dm.caching, DeepCache) also has `full` and `shallow`
+calls, for sampling with a cache interval. Schedulers are diffusers' own, used unchanged.
 
 Seeding: image number i of a run with seed s draws its initial noise and every stochastic step from
 its own `torch.Generator` seeded with s + i, so an image depends on (seed, index) only, not on the
@@ -50,15 +51,18 @@ def initial_noise(shape: Sequence[int], gens, scheduler):
 
 
 def denoise(denoiser: Callable, scheduler, x, gens, steps: int,
-            on_step: Callable | None = None, stop_at: int | None = None):
+            on_step: Callable | None = None, stop_at: int | None = None, cache_interval: int = 1):
     """Run `scheduler` for `steps` steps from x (x_T); returns x_0.
 
     `on_step(i, t, x_t)` is called before step i with the sample the UNet is about to see and the
     timestep it receives. `stop_at=i` returns x right before step i instead (x_{t_i}).
+    `cache_interval` N > 1 is DeepCache (edge_dm.caching): the denoiser must then be a cached one;
+    steps 0, N, 2N, ... run it whole and the steps between only its shallow part.
     """
     import torch
 
     scheduler.set_timesteps(steps)
+    cache = None
     for i, t in enumerate(scheduler.timesteps):
         if stop_at is not None and i == stop_at:
             return x
@@ -66,7 +70,12 @@ def denoise(denoiser: Callable, scheduler, x, gens, steps: int,
         t_batch = torch.full((x.shape[0],), int(t), dtype=torch.int64)
         if on_step is not None:
             on_step(i, t_batch, model_in)
-        eps = denoiser(model_in, t_batch)
+        if cache_interval == 1:
+            eps = denoiser(model_in, t_batch)
+        elif i % cache_interval == 0:
+            eps, cache = denoiser.full(model_in, t_batch)
+        else:
+            eps = denoiser.shallow(model_in, t_batch, cache)
         x = scheduler.step(eps, t, x, generator=gens).prev_sample
     return x
 
@@ -88,14 +97,14 @@ def torch_denoiser(unet, device: str = "cpu", dtype=None) -> Callable:
 
 
 def generate(denoiser: Callable, scheduler, num_images: int, batch_size: int, steps: int, seed: int,
-             shape: Sequence[int], progress: Callable | None = None, workers: int = 1):
+             shape: Sequence[int], progress: Callable | None = None, workers: int = 1, cache_interval: int = 1):
     """Generate `num_images` samples in [-1, 1] as one float32 numpy array (N, C, H, W).
 
     The images go through the loop in batches of `batch_size`. With `workers` > 1, that many batches
     run at once, each in its own thread with its own copy of the scheduler, so no batch waits for the
     others between steps; the denoiser must then accept calls from several threads
     (`OpenVINODenoiser` does). An image depends on (seed, index) only, whatever the batch size or
-    the number of workers.
+    the number of workers. `cache_interval`: see `denoise`.
     """
     import copy
     from concurrent.futures import ThreadPoolExecutor
@@ -111,7 +120,7 @@ def generate(denoiser: Callable, scheduler, num_images: int, batch_size: int, st
         sched = copy.deepcopy(scheduler) if concurrent else scheduler
         sched.set_timesteps(steps)  # before the noise: Euler's init_noise_sigma depends on the schedule
         x = initial_noise((n, *shape), gens, sched)
-        x = denoise(denoiser, sched, x, gens, steps).clamp(-1, 1).numpy()
+        x = denoise(denoiser, sched, x, gens, steps, cache_interval=cache_interval).clamp(-1, 1).numpy()
         if progress is not None:
             progress(n)
         return x

@@ -26,6 +26,8 @@ def test_export_then_generate(tiny_model_dir, tmp_path):
     ["generate", "--parallel", "0", "--output", "OUT"],
     ["evaluate", "--samples", "OUT", "--reference", "x.npz", "--parallel", "-2"],
     ["evaluate", "--samples", "OUT", "--reference", "x.npz", "--feature-device", "gpu9"],
+    ["generate", "--cache-interval", "0", "--output", "OUT"],
+    ["evaluate", "--samples", "OUT", "--reference", "x.npz", "--cache-branch", "0"],
 ])
 def test_bad_input_is_one_line_and_nonzero(args, tmp_path):
     args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
@@ -35,6 +37,16 @@ def test_bad_input_is_one_line_and_nonzero(args, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("Error:"), r.output
     assert "Traceback" not in r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_generate_with_deepcache(tiny_bundle, tmp_path):
+    args = ["generate", "--model", tiny_bundle.path, "--num-images", 2, "--steps", 4, "--cache-interval", 2]
+    r = run(*args, "--output", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    assert '"cache_interval": 2' in (tmp_path / "s" / "generate.json").read_text()
+    r = run(*args, "--cache-branch", 2, "--output", tmp_path / "t")  # the tiny UNet has 2 up blocks
+    assert r.exit_code == 1 and r.output.startswith("Error: cache branch must lie in [1, 1]"), r.output
+    assert not (tmp_path / "t").exists()
 
 
 def test_unknown_device_with_a_real_bundle(tiny_bundle, tmp_path):

@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+import torch
+
+from edge_dm.caching import CACHE_INPUT, OpenVINOCachedDenoiser, TorchCachedDenoiser, split_ir
+from edge_dm.errors import BundleError, ConfigError
+from edge_dm.export import convert_unet
+from edge_dm.runtime import compile_unet
+from edge_dm.sampling import denoise, generators, initial_noise, make_scheduler
+
+
+def three_level_unet():
+    """Three down and three up blocks, so that branch 2 exists; seeded."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(1)
+    return UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(4, 8, 8),
+                       layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_num_groups=2,
+                       attention_head_dim=None).eval()
+
+
+def infer(model, **inputs):
+    n = len(inputs["sample"])
+    return [np.asarray(o) for o in compile_unet(model, "CPU", n, precision_hint="f32")(inputs).values()]
+
+
+def inputs(seed, n=3, t=(900, 400, 30)):
+    g = np.random.default_rng(seed)
+    return dict(sample=g.standard_normal((n, 3, 8, 8)).astype(np.float32), timestep=np.array(t[:n], np.int64))
+
+
+@pytest.mark.parametrize("branch", [1, 2])
+def test_the_split_alone_changes_nothing(branch):
+    model = convert_unet(three_level_unet(), (3, 8, 8))
+    full, shallow = split_ir(model, branch)
+    x = inputs(0)
+    (plain,) = infer(model, **x)
+    eps, cache = infer(full, **x)
+    np.testing.assert_array_equal(eps, plain)
+    (again,) = infer(shallow, **x, **{CACHE_INPUT: cache})
+    np.testing.assert_allclose(again, plain, atol=1e-5)
+    assert len(shallow.get_ops()) < len(model.get_ops())
+    # branch 1 caches the input of the last up block: full resolution, the second-to-last block's width
+    assert list(full.output(CACHE_INPUT).get_partial_shape())[2:] == ([8, 8] if branch == 1 else [4, 4])
+
+
+@pytest.mark.parametrize("branch", [1, 2])
+def test_openvino_split_matches_the_torch_reference_on_a_stale_cache(branch):
+    unet = three_level_unet()
+    ov_den = OpenVINOCachedDenoiser(convert_unet(unet, (3, 8, 8)), branch, precision_hint="f32")
+    ref = TorchCachedDenoiser(unet, branch)
+    old, new = inputs(0), inputs(1, t=(880, 380, 20))
+    to_t = lambda d: (torch.from_numpy(d["sample"]), torch.from_numpy(d["timestep"]))
+    _, ov_cache = ov_den.full(*to_t(old))
+    _, torch_cache = ref.full(*to_t(old))
+    np.testing.assert_allclose(ov_cache, torch_cache.numpy(), atol=1e-4)
+    stale_ov = ov_den.shallow(*to_t(new), ov_cache).numpy()
+    stale_torch = ref.shallow(*to_t(new), torch_cache).numpy()
+    np.testing.assert_allclose(stale_ov, stale_torch, atol=1e-4)
+    fresh = ref(*to_t(new)).numpy()
+    assert np.abs(stale_torch - fresh).max() > 1e-3  # a stale cache does change the prediction
+
+
+def _sample(den, interval, steps=10, seed=0, n=2):
+    sched = make_scheduler("ddim", {"num_train_timesteps": 1000, "beta_schedule": "linear"})
+    sched.set_timesteps(steps)
+    gens = generators(seed, 0, n)
+    x = initial_noise((n, 3, 8, 8), gens, sched)
+    return denoise(den, sched, x, gens, steps, cache_interval=interval).numpy()
+
+
+def test_cache_interval_runs_the_whole_unet_every_nth_step(tiny_model_dir):
+    from edge_dm.models import load_model
+    from edge_dm.runtime import OpenVINODenoiser
+
+    m = load_model(tiny_model_dir)
+    model = convert_unet(m.unet, m.sample_shape)
+    cached = OpenVINOCachedDenoiser(model, 1, precision_hint="f32")
+    plain = _sample(OpenVINODenoiser(model, precision_hint="f32"), 1)
+    np.testing.assert_array_equal(_sample(cached, 1), plain)  # interval 1: the plain loop
+    assert (cached.full_net.calls, cached.shallow_net.calls) == (10, 0)
+    a = _sample(cached, 3)
+    assert (cached.full_net.calls, cached.shallow_net.calls) == (10 + 4, 6)  # steps 0, 3, 6, 9 whole
+    np.testing.assert_array_equal(_sample(cached, 3), a)  # same seed, same images
+    assert np.isfinite(a).all() and np.abs(a - plain).max() > 1e-4
+
+
+def test_int8_shallow_part_keeps_the_quantization(tiny_model_dir, tmp_path):
+    from edge_dm.configs import CalibrationConfig, QuantizeConfig
+    from edge_dm.quantize import op_counts, quantize
+
+    bundle, _ = quantize(QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "q"), eval_trajectories=1,
+                                        calibration=CalibrationConfig(num_samples=8, steps=10)), progress=False)
+    _, shallow = split_ir(bundle.read_model())
+    assert op_counts(shallow)["fake_quantize"] > 0
+
+
+def test_bad_branches_and_foreign_irs():
+    model = convert_unet(three_level_unet(), (3, 8, 8))
+    for branch in (0, 3):
+        with pytest.raises(ConfigError, match=r"cache branch must lie in \[1, 2\]"):
+            split_ir(model, branch)
+    with pytest.raises(ConfigError):
+        TorchCachedDenoiser(three_level_unet(), 3)
+    import openvino as ov
+
+    p = ov.opset13.parameter([1, 3], ov.Type.f32, name="sample")
+    with pytest.raises(BundleError, match="no UNet2DModel up blocks"):
+        split_ir(ov.Model([ov.opset13.relu(p)], [p]))
