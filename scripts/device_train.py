@@ -34,6 +34,7 @@ def main():
     p.add_argument("--ema-decays", default="0.9995,0.9999")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bf16", action="store_true"); p.add_argument("--save-images")
+    p.add_argument("--cache-interval", type=int, default=1); p.add_argument("--cache-branch", type=int, default=1)
     a = p.parse_args()
     import torch
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -77,8 +78,14 @@ def main():
         unet = UNet2DModel.from_pretrained(a.model)
         sched_cfg = DDPMScheduler.load_config(Path(a.model).parent / "scheduler")
         sched = make_scheduler("ddim", sched_cfg)
-        den = torch_denoiser(unet, dev, torch.bfloat16 if a.bf16 else None)
-        x = generate(den, sched, a.num_images, a.batch_size, a.steps, seed=a.seed, shape=(3, 32, 32))
+        dtype = torch.bfloat16 if a.bf16 else None
+        if a.cache_interval > 1:  # DeepCache through the UNet's own forward (the reference, not fast)
+            from edge_dm.caching import TorchCachedDenoiser
+            den = TorchCachedDenoiser(unet, a.cache_branch, dev, dtype)
+        else:
+            den = torch_denoiser(unet, dev, dtype)
+        x = generate(den, sched, a.num_images, a.batch_size, a.steps, seed=a.seed, shape=(3, 32, 32),
+                     cache_interval=a.cache_interval)
         t_gen = time.time() - t
         imgs = to_uint8(x)
         import numpy as np
@@ -88,6 +95,7 @@ def main():
         feats = inception_features(imgs, batch_size=500, device=dev, net=load_inception(a.inception, dev))
         res = scores(feats, load_stats(a.ref))
         res.update(model=a.model, steps=a.steps, scheduler="ddim", seed=a.seed, bf16=a.bf16, generate_s=t_gen,
+                   cache_interval=a.cache_interval, cache_branch=a.cache_branch,
                    total_s=time.time() - t)
         Path(a.out).write_text(json.dumps(res, indent=2))
         print(json.dumps(res), flush=True)

@@ -9,7 +9,9 @@ step): the bare UNet's ceiling, which the denoising loop approaches. One warm-up
 best of `--repeats` timed rounds. `--streams` sets NUM_STREAMS (generate's `--parallel`; by default
 OpenVINO picks). Settings are timed one after another in one process: compare them within one run.
 This picked 8 images a request, generate's default `--batch-size`, on the lent machine's Xeon
-(docs/BENCHMARKS.md).
+(docs/BENCHMARKS.md). `--cache-branch B` also times the two parts DeepCache runs (edge_dm.caching):
+the whole UNet with its cache output, and the shallow part on a cache, and prints what each
+`--cache-interval` would give from them.
 """
 import argparse
 import json
@@ -28,6 +30,7 @@ def main():
     p.add_argument("--images", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--precision-hint", default=None)
+    p.add_argument("--cache-branch", type=int, default=None)
     p.add_argument("--out")
     a = p.parse_args()
     import numpy as np
@@ -36,36 +39,53 @@ def main():
     from edge_dm.runtime import compile_unet, find_bundle
 
     bundle = find_bundle(a.bundle)
-    model = bundle.read_model()
+    models = {"unet": bundle.read_model()}
+    if a.cache_branch:
+        from edge_dm.caching import split_ir
+
+        models["full"], models["shallow"] = split_ir(models["unet"], a.cache_branch)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((a.images, *bundle.sample_shape)).astype(np.float32)
-    t = rng.integers(0, 1000, a.images).astype(np.int64)
     rows = []
-    for rb in (int(r) for r in a.request_batches.split(",")):
-        for streams in a.streams.split(","):
-            extra = {} if streams == "auto" else {"NUM_STREAMS": streams}
-            compiled = compile_unet(model, "CPU", rb, "THROUGHPUT", a.precision_hint, extra)
-            queue = ov.AsyncInferQueue(compiled, 0)  # 0: OpenVINO's optimal number of requests
-            images_per_s = bare_images_per_s(queue, x, t, rb, a.repeats)
-            row = dict(request_batch=rb, streams=streams, requests=len(queue),
-                       actual_streams=int(compiled.get_property("NUM_STREAMS")),
-                       precision=compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
-                       images_per_s=round(images_per_s, 1))
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    best = max(rows, key=lambda r: r["images_per_s"])
+    for part, model in models.items():
+        inputs = {i.get_any_name(): [a.images, *(d.get_length() for d in list(i.get_partial_shape())[1:])]
+                  for i in model.inputs}
+        data = {k: (rng.integers(0, 1000, v[0]) if k == "timestep" else rng.standard_normal(v).astype(np.float32))
+                for k, v in inputs.items()}
+        for rb in (int(r) for r in a.request_batches.split(",")):
+            for streams in a.streams.split(","):
+                extra = {} if streams == "auto" else {"NUM_STREAMS": streams}
+                compiled = compile_unet(model, "CPU", rb, "THROUGHPUT", a.precision_hint, extra)
+                queue = ov.AsyncInferQueue(compiled, 0)  # 0: OpenVINO's optimal number of requests
+                images_per_s = bare_images_per_s(queue, data, rb, a.repeats)
+                row = dict(part=part, request_batch=rb, streams=streams, requests=len(queue),
+                           actual_streams=int(compiled.get_property("NUM_STREAMS")),
+                           precision=compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
+                           images_per_s=round(images_per_s, 1))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    best = max((r for r in rows if r["part"] == "unet"), key=lambda r: r["images_per_s"])
     print(f"best: {best['images_per_s']} images/s at --batch-size {best['request_batch']}, "
           f"{best['actual_streams']} streams ({bundle.path}, {a.images} images a call)", flush=True)
+    result = dict(bundle=str(bundle.path), images=a.images, rows=rows)
+    if a.cache_branch:  # UNet images a second of a loop that runs full once and shallow N-1 times
+        rate = {p: max(r["images_per_s"] for r in rows if r["part"] == p) for p in models}
+        result["cache_branch"] = a.cache_branch
+        result["cache_interval_images_per_s"] = {
+            n: round(n / (1 / rate["full"] + (n - 1) / rate["shallow"]), 1) for n in range(1, 9)}
+        print("by --cache-interval (1 = full part alone):", result["cache_interval_images_per_s"], flush=True)
     if a.out:
-        Path(a.out).write_text(json.dumps(dict(bundle=str(bundle.path), images=a.images, rows=rows), indent=2))
+        Path(a.out).write_text(json.dumps(result, indent=2))
 
 
-def bare_images_per_s(queue, x, t, request_batch: int, repeats: int) -> float:
-    """UNet images a second over `queue` (an openvino.AsyncInferQueue): x, t cut into requests of
-    `request_batch` images, nothing between calls; one warm-up round, then the best of `repeats`."""
+def bare_images_per_s(queue, data: dict, request_batch: int, repeats: int) -> float:
+    """Images a second over `queue` (an openvino.AsyncInferQueue): the named inputs `data` cut into
+    requests of `request_batch` images, nothing between calls; one warm-up round, then the best of
+    `repeats`."""
+    n = len(next(iter(data.values())))
+
     def run():
-        for i in range(0, len(x), request_batch):
-            queue.start_async({"sample": x[i:i + request_batch], "timestep": t[i:i + request_batch]})
+        for i in range(0, n, request_batch):
+            queue.start_async({k: v[i:i + request_batch] for k, v in data.items()})
         queue.wait_all()
 
     run()
@@ -74,7 +94,7 @@ def bare_images_per_s(queue, x, t, request_batch: int, repeats: int) -> float:
         s = time.perf_counter()
         run()
         best = min(best, time.perf_counter() - s)
-    return len(x) / best
+    return n / best
 
 
 if __name__ == "__main__":

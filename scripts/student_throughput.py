@@ -73,7 +73,7 @@ def main():
 
     for _ in range(a.rounds):  # interleaved: every variant sees the same machine weather
         for m in models.values():
-            m["rates"].append(bare_images_per_s(m["queue"], x, t, 8, repeats=3))
+            m["rates"].append(bare_images_per_s(m["queue"], {"sample": x, "timestep": t}, 8, repeats=3))
     base = max(models["(64,128,128,128) x2 [shipped]"]["rates"])
     rows = []
     print("| UNet (block_out_channels) x layers_per_block | parameters | GMAC/image | int8 images/s | x shipped |")
