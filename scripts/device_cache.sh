@@ -19,7 +19,18 @@
 #               3. cores 0-14: the target, timed: `edge-dm evaluate --cache-interval N` of the int8
 #                  bundle, 10,000 images, Inception on the GPU
 #               4. with device time left, the same for N2 (default: N-1) for the trade-off
+#   steps       (background; start it with LAST=5 AFTER=steps part 5) the shipped int8 bundle's bare
+#               ceiling on all 16 cores, then the timed `edge-dm evaluate --steps $STEPS` (50) of
+#               10,000 images on all 16 cores, Inception on the GPU; then the same at DDIM 100 for
+#               the ratio on one machine, as far as device time goes
 # The machine goes back 30 s after a call returns: keep a `wait` in flight from boot to the end.
+#
+# What ran on 2026-11-25 (docs/QUANTIZATION.md, "Training-free alternatives for the target"): boot,
+# part 1-5 with LAST=5, wait (carrying the bundle). Machine D was slower than C: the pick found no
+# interval under 560 s and ran N=8 (619.6 s, FID 58.4), while the fp32 sweep showed branch 1 losing
+# 2.4 FID at N=2 and 10 at N=3. The rest of the session replaced N2 by branch 2 (fp32 at N 2-4 and
+# its ceilings) and fp32 FID at DDIM 50 and 70, by hand. Killing a stage from a `device` command:
+# `pkill -f "^python3 scripts/..."`; a pattern without ^ also matches the command's own shell.
 set -u
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 EDGE_DM_HOME=/tmp/home PYTHONUNBUFFERED=1
 REF=datasets/cifar10_train_jpeg_fid_stats.npz
@@ -48,7 +59,7 @@ part)
     mkdir -p /tmp/w && cat /tmp/parts/w.? | tar x -C /tmp/w && rm /tmp/parts/w.?
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/w/*.whl && rm -r /tmp/w
     python3 -m edge_dm devices
-    background pipeline
+    background "${AFTER:-pipeline}"
   fi
   ;;
 wait)
@@ -68,6 +79,19 @@ fp32)  # (background) the fp32 quality of each cache interval, torch on the GPU,
     taskset -c 15 python3 scripts/device_train.py score --model models/edm-cifar10-ddpm/unet --ref $REF \
       --num-images 10000 --cache-interval "$n" --out $RES/fp32-cache$n.json
   done
+  ;;
+steps)
+  set -x
+  date
+  while [ ! -e $INT8/recipe.json ]; do sleep 2; done
+  python3 scripts/ov_throughput.py $INT8 --request-batches 8 --streams auto --images 1024 --repeats 2 \
+    --out $RES/ceiling-int8.json
+  for s in ${STEPS:-50} 100; do
+    /usr/bin/time -f "evaluate wall %e s" python3 -m edge_dm evaluate --samples $INT8 --reference $REF \
+      --num-images 10000 --feature-device cuda --steps $s --output $RES/eval-int8-ddim$s.json > $RES/evaluate-ddim$s.log 2>&1
+  done
+  date
+  touch $RES/done
   ;;
 pipeline)
   set -x
