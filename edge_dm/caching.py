@@ -86,13 +86,12 @@ class TorchCachedDenoiser:
     """
 
     def __init__(self, unet, branch: int = 1, device: str = "cpu", dtype=None):
-        import torch
+        from edge_dm.sampling import torch_denoiser
 
-        self.unet, self.device, self.dtype = unet.eval().to(device), device, dtype
         block = unet.up_blocks[check_branch(len(unet.up_blocks), branch)]
+        self._denoise = torch_denoiser(unet, device, dtype)
         self._mode, self._cache = None, None
         self.hook = block.register_forward_pre_hook(self._hook)  # a no-op outside full/shallow calls
-        self._torch = torch
 
     def _hook(self, module, args):
         if self._mode == "record":
@@ -103,13 +102,9 @@ class TorchCachedDenoiser:
         return None
 
     def _run(self, x, t, mode, cache=None):
-        torch = self._torch
         self._mode, self._cache = mode, cache
         try:
-            with torch.no_grad(), torch.autocast(device_type=self.device.split(":")[0],
-                                                 dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-                eps = self.unet(x.to(self.device), t.to(self.device)).sample
-            return eps.float().cpu(), self._cache
+            return self._denoise(x, t), self._cache
         finally:
             self._mode, self._cache = None, None
 

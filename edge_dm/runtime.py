@@ -152,7 +152,7 @@ class OpenVINODenoiser:
                 with self._lock:
                     self._executor = self._executor or ThreadPoolExecutor(max_workers=workers)
             outs = list(self._executor.map(lambda p: self._infer(p, chunk), parts))
-        result = [np.concatenate(o) for o in zip(*outs)]
+        result = outs[0] if len(outs) == 1 else [np.concatenate(o) for o in zip(*outs)]  # _infer copied
         with self._lock:
             self.calls += 1
             self.images += n
