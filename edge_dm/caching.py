@@ -124,7 +124,9 @@ class OpenVINOCachedDenoiser:
     On the CPU, two compiled models each pin their streams to the same cores, so a full and a
     shallow request could share a core while another idles: both run unpinned here, and the OS
     spreads them. On the 2-core AVX-512 VM that took interval 4 from 209 to 260 UNet images/s (plain:
-    149 and 153), 256 images x 40 DDIM steps of the shipped int8 bundle, one run each.
+    149 and 153): `runtime.sample_bundle` of the shipped int8 bundle, 256 images of 8 a batch, 40 DDIM
+    steps, seed 0, one process and one run per setting, ENABLE_CPU_PINNING set by wrapping
+    `runtime.compile_unet` in a throwaway script (not kept).
     """
 
     def __init__(self, model, branch: int = 1, **options):
