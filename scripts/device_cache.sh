@@ -21,8 +21,8 @@
 #               4. with device time left, the same for N2 (default: N-1) for the trade-off
 #   steps       (background; start it with LAST=5 AFTER=steps part 5) the shipped int8 bundle's bare
 #               ceiling on all 16 cores, then the timed `edge-dm evaluate --steps $STEPS` (50) of
-#               10,000 images on all 16 cores, Inception on the GPU; then the same at DDIM 100 for
-#               the ratio on one machine, as far as device time goes
+#               10,000 images on all 16 cores, Inception on the GPU; then DDIM 100 on $N100 (2,000)
+#               images, for the step ratio on one machine within the session's device time
 # The machine goes back 30 s after a call returns: keep a `wait` in flight from boot to the end.
 #
 # What ran on 2026-11-25 (docs/QUANTIZATION.md, "Training-free alternatives for the target"): boot,
@@ -86,9 +86,12 @@ steps)
   while [ ! -e $INT8/recipe.json ]; do sleep 2; done
   python3 scripts/ov_throughput.py $INT8 --request-batches 8 --streams auto --images 1024 --repeats 2 \
     --out $RES/ceiling-int8.json
-  for s in ${STEPS:-50} 100; do
+  # the target at DDIM $STEPS, 10,000 images; then DDIM 100 on $N100 images for the ratio on one machine
+  for run in "${STEPS:-50} 10000" "100 ${N100:-2000}"; do
+    set -- $run
     /usr/bin/time -f "evaluate wall %e s" python3 -m edge_dm evaluate --samples $INT8 --reference $REF \
-      --num-images 10000 --feature-device cuda --steps $s --output $RES/eval-int8-ddim$s.json > $RES/evaluate-ddim$s.log 2>&1
+      --num-images $2 --feature-device cuda --steps $1 --output $RES/eval-int8-ddim$1-n$2.json \
+      > $RES/evaluate-ddim$1-n$2.log 2>&1
   done
   date
   touch $RES/done
