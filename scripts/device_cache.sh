@@ -31,6 +31,11 @@
 # 2.4 FID at N=2 and 10 at N=3. The rest of the session replaced N2 by branch 2 (fp32 at N 2-4 and
 # its ceilings) and fp32 FID at DDIM 50 and 70, by hand. Killing a stage from a `device` command:
 # `pkill -f "^python3 scripts/..."`; a pattern without ^ also matches the command's own shell.
+# The next session (Xeon E, docs/QUANTIZATION.md, "The 10-minute target, timed"): boot, part 1-4,
+# LAST=5 AFTER=steps part 5, wait 540 carrying the bundle (ceiling, DDIM 50 at 10k: 304.8 s, DDIM
+# 100 at 2k), then in one call, right after, the steps stage's evaluate at DDIM 100 on 10,000
+# images started by hand in the background (`rm $RES/done; setsid nohup bash -c '...evaluate
+# --steps 100 --num-images 10000...; touch $RES/done' &`) followed by `wait 570` and `wait 200`.
 set -u
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 EDGE_DM_HOME=/tmp/home PYTHONUNBUFFERED=1
 REF=datasets/cifar10_train_jpeg_fid_stats.npz
