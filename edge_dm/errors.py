@@ -3,6 +3,7 @@
 The library raises these with a one-line message meant for a person; the CLI turns any of them into
 a click error (one line, exit code 1) and never shows a traceback for them.
 """
+import re
 
 
 class EdgeDMError(Exception):
@@ -35,3 +36,19 @@ class OutputExistsError(EdgeDMError):
 
 class BenchmarkError(EdgeDMError):
     """A benchmark ran but missed the speed-up it was asked to hold."""
+
+
+_SOURCE_LOCATION = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:)\s*")
+_STATUS_TAG = re.compile(r"\[\s*[A-Z_]+\s*\]")
+
+
+def library_reason(exc: BaseException) -> str:
+    """The human reason in a library exception's message (e.g. OpenVINO's), as one line."""
+    text = ""
+    for line in str(exc).splitlines():
+        line = _STATUS_TAG.sub("", _SOURCE_LOCATION.sub("", line.strip())).strip()
+        if line:
+            text += (" " if text.endswith(":") else "; " if text else "") + line
+    if len(text) > 300:
+        text = text[:297].rstrip() + "..."
+    return text or type(exc).__name__

@@ -1,0 +1,241 @@
+"""Atomic outputs: an output folder or file appears complete, or not at all.
+
+Work goes into a hidden `.NAME.partial-<pid>-<rand>` beside the target, which is renamed into place
+when complete. Every folder edge-dm makes holds a MARKER file; --overwrite replaces only such folders.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+from pathlib import Path
+
+from edge_dm.errors import ConfigError, OutputExistsError
+
+MARKER = ".edge-dm"
+_PARTIAL = re.compile(r"\..+\.partial-(\d{1,9})-[0-9a-f]{8}(\.[^.]*)?")
+_OLD = re.compile(r"\.(.+)\.old-(\d{1,9})-[0-9a-f]{8}")
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def check_output(path, overwrite: bool = False, kind: str = "dir", legacy=None) -> Path:
+    """Check before any work that `path` can be written; return it as an absolute path."""
+    if kind not in ("dir", "file"):
+        raise ValueError(f"kind must be 'dir' or 'file', not {kind!r}")
+    try:
+        target = Path(path).resolve()
+    except (OSError, RuntimeError) as exc:  # e.g. a symlink loop
+        raise ConfigError(f"output {path} cannot be resolved: {exc}") from None
+    if not target.name:
+        raise ConfigError(f"output {target} cannot be written: choose a path below it")
+    try:
+        anc = target.parent
+        while not anc.exists():
+            anc = anc.parent
+        if not anc.is_dir():
+            raise ConfigError(f"output {target} cannot be written: {anc} is a file, not a folder")
+        if not os.access(anc, os.W_OK | os.X_OK):
+            raise ConfigError(f"output {target} cannot be written: no permission to write in {anc}")
+        if kind == "file":
+            if target.is_dir():
+                raise OutputExistsError(f"output {target} is a folder; a file is wanted here")
+            if target.exists() and not overwrite:
+                raise OutputExistsError(f"output file {target} exists (pass --overwrite to replace it)")
+        elif target.exists() and not target.is_dir():
+            raise OutputExistsError(f"output {target} is a file; a folder is wanted here")
+        elif os.path.ismount(target):
+            raise ConfigError(f"output {target} is a mount point; choose a folder inside it")
+        elif target.is_dir() and any(target.iterdir()):
+            if not overwrite:
+                raise OutputExistsError(f"output folder {target} exists and is not empty (pass --overwrite to replace it)")
+            if not (target / MARKER).is_file() and not (legacy and legacy(target)):
+                raise OutputExistsError(f"output folder {target} was not made by edge-dm and will not be replaced")
+    except OSError as exc:
+        raise ConfigError(f"output {target} cannot be written: {exc.strerror or exc}") from None
+    return target
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def _locked(target: Path):
+    """Hold an exclusive flock on `.NAME.lock` beside target; the lock file is removed afterwards."""
+    lock = target.with_name(f".{target.name}.lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            st = os.fstat(fd)
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(st, os.stat(lock)):  # not unlinked by the previous holder
+                    break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap a and b atomically with renameat2(RENAME_EXCHANGE); False where that is not available."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _publish(tmp: Path, target: Path, overwrite: bool, kind: str, legacy) -> Path | None:
+    """Move tmp to target under the lock; return where the replaced old output now lies, if any."""
+    with _locked(target):
+        check_output(target, overwrite, kind, legacy)  # again: another run may have published meanwhile
+        if kind == "file" or not target.exists():
+            os.replace(tmp, target)
+            return None
+        if not any(target.iterdir()):  # an empty folder (maybe the cwd): fill it in place, marker first
+            moved = []
+            try:
+                for name in [MARKER] + sorted(set(os.listdir(tmp)) - {MARKER}):
+                    os.rename(tmp / name, target / name)
+                    moved.append(name)
+            except BaseException:
+                for name in moved:
+                    _remove(target / name)
+                raise
+            return None
+        if _exchange(tmp, target):
+            return tmp
+        old = target.with_name(f".{target.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+        os.rename(target, old)
+        try:
+            os.rename(tmp, target)
+        except BaseException:
+            os.rename(old, target)
+            raise
+        return old
+
+
+@contextlib.contextmanager
+def atomic_output(path, overwrite: bool = False, kind: str = "dir", legacy=None):
+    """Yield a temporary path beside `path`; it replaces `path` on success and is removed on any error."""
+    target = check_output(path, overwrite, kind, legacy)
+    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
+    if kind == "file":
+        tmp = tmp.with_name(tmp.name + target.suffix)  # np.savez and friends insist on their suffix
+    hold = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(target.parent)
+        if kind == "dir":
+            os.mkdir(tmp, 0o777)  # the umask applies
+            (tmp / MARKER).write_text(json.dumps({"tool": "edge-dm", "kind": kind}) + "\n")
+            hold = os.open(tmp / MARKER, os.O_RDWR)
+            with contextlib.suppress(OSError):  # tells clean_stale in other pid namespaces we are alive
+                fcntl.flock(hold, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        _remove(tmp)
+        raise ConfigError(f"output {target} cannot be written: {exc.strerror or exc}") from None
+    try:
+        yield tmp
+        try:
+            old = _publish(tmp, target, overwrite, kind, legacy)
+        except OSError as exc:
+            raise ConfigError(f"output {target} could not be put in place: {exc.strerror or exc}") from None
+        if old is not None:
+            _remove(old)
+    finally:  # KeyboardInterrupt and SystemExit too
+        if hold is not None:
+            os.close(hold)
+        _remove(tmp)
+
+
+def write_atomic(path, data: bytes | str) -> None:
+    """Write a small file through a temporary file beside it, so readers see the old or the new content."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _alive(pid: int, path: Path) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return True
+    try:  # a dead pid here may be a live run in another pid namespace: it holds a flock on its marker
+        fd = os.open(path / MARKER, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def clean_stale(parent) -> list[Path]:
+    """Remove partial outputs of dead runs in `parent`; put back an old output a dead run left aside."""
+    parent, removed = Path(parent), []
+    with contextlib.suppress(OSError):
+        for name in sorted(os.listdir(parent)):
+            m, old = _PARTIAL.fullmatch(name), _OLD.fullmatch(name)
+            old = old if old and (parent / name).is_dir() else None  # only folders are put aside
+            if not (m or old) or _alive(int((m or old).group(1 if m else 2)), parent / name):
+                continue
+            if old and not os.path.lexists(parent / old.group(1)):
+                with contextlib.suppress(OSError):
+                    os.rename(parent / name, parent / old.group(1))
+                continue
+            _remove(parent / name)
+            removed.append(parent / name)
+    return removed
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def install_sigterm_handler() -> None:
+    """Make SIGTERM raise KeyboardInterrupt in the main thread, so the Ctrl-C cleanup runs."""
+    if signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+        signal.signal(signal.SIGTERM, _on_sigterm)
