@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_dm.bundle import atomic_dir
 from edge_dm.configs import BenchmarkConfig
 
 
@@ -43,7 +42,9 @@ def _ov_variant(name, model, device, hint, cfg: BenchmarkConfig, shape, schedule
     import openvino as ov
     import torch
 
-    from edge_dm.runtime import OpenVINODenoiser, compile_unet
+    from edge_dm.denoiser import OpenVINOModel, compile_model as compile_unet
+    from edge_dm.families import get
+    from edge_dm.families.base import Denoiser, input_roles
     from edge_dm.sampling import generate, make_scheduler
 
     rss0 = _rss_mb()
@@ -71,7 +72,8 @@ def _ov_variant(name, model, device, hint, cfg: BenchmarkConfig, shape, schedule
             queue.start_async({"sample": xb, "timestep": tb})
         queue.wait_all()
         row["throughput"][str(b)] = round(calls * b / (time.perf_counter() - s), 2)
-    den = OpenVINODenoiser(model, device, "THROUGHPUT" if cfg.images > 1 else "LATENCY", hint)
+    net = OpenVINOModel(model, device, "THROUGHPUT" if cfg.images > 1 else "LATENCY", hint)
+    den = Denoiser(get(None), net, input_roles(model))
     den(*(torch.from_numpy(a) for a in _inputs(cfg.images, shape)))  # compile outside the timed run
     s = time.perf_counter()
     generate(den, make_scheduler("ddim", scheduler_config), cfg.images, cfg.images, cfg.steps, 0, shape)
@@ -80,11 +82,12 @@ def _ov_variant(name, model, device, hint, cfg: BenchmarkConfig, shape, schedule
     return row
 
 
-def _torch_variant(unet, cfg: BenchmarkConfig, shape, scheduler_config, size_bytes) -> dict:
+def _torch_variant(m, cfg: BenchmarkConfig, shape, scheduler_config, size_bytes) -> dict:
     import torch
 
-    from edge_dm.sampling import generate, make_scheduler, torch_denoiser
+    from edge_dm.sampling import generate, make_scheduler
 
+    unet = m.unet
     rss0 = _rss_mb()
     x, t = (torch.from_numpy(a) for a in _inputs(1, shape))
     with torch.no_grad():
@@ -97,8 +100,8 @@ def _torch_variant(unet, cfg: BenchmarkConfig, shape, scheduler_config, size_byt
             lat = _latency(lambda: unet(xb, tb), 3, warmup=1)
             row["throughput"][str(b)] = round(b / (lat["median_ms"] / 1e3), 2)
     s = time.perf_counter()
-    generate(torch_denoiser(unet), make_scheduler("ddim", scheduler_config), cfg.images, cfg.images, cfg.steps, 0,
-             shape)
+    generate(m.family.torch_denoiser(m), make_scheduler("ddim", scheduler_config), cfg.images, cfg.images, cfg.steps,
+             0, shape)
     row["end_to_end_images_per_s"] = round(cfg.images / (time.perf_counter() - s), 3)
     row["memory_mb"] = round(_rss_mb() - rss0, 1)
     return row
@@ -178,24 +181,27 @@ def machine_info() -> dict:
 
 def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     """Measure every variant the device supports; write benchmark.json, .md and .png to cfg.output."""
+    from edge_dm.bundle import Bundle
     from edge_dm.configs import QuantizeConfig
+    from edge_dm.denoiser import check_device, device_capabilities
     from edge_dm.errors import BenchmarkError, BundleError
-    from edge_dm.export import convert_unet
+    from edge_dm.families.unet2d import convert_unet
     from edge_dm.models import load_model
-    from edge_dm.runtime import check_device, device_capabilities, find_bundle
+    from edge_dm.outputs import atomic_output, check_output
 
     check_device(cfg.device)
-    with atomic_dir(cfg.output, cfg.overwrite) as tmp:
-        m = load_model(cfg.model)
-        try:
-            int8 = find_bundle(cfg.int8 or cfg.model, "int8")
-        except BundleError:
-            if cfg.int8:  # an int8 bundle the user named is missing or broken: say so, don't replace it
-                raise
-            from edge_dm.quantize import quantize
+    check_output(cfg.output, cfg.overwrite)
+    m = load_model(cfg.model)
+    try:
+        int8 = Bundle.from_pretrained(cfg.int8 or cfg.model, "int8")
+    except BundleError:
+        if cfg.int8:  # an int8 bundle the user named is missing or broken: say so, don't replace it
+            raise
+        from edge_dm.jobs import quantize
 
-            log("no int8 bundle yet: quantizing with the defaults first")
-            int8, _ = quantize(QuantizeConfig(model=cfg.model, overwrite=True), progress=False)
+        log("no int8 bundle yet: quantizing with the defaults first")
+        int8, _ = quantize(QuantizeConfig(model=cfg.model, overwrite=True), progress=False)
+    with atomic_output(cfg.output, cfg.overwrite) as tmp:
         fp32 = convert_unet(m.unet, m.sample_shape)
         shape, sched = m.sample_shape, m.scheduler_config
         fp32_bytes = sum(p.numel() * 4 for p in m.unet.parameters())
@@ -203,7 +209,7 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
         rows = []
         if cfg.torch_baseline:
             log("torch fp32 ...")
-            rows.append(_torch_variant(m.unet, cfg, shape, sched, fp32_bytes))
+            rows.append(_torch_variant(m, cfg, shape, sched, fp32_bytes))
         variants = [("OpenVINO fp32", fp32, "f32", fp32_bytes)]
         if "BF16" in caps:
             variants.append(("OpenVINO bf16", fp32, "bf16", fp32_bytes))

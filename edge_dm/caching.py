@@ -6,17 +6,15 @@ Adjacent denoising steps change the UNet's deep, low-resolution features very li
 *shallow* part: conv_in, the first `branch` down blocks and the last `branch` up blocks, reading
 the deeper features from the cache. Branch 1 (the default) keeps the full-resolution level only.
 No retraining, no new weights: the shallow model is cut out of the same IR, so an int8 bundle's
-shallow part has exactly its quantization.
+shallow part has exactly its quantization. Where the cut is comes from the model's family.
 
-A cached denoiser has two calls, used by `edge_dm.sampling.denoise`:
-    full(x, t)           -> (eps, cache)   the whole UNet, and the features to reuse
-    shallow(x, t, cache) -> eps            the shallow part on the cached features
-`shallow(x, t, full(x, t)[1])` equals `full(x, t)[0]`: the split itself changes nothing; only
-reusing a cache from an earlier step does.
+A cached net has two calls, used by a family's Denoiser (`full` and `shallow`):
+    run_full(inputs)           -> (eps, cache)   the whole UNet, and the features to reuse
+    run_shallow(inputs, cache) -> eps            the shallow part on the cached features
+`run_shallow(inputs, run_full(inputs)[1])` equals `run_full(inputs)[0]`: the split itself changes
+nothing; only reusing a cache from an earlier step does.
 
-Measured on the shipped model (docs/QUANTIZATION.md): branch 1 costs +2.4 FID at interval 2 for
-1.37x, branch 2 keeps FID within 0.8 but saves at most 12%, and DDIM 50 (+0.4 FID, 2x) beats both.
-So it is off by default; it is here for UNets whose deep levels take a larger share of the time.
+Off by default: on the shipped model fewer steps beat it (docs/QUANTIZATION.md).
 """
 from __future__ import annotations
 
@@ -33,40 +31,30 @@ def check_branch(num_up_blocks: int, branch: int) -> int:
     return num_up_blocks - branch
 
 
-def _up_block_concats(model) -> dict[int, object]:
-    """For each up block k of an IR made by `edge_dm.export.convert_unet`: its first skip Concat,
-    whose input 0 is the up block's input (names as OpenVINO's PyTorch frontend gives them)."""
-    import re
-
-    first: dict[int, object] = {}
-    for op in model.get_ordered_ops():
-        match = re.fullmatch(r"__module\.up_blocks\.(\d+)/aten::cat/Concat(_\d+)?", op.get_friendly_name())
-        if match and op.get_type_name() == "Concat":
-            first.setdefault(int(match.group(1)), op)
-    return first
-
-
-def split_ir(model, branch: int = 1):
+def split_ir(model, branch: int = 1, family=None):
     """(full, shallow) openvino.Models cut from a UNet IR (any precision) for DeepCache.
 
     full: the same inputs, outputs noise_pred and `cache` (the input of up block -branch).
-    shallow: inputs sample, timestep and `cache`; computes only what noise_pred needs from them.
+    shallow: the same inputs and `cache`; computes only what noise_pred needs from them.
     """
     import openvino as ov
 
-    concats = _up_block_concats(model)
+    from edge_dm.families import get
+
+    family = family or get(None)
+    concats = family.cache_concats(model)
     if not concats:
-        raise BundleError("this IR has no UNet2DModel up blocks by name; cached sampling needs an IR "
+        raise BundleError("this IR has no UNet up blocks by name; cached sampling needs an IR "
                           "written by edge-dm export or quantize")
     k = check_branch(max(concats) + 1, branch)
 
     full = model.clone()
-    feature = _up_block_concats(full)[k].input_value(0)
+    feature = family.cache_concats(full)[k].input_value(0)
     full.add_outputs(feature)
     full.outputs[-1].get_tensor().set_names({CACHE_INPUT})
 
     shallow = model.clone()
-    cat = _up_block_concats(shallow)[k]
+    cat = family.cache_concats(shallow)[k]
     source = cat.input_value(0)
     cache = ov.opset13.parameter(source.get_partial_shape(), source.get_element_type(), name=CACHE_INPUT)
     cache.output(0).get_tensor().set_names({CACHE_INPUT})
@@ -76,8 +64,8 @@ def split_ir(model, branch: int = 1):
     return full, shallow
 
 
-class TorchCachedDenoiser:
-    """A diffusers UNet2DModel as a cached denoiser, through its own forward.
+class TorchCachedNet:
+    """A diffusers UNet as a cached net, through its own forward.
 
     A pre-hook on the cached up block records its input (full) or replaces it with the cache
     (shallow). The shallow call still computes the deep blocks, whose output it then discards: this
@@ -86,10 +74,10 @@ class TorchCachedDenoiser:
     """
 
     def __init__(self, unet, branch: int = 1, device: str = "cpu", dtype=None):
-        from edge_dm.sampling import torch_denoiser
+        from edge_dm.families.base import TorchNet
 
         block = unet.up_blocks[check_branch(len(unet.up_blocks), branch)]
-        self._denoise = torch_denoiser(unet, device, dtype)
+        self._net = TorchNet(unet, device, dtype)
         self._mode, self._cache = None, None
         self.hook = block.register_forward_pre_hook(self._hook)  # a no-op outside full/shallow calls
 
@@ -98,45 +86,46 @@ class TorchCachedDenoiser:
             self._cache = args[0].detach()
             return None
         if self._mode == "replay":
-            return (self._cache, *args[1:])
+            import torch
+
+            return (torch.from_numpy(self._cache), *args[1:])
         return None
 
-    def _run(self, x, t, mode, cache=None):
+    def _run(self, inputs, mode, cache=None):
         self._mode, self._cache = mode, cache
         try:
-            return self._denoise(x, t), self._cache
+            out = self._net.run(inputs)
+            return out, self._cache
         finally:
             self._mode, self._cache = None, None
 
-    def full(self, x, t):
-        return self._run(x, t, "record")
+    def run(self, inputs):
+        return self._run(inputs, None)[0]
 
-    def shallow(self, x, t, cache):
-        return self._run(x, t, "replay", cache)[0]
+    def run_full(self, inputs):
+        (eps,), cache = self._run(inputs, "record")
+        return eps, cache.float().numpy()
 
-    def __call__(self, x, t):
-        return self._run(x, t, None)[0]
+    def run_shallow(self, inputs, cache):
+        return self._run(inputs, "replay", cache)[0][0]
 
 
-class OpenVINOCachedDenoiser:
-    """A UNet IR split for DeepCache, both parts compiled on one device (see OpenVINODenoiser).
+class OpenVINOCachedNet:
+    """A UNet IR split for DeepCache, both parts compiled on one device (edge_dm.denoiser).
 
     On the CPU, two compiled models each pin their streams to the same cores, so a full and a
     shallow request could share a core while another idles: both run unpinned here, and the OS
-    spreads them. On the 2-core AVX-512 VM that took interval 4 from 209 to 260 UNet images/s (plain:
-    149 and 153): `runtime.sample_bundle` of the shipped int8 bundle, 256 images of 8 a batch, 40 DDIM
-    steps, seed 0, one process and one run per setting, ENABLE_CPU_PINNING set by wrapping
-    `runtime.compile_unet` in a throwaway script (not kept).
+    spreads them (docs/QUANTIZATION.md measures what that gains).
     """
 
-    def __init__(self, model, branch: int = 1, **options):
-        from edge_dm.runtime import OpenVINODenoiser
+    def __init__(self, model, branch: int = 1, family=None, **options):
+        from edge_dm.denoiser import OpenVINOModel
 
-        full, shallow = split_ir(model, branch)
+        full, shallow = split_ir(model, branch, family)
         if options.get("device", "CPU") == "CPU":
             options["config"] = dict(options.get("config") or {}, ENABLE_CPU_PINNING=False)
-        self.full_net = OpenVINODenoiser(full, **options)
-        self.shallow_net = OpenVINODenoiser(shallow, **options)
+        self.full_net = OpenVINOModel(full, **options)
+        self.shallow_net = OpenVINOModel(shallow, **options)
 
     @property
     def parallel(self) -> int:
@@ -147,17 +136,12 @@ class OpenVINOCachedDenoiser:
     images = property(lambda self: self.full_net.images + self.shallow_net.images)
     seconds = property(lambda self: self.full_net.seconds + self.shallow_net.seconds)
 
-    def full(self, x, t):
-        import torch
+    def run(self, inputs):
+        return self.run_full(inputs)[:1]
 
-        eps, cache = self.full_net.run({"sample": x.numpy(), "timestep": t.numpy()})
-        return torch.from_numpy(eps), cache
+    def run_full(self, inputs):
+        eps, cache = self.full_net.run(inputs)
+        return eps, cache
 
-    def shallow(self, x, t, cache):
-        import torch
-
-        (eps,) = self.shallow_net.run({"sample": x.numpy(), "timestep": t.numpy(), CACHE_INPUT: cache})
-        return torch.from_numpy(eps)
-
-    def __call__(self, x, t):
-        return self.full(x, t)[0]
+    def run_shallow(self, inputs, cache):
+        return self.shallow_net.run({**inputs, CACHE_INPUT: cache})[0]

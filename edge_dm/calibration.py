@@ -1,25 +1,30 @@
-"""Calibration sets for post-training quantization of a diffusion UNet.
+"""Calibration sets for post-training quantization of a diffusion model's denoiser.
 
 DNTC (PTQ4DM, Algorithm 1): draw t_i ~ N(mu, sigma), round down, clamp to [0, T]; run the
-full-precision sampler from Gaussian noise down to t_i and keep (x_{t_i}, t_i).
+full-precision sampler from Gaussian noise down to t_i and keep the network's input there.
 
 How edge-dm does it:
-- The trajectory uses the scheduler and number of steps the model is deployed with. A drawn t_i
-  maps to the step of that schedule whose timestep is nearest (ties: the later, cleaner step), and
-  the sample carries the timestep the UNet really receives at that step, not the loop index.
-- Trajectories are shared and batched: each trajectory ("lane") has its own seeded noise and serves
-  up to `samples_per_trajectory` samples, all at different steps, which it hands over as it passes
-  them. Every sample is still exactly x at its drawn step of an independent-noise FP run (the
-  marginal distribution is exact); samples of one lane are correlated, which is the price of
-  collecting N samples for the cost of N / samples_per_trajectory trajectories. Set it to 1 for
-  PTQ4DM's one-trajectory-per-sample.
+- The trajectory uses the scheduler, number of steps (and for text-to-image the guidance scale,
+  size and prompts) the model is deployed with. A drawn t_i maps to the step of that schedule whose
+  timestep is nearest (ties: the later, cleaner step), and the record is what the network really
+  receives at that step: a dict of its named inputs (for text-to-image with guidance: the latent
+  twice, the timestep twice and the unconditional and conditional text embeddings).
+- Trajectories are shared and batched: each trajectory ("lane") has its own seeded noise (and a
+  prompt: lane j takes prompt j modulo their number) and serves up to `samples_per_trajectory`
+  samples, all at different steps, which it hands over as it passes them. Every sample is still
+  exactly the input at its drawn step of an independent FP run (the marginal distribution is exact);
+  samples of one lane are correlated, which is the price of collecting N samples for the cost of
+  N / samples_per_trajectory trajectories. Set it to 1 for PTQ4DM's one-trajectory-per-sample.
 
 Baselines, on equal terms (same schedule, same count): `uniform` (steps uniform over the sampler's
-steps, as Q-Diffusion), `fixed` (all at one step), `noise` (Gaussian inputs at t = T - 1, the
-UNet's largest timestep), `forward` (real images noised by q(x_t | x_0) at DNTC-drawn steps).
+steps, as Q-Diffusion), `pipeline` (every step of the first trajectories until N inputs are
+collected: what optimum-intel calibrates on), `fixed` (all at one step), `noise` (Gaussian inputs
+at t = T - 1, the largest timestep), `forward` (real images noised by q(x_t | x_0) at DNTC-drawn
+steps; pixel-space models only).
 """
 from __future__ import annotations
 
+import io
 import json
 import time
 from dataclasses import dataclass
@@ -30,36 +35,69 @@ import numpy as np
 from edge_dm.configs import CalibrationConfig
 from edge_dm.errors import DataError
 
+INPUT_PREFIX = "input."
+
 
 @dataclass
 class CalibrationSet:
-    x: np.ndarray  # (N, C, H, W) float32: what the UNet sees (after scale_model_input)
-    t: np.ndarray  # (N,) int64: the timestep the UNet receives
+    inputs: dict  # input name -> (N, B, ...) array: record i is {name: inputs[name][i]}, B images each
     step: np.ndarray  # (N,) int64: index into the sampler's schedule (-1 where not from a trajectory)
-    recipe: dict
+    recipe: dict  # how it was made; "roles" maps sample/timestep/text to input names
 
     def __len__(self):
-        return len(self.t)
+        return len(self.step)
+
+    @property
+    def t(self) -> np.ndarray:
+        """(N,) the timestep each record's network receives."""
+        name = self.recipe.get("roles", {}).get("timestep", "timestep")
+        return self.inputs[name].reshape(len(self), -1)[:, 0].astype(np.int64)
+
+    def record(self, i: int) -> dict:
+        return {k: v[i] for k, v in self.inputs.items()}
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, step=self.step, recipe=json.dumps(self.recipe),
+                            **{INPUT_PREFIX + k: v for k, v in self.inputs.items()})
+        return buf.getvalue()
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, x=self.x, t=self.t, step=self.step, recipe=json.dumps(self.recipe))
-        tmp.replace(path)
+        from edge_dm.outputs import write_atomic
+
+        write_atomic(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path) -> "CalibrationSet":
         try:
             with np.load(path) as z:
-                return cls(z["x"], z["t"], z["step"], json.loads(str(z["recipe"])))
+                recipe = json.loads(str(z["recipe"]))
+                inputs = {k[len(INPUT_PREFIX):]: z[k] for k in z.files if k.startswith(INPUT_PREFIX)}
+                if not inputs:  # the format before families: x (N, C, H, W) and t (N,)
+                    inputs = {"sample": z["x"][:, None], "timestep": z["t"][:, None]}
+                return cls(inputs, z["step"], recipe)
         except (OSError, KeyError, ValueError, EOFError) as exc:
             raise DataError(f"cannot read calibration set {path}: {exc}") from None
 
+    def check_fits(self, model) -> None:
+        """DataError unless every record has the inputs of `model` (an openvino.Model) in shapes it takes."""
+        for inp in model.inputs:
+            name = inp.get_any_name()
+            if name not in self.inputs:
+                raise DataError(f"the calibration set has no input {name!r} (it has {', '.join(self.inputs)}): "
+                                "it was made for another model")
+            shape = inp.get_partial_shape()
+            got = self.inputs[name].shape[1:]
+            if len(got) != shape.rank.get_length() or not all(
+                    d.is_dynamic or d.get_length() == g for d, g in zip(list(shape)[1:], got[1:])):
+                raise DataError(f"the calibration set's {name} records are {list(got)}, the model takes {shape}: "
+                                "it was made for another model")
+
     def nncf_dataset(self):
-        """An nncf.Dataset of single samples as the OpenVINO UNet's inputs."""
+        """An nncf.Dataset of the records, each the network's named inputs."""
         import nncf
 
-        return nncf.Dataset(range(len(self)), lambda i: {"sample": self.x[i:i + 1], "timestep": self.t[i:i + 1]})
+        return nncf.Dataset(range(len(self)), self.record)
 
 
 def draw_timesteps(n: int, mu: float, sigma: float, T: int, rng: np.random.Generator) -> np.ndarray:
@@ -92,94 +130,134 @@ def assign_lanes(steps: np.ndarray, per_lane: int) -> list[list[int]]:
     return lanes
 
 
-def collect_on_trajectories(denoiser, scheduler, steps_per_sample: np.ndarray, sample_shape, seed: int,
-                            num_steps: int, per_lane: int, progress=None):
-    """Run the FP sampler on shared trajectories; return x (N,C,H,W) and t (N,) at each sample's step."""
-    from edge_dm.sampling import denoise, generators, initial_noise
+def lane_conditions(cond: dict | None, lanes: int) -> dict | None:
+    """Conditioning for `lanes` trajectories from one entry per prompt: lane j takes prompt j mod P."""
+    if cond is None:
+        return None
+    count = len(next(iter(cond.values())))
+    return {k: v[np.arange(lanes) % count] for k, v in cond.items()}
+
+
+def collect_on_trajectories(denoiser, scheduler, steps_per_sample: np.ndarray, lanes: list[list[int]],
+                            sample_shape, seed: int, num_steps: int, cond=None, progress=None) -> dict:
+    """Run the FP sampler on the trajectories `lanes` (lane j: seed + j, cond's entry j); return the
+    network's inputs at each sample's step, as {name: (N, B, ...)}."""
+    from edge_dm.sampling import denoise, generators, initial_noise, take
 
     n = len(steps_per_sample)
-    xs = np.zeros((n, *sample_shape), np.float32)
-    ts = np.zeros(n, np.int64)
-    lanes = assign_lanes(steps_per_sample, per_lane)
-    wanted = {}  # step -> [(lane, sample)]
+    records: list = [None] * n
+    wanted: dict = {}  # step -> [(lane, sample)]
     for lane, members in enumerate(lanes):
         for k in members:
             wanted.setdefault(int(steps_per_sample[k]), []).append((lane, k))
-    last = max(wanted)
 
     def record(i, t_batch, model_in):
         for lane, k in wanted.get(i, []):
-            xs[k] = model_in[lane].numpy()
-            ts[k] = int(t_batch[lane])
+            records[k] = denoiser.inputs(model_in[lane:lane + 1], t_batch[lane:lane + 1], take(cond, lane, lane + 1))
         if progress is not None:
             progress(1)
 
     gens = generators(seed, 0, len(lanes))
+    scheduler.set_timesteps(num_steps)
     x = initial_noise((len(lanes), *sample_shape), gens, scheduler)
-    denoise(denoiser, scheduler, x, gens, num_steps, on_step=record, stop_at=last + 1)
-    return xs, ts
+    denoise(denoiser, scheduler, x, gens, num_steps, cond, on_step=record, stop_at=max(wanted) + 1)
+    return {name: np.stack([r[name] for r in records]) for name in records[0]}
 
 
-def build_calibration_set(cfg: CalibrationConfig, denoiser, scheduler_config: dict, sample_shape,
-                          progress=None) -> CalibrationSet:
-    """The calibration set of kind cfg.kind, from the FP `denoiser` (see sampling.py)."""
+def calibrate(fp32, cfg: CalibrationConfig = CalibrationConfig(), progress=None) -> CalibrationSet:
+    """The calibration set of kind cfg.kind for `fp32`, a float bundle (edge_dm.bundle.Bundle) or a
+    Pipeline of one: its denoiser runs in f32 on the CPU at cfg.sampling, with the family's
+    calibration prompts (text-to-image)."""
+    from edge_dm.pipeline import Pipeline
+
+    pipe = fp32 if isinstance(fp32, Pipeline) else Pipeline(fp32)
+    s = cfg.sampling
+    pipe.family.check_sampling(pipe.bundle, s)
+    prompts, _ = pipe.family.prompts_for_calibration(cfg)
+    cal = collect(cfg, pipe.reference_denoiser(s), pipe.bundle.scheduler_config,
+                  pipe.family.sample_shape(pipe.bundle, s), pipe.family.encode(pipe, prompts, s), progress)
+    cal.recipe["family"] = pipe.family.name
+    return cal
+
+
+def collect(cfg: CalibrationConfig, denoiser, scheduler_config: dict, sample_shape, cond: dict | None = None,
+            progress=None) -> CalibrationSet:
+    """The calibration set of kind cfg.kind from the FP `denoiser` (edge_dm.families.base.Denoiser),
+    sampled at cfg.sampling; `cond` holds one conditioning entry per prompt (text-to-image)."""
     import torch
 
     from edge_dm.sampling import make_scheduler
 
     t0 = time.perf_counter()
-    rng = np.random.default_rng(cfg.seed)
-    T = cfg.num_train_timesteps
-    scheduler = make_scheduler(cfg.scheduler, scheduler_config)
-    scheduler.set_timesteps(cfg.steps)
+    s = cfg.sampling
+    rng = np.random.default_rng(s.seed)
+    T = int(scheduler_config.get("num_train_timesteps", 1000))
+    cfg.check_timesteps(T)
+    scheduler = make_scheduler(s.scheduler, scheduler_config)
+    scheduler.set_timesteps(s.steps)
     schedule = scheduler.timesteps.numpy().astype(np.int64)
     n = cfg.num_samples
-    drawn = None
+    drawn, lanes = None, None
     if cfg.kind in ("dntc", "forward"):
         drawn = draw_timesteps(n, cfg.mu, cfg.sigma, T, rng)
         steps = nearest_steps(drawn, schedule)
     elif cfg.kind == "uniform":
         steps = rng.integers(0, len(schedule), n)
+    elif cfg.kind == "pipeline":
+        steps = np.arange(n) % len(schedule)
+        lanes = [list(range(j, min(n, j + len(schedule)))) for j in range(0, n, len(schedule))]
     elif cfg.kind == "fixed":
         t_fixed = cfg.fixed_t if cfg.fixed_t is not None else int(cfg.mu)
         steps = nearest_steps(np.full(n, t_fixed), schedule)
     else:  # noise
         steps = np.full(n, -1)
 
-    if cfg.kind in ("dntc", "uniform", "fixed"):
-        per_lane = cfg.samples_per_trajectory if cfg.kind != "fixed" else 1
-        x, t = collect_on_trajectories(denoiser, scheduler, steps, sample_shape, cfg.seed, cfg.steps,
-                                          per_lane, progress)
+    if cfg.kind in ("dntc", "uniform", "pipeline", "fixed"):
+        if lanes is None:
+            lanes = assign_lanes(steps, cfg.samples_per_trajectory if cfg.kind != "fixed" else 1)
+        inputs = collect_on_trajectories(denoiser, scheduler, steps, lanes, sample_shape, s.seed, s.steps,
+                                         lane_conditions(cond, len(lanes)), progress)
     elif cfg.kind == "noise":
-        gen = torch.Generator().manual_seed(cfg.seed)
-        x = (torch.randn((n, *sample_shape), generator=gen) * scheduler.init_noise_sigma).numpy()
-        t = np.full(n, T - 1, np.int64)
+        gen = torch.Generator().manual_seed(s.seed)
+        x = torch.randn((n, *sample_shape), generator=gen) * scheduler.init_noise_sigma
+        t = torch.full((n,), T - 1, dtype=torch.int64)
+        c = lane_conditions(cond, n)
+        recs = [denoiser.inputs(x[i:i + 1], t[i:i + 1], None if c is None else {k: v[i:i + 1] for k, v in c.items()})
+                for i in range(n)]
+        inputs = {name: np.stack([r[name] for r in recs]) for name in recs[0]}
     else:  # forward: q(x_t | x_0) on real images, at the DNTC-drawn steps' timesteps
-        from edge_dm.data import load_images, to_model_range
+        from edge_dm.data import load_images
+        from edge_dm.images import to_model_range
 
         images = load_images(cfg.data, size=sample_shape[-1])
         pick = rng.choice(len(images), n, replace=len(images) < n)
         x0 = torch.from_numpy(to_model_range(images[pick]))
-        t = schedule[steps]
-        gen = torch.Generator().manual_seed(cfg.seed)
+        t = torch.from_numpy(schedule[steps])
+        gen = torch.Generator().manual_seed(s.seed)
         noise = torch.randn(x0.shape, generator=gen)
-        ddpm = make_scheduler("ddpm", scheduler_config)
-        x = ddpm.add_noise(x0, noise, torch.from_numpy(t)).numpy()
-    recipe = dict(cfg.to_dict(), schedule_len=len(schedule), seconds=round(time.perf_counter() - t0, 2),
-                  t_mean=float(np.mean(t)), t_std=float(np.std(t)))
+        x = make_scheduler("ddpm", scheduler_config).add_noise(x0, noise, t)
+        recs = [denoiser.inputs(x[i:i + 1], t[i:i + 1]) for i in range(n)]
+        inputs = {name: np.stack([r[name] for r in recs]) for name in recs[0]}
+    cal = CalibrationSet(inputs, steps.astype(np.int64), dict(cfg.to_dict(), roles=denoiser.roles))
+    cal.recipe.update(schedule_len=len(schedule), seconds=round(time.perf_counter() - t0, 2),
+                      t_mean=float(np.mean(cal.t)), t_std=float(np.std(cal.t)))
     if drawn is not None:
-        recipe["drawn_t_mean"], recipe["drawn_t_std"] = float(drawn.mean()), float(drawn.std())
-    return CalibrationSet(x.astype(np.float32), t.astype(np.int64), steps.astype(np.int64), recipe)
+        cal.recipe["drawn_t_mean"], cal.recipe["drawn_t_std"] = float(drawn.mean()), float(drawn.std())
+    return cal
 
 
-def held_out_set(denoiser, scheduler_config: dict, sample_shape, scheduler_name: str, num_steps: int,
-                 trajectories: int, seed: int, points: int = 10) -> CalibrationSet:
-    """Held-out trajectory samples at `points` steps spread evenly over the schedule (for error tables)."""
+def held_out_set(denoiser, scheduler_config: dict, sample_shape, sampling, trajectories: int, seed: int,
+                 cond: dict | None = None, points: int = 10, progress=None) -> CalibrationSet:
+    """Held-out trajectory records at `points` steps spread evenly over the schedule (for error tables);
+    `cond`: one entry per held-out prompt."""
     from edge_dm.sampling import make_scheduler
 
-    scheduler = make_scheduler(scheduler_name, scheduler_config)
-    scheduler.set_timesteps(num_steps)
+    scheduler = make_scheduler(sampling.scheduler, scheduler_config)
+    scheduler.set_timesteps(sampling.steps)
     at = np.unique(np.linspace(0, len(scheduler.timesteps) - 1, points).round().astype(np.int64))
     steps = np.tile(at, trajectories)
-    x, t = collect_on_trajectories(denoiser, scheduler, steps, sample_shape, seed, num_steps, len(at))
-    return CalibrationSet(x, t, steps, dict(kind="held-out", seed=seed, trajectories=trajectories))
+    lanes = [list(range(j * len(at), (j + 1) * len(at))) for j in range(trajectories)]
+    inputs = collect_on_trajectories(denoiser, scheduler, steps, lanes, sample_shape, seed, sampling.steps,
+                                     lane_conditions(cond, trajectories), progress)
+    return CalibrationSet(inputs, steps, dict(kind="held-out", seed=seed, trajectories=trajectories,
+                                              roles=denoiser.roles))

@@ -1,32 +1,96 @@
 """The `edge-dm` command: each command parses options, builds a config, calls one library function
-and prints the result. Library errors (edge_dm.errors) become one-line click errors, exit code 1."""
+and prints the result. Library errors (edge_dm.errors) become one-line click errors (exit code 1);
+usage errors exit 2, Ctrl-C and SIGTERM 130. Option defaults come from the configs (edge_dm.configs)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
-import json
-
 import click
 
-from edge_dm.configs import DEFAULT_MODEL, MODEL_TYPES, OVERFLOW_FIXES, PRESETS, RANGE_ESTIMATORS
+from edge_dm.configs import (CALIBRATION_KINDS, COMPONENT_MODES, DEFAULT_MODEL, PRECISIONS, QUANTIZE_MODES,
+                             SCHEDULERS, BenchmarkConfig, CalibrationConfig, DeviceConfig, EvaluateConfig,
+                             GenerateConfig, QuantizeConfig, SamplingConfig, default)
+from edge_dm.train import TrainConfig
 
 
 def library_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from edge_dm.errors import EdgeDMError
+        from edge_dm.outputs import install_sigterm_handler
 
+        install_sigterm_handler()
         try:
             return fn(*args, **kwargs)
         except EdgeDMError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
-            raise click.Abort() from None
+            click.echo("\nAborted: nothing was written.", err=True)
+            raise SystemExit(130) from None
     return wrapper
 
 
+def _pick(cls, kwargs: dict) -> dict:
+    """The options in `kwargs` that are fields of the config class `cls` (removed from kwargs)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+
+
+def _options(*decorators):
+    def apply(fn):
+        for d in reversed(decorators):
+            fn = d(fn)
+        return fn
+    return apply
+
+
+def _opt(cls, name: str, *flags, **kw):
+    """A click option for config field `name`, with the field's default."""
+    flag = flags or (f"--{name.replace('_', '-')}",)
+    return click.option(*flag, name, default=default(cls, name), show_default=True, **kw)
+
+
 model_option = click.option("--model", default=DEFAULT_MODEL, show_default=True,
-                            help="registry name, Hugging Face id, diffusers folder or bundle")
-overwrite_option = click.option("--overwrite", is_flag=True, help="replace an existing, non-empty output folder")
+                            help="registry name (edge-dm models), Hugging Face id, or diffusers folder")
+bundle_option = click.option("--model", default=DEFAULT_MODEL, show_default=True,
+                             help="a bundle folder, or a model whose bundle edge-dm made (quantize / export)")
+overwrite_option = click.option("--overwrite", is_flag=True,
+                                help="replace an existing output that edge-dm wrote")
+
+image_sampling = _options(
+    _opt(SamplingConfig, "scheduler", type=click.Choice(list(SCHEDULERS))),
+    _opt(SamplingConfig, "steps", type=int, help="denoising steps"),
+    _opt(SamplingConfig, "seed", type=int, help="image i comes from seed + i"),
+    _opt(SamplingConfig, "guidance_scale", type=float, help="text-to-image: classifier-free guidance"),
+    _opt(SamplingConfig, "height", type=int, help="text-to-image: image height in pixels"),
+    _opt(SamplingConfig, "width", type=int, help="text-to-image: image width in pixels"),
+    _opt(SamplingConfig, "negative_prompt", help="text-to-image: what guidance steers away from"),
+)
+cache_options = _options(
+    _opt(SamplingConfig, "cache_interval", type=int,
+         help="DeepCache: run the whole UNet every N-th step and reuse its deep features between (1: off)"),
+    _opt(SamplingConfig, "cache_branch", type=int, help="DeepCache: UNet levels the cheap steps still run"),
+)
+device_options = _options(
+    _opt(DeviceConfig, "device", help="OpenVINO device: CPU, GPU, NPU, AUTO, MULTI:..."),
+    _opt(DeviceConfig, "batch_size", type=int, help="images per UNet request"),
+    _opt(DeviceConfig, "parallel", type=int, help="batches in flight, one infer request each "
+                                                  "(default: the device's optimal number)"),
+    _opt(DeviceConfig, "precision_hint", help="OpenVINO INFERENCE_PRECISION_HINT (f32, bf16, f16)"),
+)
+prompt_options = _options(
+    click.option("--prompt", "prompt", multiple=True, help="text-to-image: the prompt (repeat: one per image)"),
+    click.option("--prompts", "prompts_file", type=click.Path(), help="text-to-image: a file, one prompt a line"),
+)
+
+
+def _prompts(prompt: tuple, prompts_file: str | None) -> tuple:
+    from edge_dm.errors import ConfigError
+    from edge_dm.families.stable_diffusion import read_prompts
+
+    if prompt and prompts_file:
+        raise ConfigError("give --prompt or --prompts FILE, not both")
+    return tuple(read_prompts(prompts_file)) if prompts_file else tuple(prompt)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,14 +106,14 @@ def models():
     from edge_dm.models import REGISTRY
 
     for e in REGISTRY.values():
-        click.echo(f"{e.name:18s} {e.source:28s} {e.description}")
+        click.echo(f"{e.name:18s} {e.source:44s} {e.description}")
 
 
 @main.command()
 @library_errors
 def devices():
     """List the OpenVINO devices here and their capabilities."""
-    from edge_dm.runtime import device_capabilities
+    from edge_dm.denoiser import device_capabilities
 
     for d in device_capabilities():
         flags = " ".join(k.upper() for k in ("int8", "bf16", "fp16") if d[k])
@@ -59,48 +123,37 @@ def devices():
 @main.command()
 @model_option
 @click.option("--output", type=click.Path(), help="bundle folder (default: the edge-dm bundle cache)")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @overwrite_option
 @library_errors
-def export(model, output, precision, overwrite):
-    """Convert a model's UNet to an OpenVINO IR bundle."""
+def export(**kwargs):
+    """Convert a model to an OpenVINO IR bundle (fp32 or fp16)."""
     from edge_dm.configs import ExportConfig
-    from edge_dm.export import export as run
+    from edge_dm.jobs import export as run
 
-    b = run(ExportConfig(model=model, output=output, precision=precision, overwrite=overwrite))
+    b = run(ExportConfig(**kwargs))
     click.echo(f"wrote {b.precision} bundle {b.path} ({b.size_bytes() / 1e6:.1f} MB)")
 
 
-def cache_options(fn):
-    """DeepCache options, shared by generate and evaluate."""
-    fn = click.option("--cache-branch", type=int, default=1, show_default=True,
-                      help="DeepCache: UNet levels the cheap steps still run (1: the full-resolution one)")(fn)
-    return click.option("--cache-interval", type=int, default=1, show_default=True,
-                        help="DeepCache: run the whole UNet every N-th step and reuse its deep features "
-                             "in between (1: off)")(fn)
-
-
 @main.command()
-@model_option
-@click.option("--device", default="CPU", show_default=True, help="OpenVINO device: CPU, GPU, NPU, AUTO, MULTI:...")
-@click.option("--num-images", type=int, default=16, show_default=True)
-@click.option("--steps", type=int, default=100, show_default=True)
-@click.option("--scheduler", default="ddim", show_default=True, help="ddim, ddpm, dpm-solver, euler")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True, help="images per UNet request")
-@click.option("--parallel", type=int, default=None,
-              help="batches in flight at once, one infer request each (default: the device's optimal number)")
-@click.option("--output", type=click.Path(), default="samples", show_default=True)
-@click.option("--precision-hint", default=None, help="OpenVINO INFERENCE_PRECISION_HINT (f32, bf16, f16)")
+@bundle_option
+@prompt_options
+@_opt(GenerateConfig, "num_images", type=int)
+@image_sampling
 @cache_options
+@device_options
+@click.option("--output", type=click.Path(), default=default(GenerateConfig, "output"), show_default=True)
 @overwrite_option
 @library_errors
-def generate(**kwargs):
+def generate(prompt, prompts_file, **kwargs):
     """Generate images with a bundle (default: the int8 bundle of --model) on an OpenVINO device."""
-    from edge_dm.configs import GenerateConfig
-    from edge_dm.runtime import generate as run
+    from edge_dm.jobs import generate as run
 
-    r = run(GenerateConfig(**kwargs))
+    prompts = _prompts(prompt, prompts_file)
+    if prompts_file:  # one image a line
+        kwargs["num_images"] = len(prompts)
+    sampling, runtime = SamplingConfig(**_pick(SamplingConfig, kwargs)), DeviceConfig(**_pick(DeviceConfig, kwargs))
+    r = run(GenerateConfig(**kwargs, prompts=prompts, sampling=sampling, runtime=runtime))
     click.echo(f"{r['images']} images -> {r['output']}  ({r['precision']} on {r['device']})")
     click.echo(f"UNet {r['unet_ms_per_call']:.2f} ms/call ({r['parallel']} in flight), {r['images_per_s']:.2f} images/s")
 
@@ -108,32 +161,29 @@ def generate(**kwargs):
 @main.command()
 @click.option("--data", required=True, type=click.Path(), help="image folder or tar(.gz), e.g. CIFAR-10")
 @click.option("--output", required=True, type=click.Path())
-@click.option("--minutes", type=float, default=19.0, show_default=True, help="wall-time budget of this call")
-@click.option("--batch-size", type=int, default=512, show_default=True)
-@click.option("--lr", type=float, default=4e-4, show_default=True)
-@click.option("--warmup-steps", type=int, default=1000, show_default=True)
-@click.option("--dropout", type=float, default=0.0, show_default=True)
+@_opt(TrainConfig, "minutes", type=float, help="wall-time budget of this call")
+@_opt(TrainConfig, "batch_size", type=int)
+@_opt(TrainConfig, "lr", type=float)
+@_opt(TrainConfig, "warmup_steps", type=int)
+@_opt(TrainConfig, "dropout", type=float)
 @click.option("--init", type=click.Path(),
               help="start from this UNet folder (fresh optimizer); a deeper one gives its blocks by position")
 @click.option("--teacher", type=click.Path(), help="distil: regress onto this UNet folder's noise prediction")
-@click.option("--distill", type=float, default=1.0, show_default=True,
-              help="weight of the teacher's prediction in the target (the rest: the drawn noise)")
-@click.option("--channels", default="64,128,128,128", show_default=True, help="UNet block_out_channels")
-@click.option("--layers-per-block", type=int, default=2, show_default=True)
-@click.option("--attention-level", default="1", show_default=True,
+@_opt(TrainConfig, "distill", type=float,
+      help="weight of the teacher's prediction in the target (the rest: the drawn noise)")
+@click.option("--channels", default=",".join(map(str, default(TrainConfig, "block_out_channels"))), show_default=True,
+              help="UNet block_out_channels")
+@_opt(TrainConfig, "layers_per_block", type=int)
+@click.option("--attention-level", default=str(default(TrainConfig, "attention_level")), show_default=True,
               help="the level with self-attention (0 = full resolution), or 'none'")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the UNet (CUDA)")
 @library_errors
-def train(data, output, minutes, batch_size, lr, warmup_steps, dropout, init, teacher, distill, channels,
-          layers_per_block, attention_level, compile_):
+def train(data, output, channels, attention_level, compile_, **kwargs):
     """Train a small DDPM (resumes from OUTPUT/checkpoint.pt)."""
-    from edge_dm.train import TrainConfig, attention_level as level, train as run
+    from edge_dm.train import attention_level as level, train as run
 
-    cfg = TrainConfig(data=data, output=output, minutes=minutes, batch_size=batch_size, lr=lr,
-                      warmup_steps=warmup_steps, dropout=dropout, init=init, teacher=teacher, distill=distill,
-                      compile=compile_,
-                      block_out_channels=_int_list(channels, "--channels"), layers_per_block=layers_per_block,
-                      attention_level=level(attention_level))
+    cfg = TrainConfig(data=data, output=output, compile=compile_, block_out_channels=_int_list(channels, "--channels"),
+                      attention_level=level(attention_level), **kwargs)
     click.echo(f"EMA model: {run(cfg, log=click.echo)}")
 
 
@@ -146,65 +196,55 @@ def _int_list(text: str, option: str) -> tuple:
         raise ConfigError(f"{option} must be integers separated by commas, got {text!r}") from None
 
 
-def _print_json(obj):
-    click.echo(json.dumps(obj, indent=2, default=str))
-
-
 @main.command()
 @model_option
 @click.option("--output", type=click.Path(), help="int8 bundle folder (default: where `generate` finds it)")
 @overwrite_option
-@click.option("--calibration", "kind", default="dntc", show_default=True,
-              help="dntc, uniform, fixed, noise or forward (needs --data)")
-@click.option("--mu", type=float, default=400.0, show_default=True, help="DNTC mean, in training timesteps")
-@click.option("--sigma", type=float, default=400.0, show_default=True, help="DNTC std, in training timesteps")
-@click.option("--num-samples", type=int, default=32, show_default=True, help="calibration samples N (PTQ4DM: 1024)")
-@click.option("--samples-per-trajectory", type=int, default=16, show_default=True,
-              help="samples one FP trajectory serves (1: a trajectory per sample)")
-@click.option("--fixed-t", type=int, default=None, help="timestep of --calibration fixed (default: mu)")
-@click.option("--steps", type=int, default=100, show_default=True, help="sampler steps of deployment")
-@click.option("--scheduler", default="ddim", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--data", type=click.Path(), help="images for --calibration forward")
-@click.option("--calibration-set", type=click.Path(), help="reuse a saved calibration.npz")
-@click.option("--mode", type=click.Choice(["int8", "weights"]), default="int8", show_default=True)
-@click.option("--preset", type=click.Choice(PRESETS), default="mixed", show_default=True)
-@click.option("--model-type", type=click.Choice(MODEL_TYPES), default="transformer", show_default=True)
+@_opt(CalibrationConfig, "kind", "--calibration", type=click.Choice(CALIBRATION_KINDS))
+@_opt(CalibrationConfig, "mu", type=float, help="DNTC mean, in training timesteps")
+@_opt(CalibrationConfig, "sigma", type=float, help="DNTC std, in training timesteps")
+@_opt(CalibrationConfig, "num_samples", type=int, help="calibration samples N (PTQ4DM: 1024)")
+@_opt(CalibrationConfig, "samples_per_trajectory", type=int,
+      help="samples one FP trajectory serves (1: a trajectory per sample)")
+@_opt(CalibrationConfig, "fixed_t", type=int, help="timestep of --calibration fixed (default: mu)")
+@_opt(CalibrationConfig, "data", type=click.Path(), help="images for --calibration forward")
+@_opt(CalibrationConfig, "prompts", type=click.Path(),
+      help="text-to-image: calibration prompts, one a line (default: the shipped datasets/prompts.txt)")
+@image_sampling
+@_opt(QuantizeConfig, "calibration_set", type=click.Path(), help="reuse a saved calibration.npz")
+@_opt(QuantizeConfig, "mode", type=click.Choice(QUANTIZE_MODES))
+@_opt(QuantizeConfig, "preset", help="NNCF QuantizationPreset: performance or mixed")
+@_opt(QuantizeConfig, "model_type", help="NNCF ModelType (transformer) or none")
+@_opt(QuantizeConfig, "target_device", help="NNCF TargetDevice: ANY, CPU, CPU_SPR, GPU, NPU")
 @click.option("--bias-correction", type=click.Choice(["fast", "full"]), default="fast", show_default=True)
-@click.option("--smooth-quant-alpha", type=float, default=None)
-@click.option("--subset-size", type=int, default=None)
-@click.option("--ignore-name", multiple=True)
-@click.option("--ignore-pattern", multiple=True)
-@click.option("--ignore-type", multiple=True)
-@click.option("--range-estimator", type=click.Choice(RANGE_ESTIMATORS), default="minmax", show_default=True)
-@click.option("--overflow-fix", type=click.Choice(OVERFLOW_FIXES), default="enable", show_default=True,
-              help="7-bit weights against int8 overflow on CPUs without VNNI (NNCF)")
-@click.option("--keep-float", multiple=True, default=("conv_in", "conv_out", "time_emb"), show_default=True,
-              help="UNet modules left in float (repeat the option; 'none' quantizes them all)")
-@click.option("--eval-trajectories", type=int, default=4, show_default=True)
+@_opt(QuantizeConfig, "smooth_quant_alpha", type=float)
+@_opt(QuantizeConfig, "subset_size", type=int)
+@click.option("--ignore-name", "ignored_names", multiple=True, help="an operation left in float (repeat)")
+@click.option("--ignore-pattern", "ignored_patterns", multiple=True, help="a regex of operations left in float")
+@click.option("--ignore-type", "ignored_types", multiple=True, help="an operation type left in float")
+@_opt(QuantizeConfig, "range_estimator", help="NNCF range estimator: minmax, mean-minmax, histogram, ...")
+@_opt(QuantizeConfig, "overflow_fix", help="7-bit weights against int8 overflow on CPUs without VNNI: "
+                                           "enable, first_layer_only, disable")
+@click.option("--keep-float", multiple=True,
+              help="a module left in float (repeat; 'none' quantizes them all)  [default: the model family's]")
+@_opt(QuantizeConfig, "eval_trajectories", type=int)
+@_opt(QuantizeConfig, "text_encoder", type=click.Choice(COMPONENT_MODES))
+@_opt(QuantizeConfig, "vae", type=click.Choice(COMPONENT_MODES))
 @library_errors
-def quantize(model, output, overwrite, kind, mu, sigma, num_samples, samples_per_trajectory, fixed_t, steps,
-             scheduler, seed, data, calibration_set, mode, preset, model_type, bias_correction,
-             smooth_quant_alpha, subset_size, ignore_name, ignore_pattern, ignore_type, range_estimator,
-             overflow_fix, keep_float, eval_trajectories):
+def quantize(bias_correction, keep_float, **kwargs):
     """Calibrate (DNTC by default) and quantize a model's UNet to an int8 OpenVINO bundle."""
-    from edge_dm.configs import CalibrationConfig, QuantizeConfig
-    from edge_dm.quantize import quantize as run
+    from edge_dm.jobs import quantize as run
 
-    cal = CalibrationConfig(kind=kind, num_samples=num_samples, mu=mu, sigma=sigma, fixed_t=fixed_t, steps=steps,
-                            scheduler=scheduler, seed=seed, samples_per_trajectory=samples_per_trajectory,
-                            data=data)
-    cfg = QuantizeConfig(model=model, output=output, overwrite=overwrite, calibration=cal,
-                         calibration_set=calibration_set, mode=mode, preset=preset, model_type=model_type,
-                         fast_bias_correction=bias_correction == "fast", smooth_quant_alpha=smooth_quant_alpha,
-                         subset_size=subset_size, ignored_names=ignore_name, ignored_patterns=ignore_pattern,
-                         ignored_types=ignore_type, range_estimator=range_estimator,
-                         overflow_fix=overflow_fix, eval_trajectories=eval_trajectories,
-                         keep_float=tuple(n for n in keep_float if n != "none"))
+    sampling = SamplingConfig(**_pick(SamplingConfig, kwargs))
+    cal = CalibrationConfig(**_pick(CalibrationConfig, kwargs), sampling=sampling)
+    keep = None if not keep_float else tuple(n for n in keep_float if n != "none")
+    cfg = QuantizeConfig(**kwargs, calibration=cal, fast_bias_correction=bias_correction == "fast", keep_float=keep)
     bundle, s = run(cfg)
     click.echo(f"int8 bundle: {bundle.path}")
-    click.echo(f"calibration {s['calibration_s']:.1f} s ({s['calibration_samples']} samples, mean t "
-               f"{s['calibration_t_mean']}), quantization {s['quantization_s']:.1f} s")
+    if "calibration_samples" in s:
+        click.echo(f"calibration {s['calibration_s']:.1f} s ({s['calibration_samples']} samples, mean t "
+                   f"{s['calibration_t_mean']}), quantization {s['quantization_s']:.1f} s, "
+                   f"held-out error {s['error_eval_s']:.1f} s")
     click.echo(f"quantized ops: {s['ops']['fake_quantize']} FakeQuantize, {s['ops']['int8_constants']} int8 "
                f"constants; IR {s['ir_bytes_fp32'] / 1e6:.1f} MB fp32 -> {s['ir_bytes_int8'] / 1e6:.1f} MB int8")
     click.echo("int8 vs fp32 noise prediction, relative L2 by timestep (held-out trajectories):")
@@ -213,27 +253,24 @@ def quantize(model, output, overwrite, kind, mu, sigma, num_samples, samples_per
 
 @main.command()
 @click.option("--samples", required=True, help="image folder, or a bundle to generate --num-images from")
-@click.option("--reference", help="FID reference: stats .npz, or an image folder / tar (stats cached)")
+@click.option("--reference", help="FID reference: stats .npz, an image folder / tar (stats cached), "
+                                  "or a shipped name (cifar10-train)")
 @click.option("--compare", help="paired mode: a second bundle or folder with the same seeds (e.g. fp32)")
-@click.option("--num-images", type=int, default=1000, show_default=True)
-@click.option("--device", default="CPU", show_default=True, help="OpenVINO device for generation")
-@click.option("--steps", type=int, default=100, show_default=True)
-@click.option("--scheduler", default="ddim", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True, help="images per UNet request")
-@click.option("--parallel", type=int, default=None,
-              help="batches in flight at once, one infer request each (default: the device's optimal number)")
-@click.option("--feature-device", default="openvino", show_default=True,
-              help="where Inception runs: openvino (CPU, f32) or a torch device (cpu, cuda)")
-@click.option("--output", type=click.Path(), help="write the results as JSON here")
+@_opt(EvaluateConfig, "num_images", type=int)
+@prompt_options
+@image_sampling
 @cache_options
+@device_options
+@_opt(EvaluateConfig, "feature_device", help="where Inception runs: openvino (CPU, f32) or a torch device (cpu, cuda)")
+@click.option("--output", type=click.Path(), help="write the results as JSON here")
+@overwrite_option
 @library_errors
-def evaluate(**kwargs):
+def evaluate(prompt, prompts_file, **kwargs):
     """Sample quality: FID and sFID against a reference, and int8-vs-fp32 drift (PSNR, SSIM)."""
-    from edge_dm.configs import EvaluateConfig
     from edge_dm.evaluate import evaluate as run
 
-    r = run(EvaluateConfig(**kwargs))
+    sampling, runtime = SamplingConfig(**_pick(SamplingConfig, kwargs)), DeviceConfig(**_pick(DeviceConfig, kwargs))
+    r = run(EvaluateConfig(**kwargs, prompts=_prompts(prompt, prompts_file), sampling=sampling, runtime=runtime))
     for key in ("fid", "sfid"):
         if key in r:
             click.echo(f"{key.upper():5s} {r[key]:.3f}  ({r['num_images']} images)")
@@ -249,25 +286,21 @@ def evaluate(**kwargs):
 
 @main.command()
 @model_option
-@click.option("--device", default="CPU", show_default=True)
-@click.option("--output", type=click.Path(), default="benchmark", show_default=True)
+@_opt(BenchmarkConfig, "device")
+@click.option("--output", type=click.Path(), default=default(BenchmarkConfig, "output"), show_default=True)
 @overwrite_option
-@click.option("--int8", "int8_bundle", help="int8 bundle (default: the model's, quantized if missing)")
-@click.option("--iterations", type=int, default=50, show_default=True)
-@click.option("--batch-sizes", default="1,8,32", show_default=True, help="throughput sweep, comma-separated")
-@click.option("--steps", type=int, default=20, show_default=True, help="DDIM steps of the end-to-end run")
-@click.option("--images", type=int, default=4, show_default=True, help="images of the end-to-end run")
+@click.option("--int8", "int8", help="int8 bundle (default: the model's, quantized if missing)")
+@_opt(BenchmarkConfig, "iterations", type=int)
+@click.option("--batch-sizes", default=",".join(map(str, default(BenchmarkConfig, "batch_sizes"))),
+              show_default=True, help="throughput sweep, comma-separated")
+@_opt(BenchmarkConfig, "steps", type=int, help="DDIM steps of the end-to-end run")
+@_opt(BenchmarkConfig, "images", type=int, help="images of the end-to-end run")
 @click.option("--no-torch", is_flag=True, help="skip the torch eager baseline")
-@click.option("--min-int8-speedup", type=float, default=None, help="fail below this int8 / OV fp32 ratio")
+@_opt(BenchmarkConfig, "min_int8_speedup", type=float, help="fail below this int8 / OV fp32 ratio")
 @library_errors
-def benchmark(model, device, output, overwrite, int8_bundle, iterations, batch_sizes, steps, images, no_torch,
-              min_int8_speedup):
+def benchmark(batch_sizes, no_torch, **kwargs):
     """Speed side by side: torch fp32, OpenVINO fp32/bf16/fp16 and int8, as ratios from one run."""
     from edge_dm.benchmark import benchmark as run, markdown
-    from edge_dm.configs import BenchmarkConfig
 
-    sizes = _int_list(batch_sizes, "--batch-sizes")
-    cfg = BenchmarkConfig(model=model, device=device, output=output, overwrite=overwrite, int8=int8_bundle,
-                          iterations=iterations, batch_sizes=sizes, steps=steps, images=images,
-                          torch_baseline=not no_torch, min_int8_speedup=min_int8_speedup)
+    cfg = BenchmarkConfig(**kwargs, batch_sizes=_int_list(batch_sizes, "--batch-sizes"), torch_baseline=not no_torch)
     click.echo(markdown(run(cfg, log=lambda s: click.echo(s, err=True))))

@@ -1,7 +1,7 @@
 """Image datasets: CIFAR-10 (or any images) from a folder or a tar(.gz) of image files.
 
 The loaders return uint8 arrays of shape (N, H, W, 3): training, FID statistics and calibration
-with real images (`--calibration forward`) all start from that.
+with real images (`--calibration forward`) all start from that; edge_dm.images converts them.
 """
 from __future__ import annotations
 
@@ -61,13 +61,3 @@ def load_images(path: str | Path, limit: int | None = None, size: int | None = N
         raise DataError(f"images in {path} differ in size {sorted(shapes)}; pass a size to resize them")
     return np.stack(arrays)
 
-
-def to_model_range(images: np.ndarray) -> np.ndarray:
-    """uint8 NHWC in [0, 255] -> float32 NCHW in [-1, 1], the range diffusers' DDPMs are trained in."""
-    return (images.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2)
-
-
-def to_uint8(samples: np.ndarray) -> np.ndarray:
-    """float NCHW in [-1, 1] -> uint8 NHWC, rounded as diffusers' pipelines do."""
-    x = np.clip(samples / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
-    return (x * 255).round().astype(np.uint8)

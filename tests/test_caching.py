@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from edge_dm.caching import CACHE_INPUT, OpenVINOCachedDenoiser, TorchCachedDenoiser, split_ir
+from edge_dm.caching import CACHE_INPUT, OpenVINOCachedNet, TorchCachedNet, split_ir
 from edge_dm.errors import BundleError, ConfigError
-from edge_dm.export import convert_unet
-from edge_dm.runtime import compile_unet
+from edge_dm.families.unet2d import convert_unet
+from edge_dm.denoiser import compile_model as compile_unet
 from edge_dm.sampling import denoise, generators, initial_noise, make_scheduler
 
 
@@ -48,21 +48,24 @@ def test_the_split_alone_changes_nothing(branch):
 @pytest.mark.parametrize("branch", [1, 2])
 def test_openvino_split_matches_the_torch_reference_on_a_stale_cache(branch):
     unet = three_level_unet()
-    ov_den = OpenVINOCachedDenoiser(convert_unet(unet, (3, 8, 8)), branch, precision_hint="f32")
-    ref = TorchCachedDenoiser(unet, branch)
+    ov_net = OpenVINOCachedNet(convert_unet(unet, (3, 8, 8)), branch, precision_hint="f32")
+    ref = TorchCachedNet(unet, branch)
     old, new = inputs(0), inputs(1, t=(880, 380, 20))
-    to_t = lambda d: (torch.from_numpy(d["sample"]), torch.from_numpy(d["timestep"]))
-    _, ov_cache = ov_den.full(*to_t(old))
-    _, torch_cache = ref.full(*to_t(old))
-    np.testing.assert_allclose(ov_cache, torch_cache.numpy(), atol=1e-4)
-    stale_ov = ov_den.shallow(*to_t(new), ov_cache).numpy()
-    stale_torch = ref.shallow(*to_t(new), torch_cache).numpy()
+    _, ov_cache = ov_net.run_full(old)
+    _, torch_cache = ref.run_full(old)
+    np.testing.assert_allclose(ov_cache, torch_cache, atol=1e-4)
+    stale_ov = ov_net.run_shallow(new, ov_cache)
+    stale_torch = ref.run_shallow(new, torch_cache)
     np.testing.assert_allclose(stale_ov, stale_torch, atol=1e-4)
-    fresh = ref(*to_t(new)).numpy()
+    fresh = ref.run(new)[0]
     assert np.abs(stale_torch - fresh).max() > 1e-3  # a stale cache does change the prediction
 
 
-def _sample(den, interval, steps=10, seed=0, n=2):
+def _sample(net, interval, steps=10, seed=0, n=2):
+    from edge_dm.families import get
+    from edge_dm.families.base import Denoiser
+
+    den = Denoiser(get("unet2d"), net, {"sample": "sample", "timestep": "timestep"})
     sched = make_scheduler("ddim", {"num_train_timesteps": 1000, "beta_schedule": "linear"})
     sched.set_timesteps(steps)
     gens = generators(seed, 0, n)
@@ -72,12 +75,12 @@ def _sample(den, interval, steps=10, seed=0, n=2):
 
 def test_cache_interval_runs_the_whole_unet_every_nth_step(tiny_model_dir):
     from edge_dm.models import load_model
-    from edge_dm.runtime import OpenVINODenoiser
+    from edge_dm.denoiser import OpenVINOModel
 
     m = load_model(tiny_model_dir)
     model = convert_unet(m.unet, m.sample_shape)
-    cached = OpenVINOCachedDenoiser(model, 1, precision_hint="f32")
-    plain = _sample(OpenVINODenoiser(model, precision_hint="f32"), 1)
+    cached = OpenVINOCachedNet(model, 1, precision_hint="f32")
+    plain = _sample(OpenVINOModel(model, precision_hint="f32"), 1)
     np.testing.assert_array_equal(_sample(cached, 1), plain)  # interval 1: the plain loop
     assert (cached.full_net.calls, cached.shallow_net.calls) == (10, 0)
     a = _sample(cached, 3)
@@ -87,11 +90,12 @@ def test_cache_interval_runs_the_whole_unet_every_nth_step(tiny_model_dir):
 
 
 def test_int8_shallow_part_keeps_the_quantization(tiny_model_dir, tmp_path):
-    from edge_dm.configs import CalibrationConfig, QuantizeConfig
-    from edge_dm.quantize import op_counts, quantize
+    from edge_dm.configs import CalibrationConfig, QuantizeConfig, SamplingConfig
+    from edge_dm.jobs import quantize
+    from edge_dm.quantize import op_counts
 
     bundle, _ = quantize(QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "q"), eval_trajectories=1,
-                                        calibration=CalibrationConfig(num_samples=8, steps=10)), progress=False)
+                                        calibration=CalibrationConfig(num_samples=8, sampling=SamplingConfig(steps=10))), progress=False)
     _, shallow = split_ir(bundle.read_model())
     assert op_counts(shallow)["fake_quantize"] > 0
 
@@ -102,9 +106,9 @@ def test_bad_branches_and_foreign_irs():
         with pytest.raises(ConfigError, match=r"cache branch must lie in \[1, 2\]"):
             split_ir(model, branch)
     with pytest.raises(ConfigError):
-        TorchCachedDenoiser(three_level_unet(), 3)
+        TorchCachedNet(three_level_unet(), 3)
     import openvino as ov
 
     p = ov.opset13.parameter([1, 3], ov.Type.f32, name="sample")
-    with pytest.raises(BundleError, match="no UNet2DModel up blocks"):
+    with pytest.raises(BundleError, match="no UNet up blocks"):
         split_ir(ov.Model([ov.opset13.relu(p)], [p]))

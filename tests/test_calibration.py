@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-from edge_dm.calibration import (CalibrationSet, assign_lanes, build_calibration_set, draw_timesteps,
+from edge_dm.calibration import (CalibrationSet, assign_lanes, collect, draw_timesteps,
                                  nearest_steps)
-from edge_dm.configs import CalibrationConfig
+from edge_dm.configs import CalibrationConfig, SamplingConfig
 from edge_dm.errors import ConfigError
 from edge_dm.models import load_model
-from edge_dm.sampling import denoise, generators, initial_noise, make_scheduler, torch_denoiser
+from edge_dm.sampling import denoise, generators, initial_noise, make_scheduler
 
 
 def test_drawn_timesteps_follow_the_clamped_normal():
@@ -46,9 +46,9 @@ def test_each_sample_equals_an_independent_fp_run_to_its_step(tiny_model_dir, ki
     from edge_dm.calibration import assign_lanes as lanes_of
 
     m = load_model(tiny_model_dir)
-    den = torch_denoiser(m.unet)
-    cfg = CalibrationConfig(kind=kind, num_samples=10, steps=12, seed=5, samples_per_trajectory=per)
-    cal = build_calibration_set(cfg, den, m.scheduler_config, m.sample_shape)
+    den = m.family.torch_denoiser(m)
+    cfg = CalibrationConfig(kind=kind, num_samples=10, sampling=SamplingConfig(steps=12, seed=5), samples_per_trajectory=per)
+    cal = collect(cfg, den, m.scheduler_config, m.sample_shape)
     sched = make_scheduler("ddim", m.scheduler_config)
     sched.set_timesteps(12)
     lanes = lanes_of(cal.step, per)
@@ -61,13 +61,13 @@ def test_each_sample_equals_an_independent_fp_run_to_its_step(tiny_model_dir, ki
                     on_step=lambda i, t, x: seen.setdefault(i, (int(t[0]), x.clone())))
             t_ref, x_ref = seen[int(cal.step[k])]
             assert cal.t[k] == t_ref == int(sched.timesteps[cal.step[k]])
-            np.testing.assert_allclose(cal.x[k], x_ref[0].numpy(), atol=1e-4)
+            np.testing.assert_allclose(cal.inputs["sample"][k][0], x_ref[0].numpy(), atol=1e-4)
 
 
 def test_dntc_maps_draws_onto_the_deployed_schedule(tiny_model_dir):
     m = load_model(tiny_model_dir)
-    cal = build_calibration_set(CalibrationConfig(num_samples=40, steps=20, mu=300, sigma=100),
-                                torch_denoiser(m.unet), m.scheduler_config, m.sample_shape)
+    cal = collect(CalibrationConfig(num_samples=40, sampling=SamplingConfig(steps=20), mu=300, sigma=100),
+                                m.family.torch_denoiser(m), m.scheduler_config, m.sample_shape)
     sched = make_scheduler("ddim", m.scheduler_config)
     sched.set_timesteps(20)
     assert set(cal.t.tolist()) <= set(sched.timesteps.tolist())  # real UNet timesteps, not loop indices
@@ -78,28 +78,49 @@ def test_baselines(tiny_model_dir, tmp_path):
     from PIL import Image
 
     m = load_model(tiny_model_dir)
-    den = torch_denoiser(m.unet)
-    noise = build_calibration_set(CalibrationConfig(kind="noise", num_samples=6), den, m.scheduler_config,
+    den = m.family.torch_denoiser(m)
+    noise = collect(CalibrationConfig(kind="noise", num_samples=6), den, m.scheduler_config,
                                   m.sample_shape)
-    assert (noise.t == 999).all() and abs(noise.x.std() - 1) < 0.2
-    fixed = build_calibration_set(CalibrationConfig(kind="fixed", num_samples=3, fixed_t=500, steps=10), den,
+    assert (noise.t == 999).all() and abs(noise.inputs["sample"].std() - 1) < 0.2
+    fixed = collect(CalibrationConfig(kind="fixed", num_samples=3, fixed_t=500, sampling=SamplingConfig(steps=10)), den,
                                   m.scheduler_config, m.sample_shape)
     assert len(set(fixed.t.tolist())) == 1 and abs(int(fixed.t[0]) - 500) <= 50
     for i in range(4):
         Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)).save(tmp_path / f"{i}.png")
-    fwd = build_calibration_set(CalibrationConfig(kind="forward", num_samples=5, data=str(tmp_path), steps=10),
+    fwd = collect(CalibrationConfig(kind="forward", num_samples=5, data=str(tmp_path), sampling=SamplingConfig(steps=10)),
                                 den, m.scheduler_config, m.sample_shape)
-    assert fwd.x.shape == (5, 3, 8, 8) and np.isfinite(fwd.x).all()
+    assert fwd.inputs["sample"].shape == (5, 1, 3, 8, 8) and np.isfinite(fwd.inputs["sample"]).all()
 
 
 def test_calibration_set_round_trips(tmp_path):
-    cal = CalibrationSet(np.ones((2, 3, 4, 4), np.float32), np.array([5, 9]), np.array([1, 0]), {"kind": "dntc"})
+    inputs = {"sample": np.ones((2, 1, 3, 4, 4), np.float32), "timestep": np.array([[5], [9]])}
+    cal = CalibrationSet(inputs, np.array([1, 0]), {"kind": "dntc"})
     cal.save(tmp_path / "c.npz")
     back = CalibrationSet.load(tmp_path / "c.npz")
-    assert back.recipe == {"kind": "dntc"} and (back.t == cal.t).all() and (back.x == cal.x).all()
+    assert back.recipe == {"kind": "dntc"} and (back.t == [5, 9]).all() and (back.inputs["sample"] == 1).all()
+    assert back.record(1)["timestep"].tolist() == [9]
 
 
-@pytest.mark.parametrize("bad,match", [(dict(mu=-1), "mu"), (dict(mu=1001), "mu"), (dict(sigma=0), "sigma"),
+def test_calibration_sets_of_the_earlier_format_still_load(tmp_path):
+    """Before model families a set was x (N, C, H, W) and t (N,): it loads as the UNet's named inputs."""
+    x = np.random.default_rng(0).standard_normal((3, 3, 4, 4)).astype(np.float32)
+    np.savez_compressed(tmp_path / "old.npz", x=x, t=np.array([7, 8, 9]), step=np.array([2, 1, 0]),
+                        recipe='{"kind": "dntc"}')
+    cal = CalibrationSet.load(tmp_path / "old.npz")
+    assert cal.t.tolist() == [7, 8, 9] and cal.record(2)["sample"].shape == (1, 3, 4, 4)
+    np.testing.assert_array_equal(cal.record(2)["sample"][0], x[2])
+
+
+def test_mu_is_checked_against_the_models_training_timesteps():
+    CalibrationConfig(mu=1000).check_timesteps(1000)
+    with pytest.raises(ConfigError, match=r"\[0, 1000\]"):
+        CalibrationConfig(mu=1001).check_timesteps(1000)
+    with pytest.raises(ConfigError, match="fixed timestep"):
+        CalibrationConfig(kind="fixed", fixed_t=1200).check_timesteps(1000)
+
+
+@pytest.mark.parametrize("bad,match", [(dict(mu=-1), "mu"), (dict(mu=float("nan")), "mu"), (dict(sigma=0), "sigma"),
+                                       (dict(sigma=float("inf")), "sigma"), (dict(kind="uniform", data="x"), "--data"),
                                        (dict(num_samples=0), "num-samples"), (dict(kind="gauss"), "kind"),
                                        (dict(kind="forward"), "--data")])
 def test_bad_calibration_options(bad, match):

@@ -21,7 +21,6 @@ def test_export_then_generate(tiny_model_dir, tmp_path):
     ["export", "--model", "/no/such/model", "--output", "OUT"],
     ["generate", "--model", "/no/such/bundle", "--output", "OUT"],
     ["generate", "--num-images", "-2", "--output", "OUT"],
-    ["generate", "--scheduler", "lms9", "--output", "OUT"],
     ["generate", "--device", "NPU7", "--output", "OUT"],
     ["generate", "--parallel", "0", "--output", "OUT"],
     ["evaluate", "--samples", "OUT", "--reference", "x.npz", "--parallel", "-2"],
@@ -37,6 +36,17 @@ def test_bad_input_is_one_line_and_nonzero(args, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("Error:"), r.output
     assert "Traceback" not in r.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["generate", "--scheduler", "lms9", "--output", "OUT"],
+    ["quantize", "--calibration", "gauss", "--output", "OUT"],
+    ["generate", "--steps", "many", "--output", "OUT"],
+])
+def test_usage_errors_exit_2_and_end_in_one_error_line(args, tmp_path):
+    r = run(*[str(tmp_path / "out") if a == "OUT" else a for a in args])
+    assert r.exit_code == 2 and r.output.strip().splitlines()[-1].startswith("Error:"), r.output
+    assert "Traceback" not in r.output and not (tmp_path / "out").exists()
 
 
 def test_generate_with_deepcache(tiny_bundle, tmp_path):
@@ -84,3 +94,40 @@ def test_evaluate_folder_against_a_folder_reference_caches_the_stats(tmp_path):
 def test_evaluate_missing_samples_is_one_line(tmp_path):
     r = run("evaluate", "--samples", tmp_path / "none", "--reference", tmp_path / "none.npz")
     assert r.exit_code == 1 and r.output.startswith("Error:") and len(r.output.strip().splitlines()) == 1
+
+
+def test_every_option_default_is_its_configs_default():
+    """The CLI takes defaults from the configs; an option whose name is a config field must agree."""
+    import dataclasses
+
+    from edge_dm import configs
+    from edge_dm.train import TrainConfig
+
+    classes = {
+        "export": [configs.ExportConfig],
+        "generate": [configs.GenerateConfig, configs.SamplingConfig, configs.DeviceConfig],
+        "evaluate": [configs.EvaluateConfig, configs.SamplingConfig, configs.DeviceConfig],
+        "quantize": [configs.QuantizeConfig, configs.CalibrationConfig, configs.SamplingConfig],
+        "benchmark": [configs.BenchmarkConfig],
+        "train": [TrainConfig],
+    }
+    checked = 0
+    for command, config_classes in classes.items():
+        fields = {}
+        for cls in config_classes:
+            for f in dataclasses.fields(cls):
+                fields.setdefault(f.name, configs.default(cls, f.name))
+        for param in main.commands[command].params:
+            if param.name in fields and not param.multiple and not param.is_flag:
+                want = fields[param.name]
+                if want is dataclasses.MISSING:  # a required field: the option is required too
+                    assert param.required, (command, param.name)
+                    continue
+                got = None if param.default is None or "UNSET" in repr(param.default) else param.default
+                if isinstance(want, tuple):  # a list option written as text, e.g. --batch-sizes 1,8,32
+                    got = tuple(int(v) for v in str(got).split(","))
+                elif want is not None and got is not None:
+                    got = type(want)(got)
+                assert got == want, (command, param.name, got, want)
+                checked += 1
+    assert checked >= 40

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge_dm.configs import EvaluateConfig
+from edge_dm.configs import DeviceConfig, EvaluateConfig, SamplingConfig
 from edge_dm.errors import ConfigError, DataError
 from edge_dm.evaluate import (GaussianStats, drift, evaluate, frechet_distance, inception_features, load_stats,
                               save_stats, ssim)
@@ -74,8 +74,9 @@ def test_inception_features_have_the_standard_shapes_on_both_backends():
 
 
 def test_paired_evaluation_of_two_bundles(tiny_bundle, tmp_path):
-    cfg = EvaluateConfig(samples=str(tiny_bundle.path), compare=str(tiny_bundle.path), num_images=3, steps=3,
-                         batch_size=3, output=str(tmp_path / "r.json"))
+    cfg = EvaluateConfig(samples=str(tiny_bundle.path), compare=str(tiny_bundle.path), num_images=3,
+                         sampling=SamplingConfig(steps=3), runtime=DeviceConfig(batch_size=3),
+                         output=str(tmp_path / "r.json"))
     r = evaluate(cfg, progress=False)
     assert r["drift"]["mean_abs_diff"] == 0 and (tmp_path / "r.json").exists()
 
@@ -88,26 +89,28 @@ def test_evaluate_needs_something_to_compare():
 def test_parallel_batches_change_speed_not_images(tiny_bundle):
     """Generating as concurrent small batches (the last one padded) gives the images that one batch
     on one request gives, and the result says how long generation took."""
-    from edge_dm.runtime import find_bundle, sample_bundle
+    from edge_dm.pipeline import Pipeline
 
-    kw = dict(device="CPU", num_images=5, steps=3, scheduler_name="ddim", seed=7, progress=False)
-    whole, _ = sample_bundle(find_bundle(str(tiny_bundle.path)), batch_size=5, **kw)
-    split, den = sample_bundle(find_bundle(str(tiny_bundle.path)), batch_size=2, parallel=2, **kw)
+    s = SamplingConfig(steps=3, seed=7)
+    whole = Pipeline(tiny_bundle, DeviceConfig(batch_size=5)).sample(5, s)
+    pipe = Pipeline(tiny_bundle, DeviceConfig(batch_size=2, parallel=2))
+    split = pipe.sample(5, s)
+    den = pipe.last_denoiser
     assert np.abs(whole.astype(int) - split.astype(int)).max() <= 1 and den.calls == 9 and den.images == 15
-    assert list(den._compiled) == [2]  # the padded last batch used the same compiled model
+    assert list(den.net._compiled) == [2]  # the padded last batch used the same compiled model
     r = evaluate(EvaluateConfig(samples=str(tiny_bundle.path), compare=str(tiny_bundle.path), num_images=5,
-                                steps=3, batch_size=2, parallel=2), progress=False)
+                                sampling=s, runtime=DeviceConfig(batch_size=2, parallel=2)), progress=False)
     assert r["timings"]["generate_samples"]["images_per_s"] > 0 and "generate_compare" in r["timings"]
 
 
 def test_evaluate_reads_generates_output_folder(tiny_bundle, tmp_path):
     """`edge-dm generate` then `edge-dm evaluate --samples` on its folder: the grid is not an image to score."""
     from edge_dm.configs import GenerateConfig
-    from edge_dm.runtime import generate
+    from edge_dm.jobs import generate
 
     for name in ("a", "b"):
-        generate(GenerateConfig(model=str(tiny_bundle.path), output=str(tmp_path / name), num_images=3, steps=2,
-                                seed=0), progress=False)
+        generate(GenerateConfig(model=str(tiny_bundle.path), output=str(tmp_path / name), num_images=3,
+                                sampling=SamplingConfig(steps=2)), progress=False)
     assert (tmp_path / "a" / "grid.png").exists()
     r = evaluate(EvaluateConfig(samples=str(tmp_path / "a"), compare=str(tmp_path / "b"), num_images=3),
                  progress=False)

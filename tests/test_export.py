@@ -8,9 +8,9 @@ from edge_dm import bundle as bundle_mod
 from edge_dm.bundle import open_bundle
 from edge_dm.configs import ExportConfig
 from edge_dm.errors import BundleError, ConfigError, OutputExistsError
-from edge_dm.export import export
+from edge_dm.jobs import export
 from edge_dm.models import load_model
-from edge_dm.runtime import compile_unet
+from edge_dm.denoiser import compile_model as compile_unet
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -53,13 +53,22 @@ def test_fp16_bundle_is_smaller_and_close(tiny_model_dir, tiny_bundle, tmp_path)
 
 def test_existing_output_is_refused_unless_overwrite(tiny_model_dir, tmp_path):
     out = tmp_path / "b"
-    out.mkdir()
-    (out / "keep.txt").write_text("x")
-    with pytest.raises(OutputExistsError):
+    export(ExportConfig(model=tiny_model_dir, output=str(out)))
+    (out / "note.txt").write_text("x")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
         export(ExportConfig(model=tiny_model_dir, output=str(out)))
-    assert (out / "keep.txt").exists()
+    assert (out / "note.txt").exists()
     export(ExportConfig(model=tiny_model_dir, output=str(out), overwrite=True))
-    assert not (out / "keep.txt").exists() and (out / "unet.xml").exists()
+    assert not (out / "note.txt").exists() and (out / "unet.xml").exists()
+
+
+def test_overwrite_never_replaces_a_folder_edge_dm_did_not_make(tiny_model_dir, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("x")
+    with pytest.raises(OutputExistsError, match="not made by edge-dm"):
+        export(ExportConfig(model=tiny_model_dir, output=str(out), overwrite=True))
+    assert (out / "thesis.tex").read_text() == "x" and list(tmp_path.iterdir()) == [out]
 
 
 def test_interrupted_export_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch):
@@ -67,7 +76,7 @@ def test_interrupted_export_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch
         (tmp / "unet.xml").write_text("<half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("edge_dm.export.write_bundle", interrupted)
+    monkeypatch.setattr("edge_dm.jobs.write_recipe", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export(ExportConfig(model=tiny_model_dir, output=str(tmp_path / "out")))
     assert list(tmp_path.iterdir()) == []

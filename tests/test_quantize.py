@@ -4,16 +4,17 @@ import numpy as np
 import pytest
 
 from edge_dm.bundle import open_bundle
-from edge_dm.configs import CalibrationConfig, GenerateConfig, QuantizeConfig
+from edge_dm.configs import CalibrationConfig, GenerateConfig, QuantizeConfig, SamplingConfig
 from edge_dm.errors import ConfigError
-from edge_dm.quantize import op_counts, quantize
-from edge_dm.runtime import generate
+from edge_dm.jobs import quantize
+from edge_dm.quantize import op_counts
+from edge_dm.jobs import generate
 
 
 @pytest.fixture(scope="module")
 def int8(tiny_model_dir, tmp_path_factory):
     cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path_factory.mktemp("q") / "int8"),
-                         calibration=CalibrationConfig(num_samples=24, steps=10, samples_per_trajectory=6),
+                         calibration=CalibrationConfig(num_samples=24, sampling=SamplingConfig(steps=10), samples_per_trajectory=6),
                          eval_trajectories=2)
     return quantize(cfg, progress=False)
 
@@ -41,7 +42,7 @@ def test_summary_and_recipe(int8):
 
 def test_int8_bundle_generates_close_to_fp32(int8, tiny_bundle, tmp_path):
     bundle, _ = int8
-    kw = dict(num_images=4, batch_size=4, steps=10, seed=1)
+    kw = dict(num_images=4, sampling=SamplingConfig(steps=10, seed=1))
     generate(GenerateConfig(model=str(bundle.path), output=str(tmp_path / "q"), **kw), progress=False)
     generate(GenerateConfig(model=str(tiny_bundle.path), output=str(tmp_path / "f"), **kw), progress=False)
     from PIL import Image
@@ -113,7 +114,6 @@ def test_saved_calibration_set_is_reused(int8, tiny_model_dir, tmp_path):
 
 def test_weights_only_mode(tiny_model_dir, tmp_path):
     b, s = quantize(QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "w"), mode="weights",
-                                   calibration=CalibrationConfig(num_samples=2, steps=4),
                                    eval_trajectories=1), progress=False)
     assert s["ops"]["fake_quantize"] == 0 and s["ops"]["int8_constants"] > 0
     assert b.recipe["precision"] == "int8-weights"

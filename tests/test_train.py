@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_dm.data import load_images, to_model_range, to_uint8
+from edge_dm.data import load_images
+from edge_dm.images import to_model_range, to_uint8
 from edge_dm.errors import ConfigError, DataError, ModelNotFoundError
 from edge_dm.train import TrainConfig, train
 

@@ -4,9 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_dm.configs import GenerateConfig
+from edge_dm.configs import DeviceConfig, GenerateConfig, SamplingConfig
 from edge_dm.errors import BundleError, ConfigError, DeviceError, OutputExistsError
-from edge_dm.runtime import available_devices, check_device, device_capabilities, generate
+from edge_dm.denoiser import available_devices, check_device, device_capabilities
+from edge_dm.jobs import generate
 
 
 def _digests(folder):
@@ -14,10 +15,13 @@ def _digests(folder):
 
 
 def test_same_seed_same_png_bytes(tiny_bundle, tmp_path):
-    cfg = dict(model=str(tiny_bundle.path), num_images=5, batch_size=2, steps=6, seed=11)
-    r = generate(GenerateConfig(output=str(tmp_path / "a"), **cfg), progress=False)
-    generate(GenerateConfig(output=str(tmp_path / "b"), **cfg), progress=False)
-    generate(GenerateConfig(output=str(tmp_path / "c"), **dict(cfg, seed=12)), progress=False)
+    cfg = dict(model=str(tiny_bundle.path), num_images=5, runtime=DeviceConfig(batch_size=2))
+    r = generate(GenerateConfig(output=str(tmp_path / "a"), sampling=SamplingConfig(steps=6, seed=11), **cfg),
+                 progress=False)
+    generate(GenerateConfig(output=str(tmp_path / "b"), sampling=SamplingConfig(steps=6, seed=11), **cfg),
+             progress=False)
+    generate(GenerateConfig(output=str(tmp_path / "c"), sampling=SamplingConfig(steps=6, seed=12), **cfg),
+             progress=False)
     a, b, c = (_digests(tmp_path / n) for n in "abc")
     assert len(a) == 6 and a == b  # 5 images + grid.png
     assert sorted(a)[:5] == [f"{s:05d}.png" for s in range(11, 16)]  # named by seed
@@ -30,7 +34,8 @@ def test_same_seed_same_png_bytes(tiny_bundle, tmp_path):
 @pytest.mark.parametrize("scheduler", ["ddim", "ddpm", "dpm-solver"])
 def test_generate_with_each_offered_scheduler(tiny_bundle, tmp_path, scheduler):
     r = generate(GenerateConfig(model=str(tiny_bundle.path), output=str(tmp_path / scheduler), num_images=2,
-                                batch_size=2, steps=4, scheduler=scheduler), progress=False)
+                                runtime=DeviceConfig(batch_size=2),
+                                sampling=SamplingConfig(steps=4, scheduler=scheduler)), progress=False)
     assert (tmp_path / scheduler / "grid.png").exists() and r["images"] == 2
 
 
@@ -48,11 +53,12 @@ def test_device_capabilities_describe_the_cpu():
     assert "FP32" in cpu["capabilities"]
 
 
-@pytest.mark.parametrize("bad", [dict(num_images=0), dict(steps=-1), dict(batch_size=0), dict(seed=-3),
-                                 dict(scheduler="nope")])
-def test_bad_generate_options(bad):
+@pytest.mark.parametrize("cls,bad", [(GenerateConfig, dict(num_images=0)), (SamplingConfig, dict(steps=-1)),
+                                     (DeviceConfig, dict(batch_size=0)), (SamplingConfig, dict(seed=-3)),
+                                     (SamplingConfig, dict(scheduler="nope"))])
+def test_bad_generate_options(cls, bad):
     with pytest.raises(ConfigError):
-        GenerateConfig(**bad)
+        cls(**bad)
 
 
 def test_missing_default_bundle_says_which_command_makes_it(tmp_path):
@@ -68,17 +74,25 @@ def test_existing_output_refused(tiny_bundle, tmp_path):
         generate(GenerateConfig(model=str(tiny_bundle.path), output=str(tmp_path / "o")), progress=False)
 
 
+def OpenVINODenoiser(model, *args, **kwargs):
+    """The tiny UNet compiled as a net, wrapped as the unconditional family's denoiser."""
+    from edge_dm.denoiser import OpenVINOModel
+    from edge_dm.families import get
+    from edge_dm.families.base import Denoiser, input_roles
+
+    return Denoiser(get("unet2d"), OpenVINOModel(model, *args, **kwargs), input_roles(model))
+
+
 def test_throughput_split_equals_one_request(tiny_bundle):
     """Splitting a batch over async infer requests gives the same numbers as one request."""
     import torch
 
-    from edge_dm.runtime import OpenVINODenoiser
 
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((5, 3, 8, 8)).astype(np.float32))
     t = torch.full((5,), 321, dtype=torch.int64)
     one = OpenVINODenoiser(tiny_bundle.read_model(), "CPU", "LATENCY")(x, t)
     many = OpenVINODenoiser(tiny_bundle.read_model(), "CPU", "THROUGHPUT")
-    many._parallel = 2  # force a split even on a machine with one stream
+    many.net._parallel = 2  # force a split even on a machine with one stream
     np.testing.assert_allclose(many(x, t).numpy(), one.numpy(), rtol=1e-4, atol=1e-5)
 
 
@@ -87,7 +101,6 @@ def test_fixed_request_batch_with_padded_tail_equals_one_request(tiny_bundle, re
     """Chunks of a fixed size over an AsyncInferQueue (the last one padded) give one request's numbers."""
     import torch
 
-    from edge_dm.runtime import OpenVINODenoiser
 
     x = torch.from_numpy(np.random.default_rng(1).standard_normal((5, 3, 8, 8)).astype(np.float32))
     t = torch.tensor([999, 500, 321, 20, 0], dtype=torch.int64)
@@ -97,7 +110,7 @@ def test_fixed_request_batch_with_padded_tail_equals_one_request(tiny_bundle, re
     assert out.shape == one.shape
     np.testing.assert_allclose(out.numpy(), one.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(den(x[:3], t[:3]).numpy(), one[:3].numpy(), rtol=1e-4, atol=1e-5)
-    assert list(den._compiled) == [request_batch]  # one compiled model served both calls
+    assert list(den.net._compiled) == [request_batch]  # one compiled model served both calls
 
 
 def test_calls_from_several_threads_share_the_requests(tiny_bundle):
@@ -106,7 +119,6 @@ def test_calls_from_several_threads_share_the_requests(tiny_bundle):
 
     import torch
 
-    from edge_dm.runtime import OpenVINODenoiser
 
     rng = np.random.default_rng(2)
     xs = [torch.from_numpy(rng.standard_normal((3, 3, 8, 8)).astype(np.float32)) for _ in range(12)]
@@ -118,4 +130,4 @@ def test_calls_from_several_threads_share_the_requests(tiny_bundle):
     for x, t, out in zip(xs, ts, outs):
         np.testing.assert_allclose(out.numpy(), one(x, t).numpy(), rtol=1e-4, atol=1e-5)
     assert den.calls == 12 and den.images == 36 and den.parallel == 3
-    assert 1 <= sum(len(v) for v in den._idle.values()) <= 4  # requests are reused, not made per call
+    assert 1 <= sum(len(v) for v in den.net._idle.values()) <= 4  # requests are reused, not made per call

@@ -1,0 +1,164 @@
+"""OpenVINO devices, and a network compiled on one as a callable net (the low layer under
+sampling, calibration, quantization checks and DeepCache)."""
+from __future__ import annotations
+
+import math
+import time
+
+from edge_dm.errors import DeviceError, library_reason
+
+VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+
+def available_devices() -> list[str]:
+    import openvino as ov
+
+    return list(ov.Core().available_devices)
+
+
+def check_device(device: str) -> str:
+    """Return `device` if OpenVINO can use it here, else a DeviceError listing what is present.
+
+    Virtual devices (AUTO, MULTI:..., HETERO:...) are checked by the devices they name.
+    """
+    present = available_devices()
+    name, _, rest = device.partition(":")
+    wanted = [d for d in rest.split(",") if d] if name.upper() in VIRTUAL_DEVICES else [device]
+    for d in wanted:
+        if not any(p == d or p.split(".")[0] == d for p in present):
+            raise DeviceError(f"OpenVINO device {d!r} is not available here; available: {', '.join(present)}")
+    return device
+
+
+def device_capabilities() -> list[dict]:
+    import openvino as ov
+
+    core = ov.Core()
+    out = []
+    for d in core.available_devices:
+        caps = list(core.get_property(d, "OPTIMIZATION_CAPABILITIES"))
+        out.append(dict(device=d, name=core.get_property(d, "FULL_DEVICE_NAME"), capabilities=caps,
+                        int8="INT8" in caps, bf16="BF16" in caps, fp16="FP16" in caps))
+    return out
+
+
+def compile_model(model, device: str, batch: int, hint: str = "LATENCY", precision_hint: str | None = None,
+                  extra: dict | None = None):
+    """Reshape `model` (an openvino.Model) to a static batch (every input's first dimension) and
+    compile it on `device`; OpenVINO's reason reaches the user when it cannot."""
+    import openvino as ov
+
+    check_device(device)
+    model = model.clone()
+    model.reshape({i.get_any_name(): [batch, *list(i.get_partial_shape())[1:]] for i in model.inputs
+                   if i.get_partial_shape().rank.get_length() > 0})
+    config = {"PERFORMANCE_HINT": hint}
+    if precision_hint:
+        config["INFERENCE_PRECISION_HINT"] = precision_hint
+    config.update(extra or {})
+    try:
+        return ov.Core().compile_model(model, device, config)
+    except RuntimeError as exc:
+        raise DeviceError(f"could not compile the model on {device}: {library_reason(exc)}") from None
+
+
+class OpenVINOModel:
+    """An openvino.Model compiled on a device, run on named numpy inputs: a net (families.base).
+
+    A call's batch is cut into requests of `request_batch` images (default: the batch split evenly
+    over `parallel` requests); a short last request is padded, so one compiled model serves every
+    call. Requests run on a pool of infer requests: the chunks of one call at once, and calls from
+    several threads at once too (sync `infer` releases the GIL). That second way is how sampling
+    keeps every stream busy: many small batches, each in its own denoising loop, none waiting for
+    the others between steps (docs/BENCHMARKS.md).
+
+    `parallel` is how many requests run at once: 1 under the LATENCY hint (one request on all
+    cores); under THROUGHPUT, `streams` if given (OpenVINO's NUM_STREAMS), else the device's
+    OPTIMAL_NUMBER_OF_INFER_REQUESTS. `config`: more OpenVINO properties to compile with.
+    """
+
+    def __init__(self, model, device: str = "CPU", hint: str = "LATENCY", precision_hint: str | None = None,
+                 request_batch: int | None = None, streams: int | None = None, config: dict | None = None):
+        import threading
+
+        self.model, self.device, self.hint, self.precision_hint = model, device, hint, precision_hint
+        self.request_batch, self.streams, self.config = request_batch, streams, dict(config or {})
+        self._compiled: dict[int, object] = {}
+        self._idle: dict[int, list] = {}  # compiled batch -> infer requests not in use
+        self._lock = threading.Lock()
+        self._parallel: int | None = None
+        self._executor = None
+        # calls, images through the model, seconds summed over calls (concurrent calls overlap),
+        # and the seconds spent compiling (not in `seconds`)
+        self.calls, self.images, self.seconds, self.compile_seconds = 0, 0, 0.0, 0.0
+
+    def _compile(self, batch: int):
+        with self._lock:
+            if batch not in self._compiled:
+                extra = dict(self.config)
+                if self.streams and self.hint == "THROUGHPUT":
+                    extra["NUM_STREAMS"] = str(self.streams)
+                start = time.perf_counter()
+                self._compiled[batch] = compile_model(self.model, self.device, batch, self.hint,
+                                                      self.precision_hint, extra)
+                self.compile_seconds += time.perf_counter() - start
+            return self._compiled[batch]
+
+    @property
+    def parallel(self) -> int:
+        if self._parallel is None:
+            if self.hint != "THROUGHPUT":
+                self._parallel = 1
+            elif self.streams:
+                self._parallel = self.streams
+            else:
+                compiled = self._compile(self.request_batch or 1)
+                self._parallel = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        return self._parallel
+
+    def _infer(self, inputs: dict, batch: int) -> list:
+        """One request of `batch` images (inputs padded by repeating their last image, cast to the
+        model's input types); returns every output, cut back to the images given."""
+        import numpy as np
+
+        n = len(next(iter(inputs.values())))
+        if n < batch:  # the padding's outputs are dropped below
+            inputs = {k: np.concatenate([v, np.repeat(v[-1:], batch - n, 0)]) for k, v in inputs.items()}
+        compiled = self._compile(batch)
+        types = {i.get_any_name(): i.get_element_type().to_dtype() for i in compiled.inputs}
+        inputs = {k: np.ascontiguousarray(v, dtype=types.get(k, v.dtype)) for k, v in inputs.items()}
+        with self._lock:
+            idle = self._idle.setdefault(batch, [])
+            request = idle.pop() if idle else compiled.create_infer_request()
+        try:
+            result = request.infer(inputs)
+            return [result[i][:n].copy() for i in range(len(compiled.outputs))]
+        finally:
+            with self._lock:
+                self._idle[batch].append(request)
+
+    def run(self, inputs: dict) -> list:
+        """The model's outputs (numpy) for a batch of named numpy inputs, cut into requests."""
+        import numpy as np
+
+        n = len(next(iter(inputs.values())))
+        chunk = self.request_batch or math.ceil(n / self.parallel)
+        self._compile(chunk)  # outside the timing: compiling is not a call's time
+        start = time.perf_counter()
+        parts = [{k: v[i:i + chunk] for k, v in inputs.items()} for i in range(0, n, chunk)]
+        if len(parts) == 1:
+            outs = [self._infer(parts[0], chunk)]
+        else:
+            if self._executor is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                workers = self.parallel  # may compile, which takes the lock: read it first
+                with self._lock:
+                    self._executor = self._executor or ThreadPoolExecutor(max_workers=workers)
+            outs = list(self._executor.map(lambda p: self._infer(p, chunk), parts))
+        result = outs[0] if len(outs) == 1 else [np.concatenate(o) for o in zip(*outs)]  # _infer copied
+        with self._lock:
+            self.calls += 1
+            self.images += n
+            self.seconds += time.perf_counter() - start
+        return result

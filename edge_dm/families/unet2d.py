@@ -1,0 +1,140 @@
+"""Unconditional pixel-space DDPMs: a diffusers `UNet2DModel` with its scheduler (edge-dm's own
+CIFAR-10 model, google/ddpm-*).
+
+Bundle layout: unet.xml/.bin (the UNet IR, inputs sample [-1, C, H, W] f32 and timestep [-1] i64),
+scheduler_config.json, recipe.json; an int8 bundle also keeps unet_fp32.xml/.bin and calibration.npz.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from edge_dm.families.base import SAMPLE, Family, LoadedModel
+
+# google/ddpm-cifar10-32's exact UNet2DModel config (35.7M parameters), for timing without the weights
+ARCHITECTURES = {
+    "ddpm-cifar10": dict(
+        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256),
+        layers_per_block=2, down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_eps=1e-6, freq_shift=1,
+        flip_sin_to_cos=False, downsample_padding=0, attention_head_dim=None),
+}
+
+
+def convert_unet(unet, sample_shape: tuple):
+    """An openvino.Model of `unet` with inputs sample [-1, C, H, W] f32 and timestep [-1] i64.
+
+    The batch dimension is dynamic; edge_dm.denoiser reshapes it to the batch in use before compiling
+    (a static batch runs faster than a dynamic one on CPU).
+    """
+    import warnings
+
+    import openvino as ov
+    import torch
+
+    unet = unet.float().eval()
+    example = (torch.randn(2, *sample_shape), torch.tensor([10, 500], dtype=torch.int64))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit tracer warnings about diffusers' shape asserts
+        model = ov.convert_model(
+            unet, example_input=example,
+            input=[("sample", [-1, *sample_shape], ov.Type.f32), ("timestep", [-1], ov.Type.i64)])
+    model.outputs[0].get_tensor().set_names({"noise_pred"})
+    return model
+
+
+class UNet2D(Family):
+    name = "unet2d"
+    architectures = tuple(ARCHITECTURES)
+    # Their int8 error dominated: keeping these in float cut the drift of 64 images from fp32 by
+    # 4.3 dB at no measurable speed cost (docs/QUANTIZATION.md). time_emb matches the time-embedding
+    # MLP and every resnet's time_emb_proj.
+    default_keep_float = ("conv_in", "conv_out", "time_emb")
+    components = {"unet": "unet.xml"}
+    scheduler_file = "scheduler_config.json"
+
+    @staticmethod
+    def _layout(path: Path) -> tuple[Path, Path] | None:
+        """(UNet folder, scheduler folder) of a local model: a pipeline (unet/ + scheduler/), or a
+        UNet folder beside a scheduler/ folder (what `edge-dm train` writes: ema/ and scheduler/)."""
+        path = Path(path)
+        for unet, sched in ((path / "unet", path / "scheduler"), (path, path.parent / "scheduler")):
+            config = unet / "config.json"
+            if config.is_file() and sched.is_dir():
+                try:
+                    if json.loads(config.read_text()).get("_class_name", "UNet2DModel") == "UNet2DModel":
+                        return unet, sched
+                except (OSError, ValueError):
+                    return None
+        return None
+
+    def recognises(self, path: Path) -> bool:
+        return self._layout(path) is not None
+
+    def load(self, spec: str, source: str) -> LoadedModel:
+        from diffusers import DDPMScheduler, UNet2DModel
+
+        layout = self._layout(Path(source).expanduser())
+        if layout:  # a local folder
+            unet, sched = UNet2DModel.from_pretrained(layout[0]), DDPMScheduler.load_config(layout[1])
+        else:  # a hub id
+            unet = UNet2DModel.from_pretrained(source, subfolder="unet")
+            sched = DDPMScheduler.load_config(source, subfolder="scheduler")
+        return LoadedModel(spec, str(source), self, {"unet": unet.float().eval()}, dict(sched))
+
+    def random(self, arch: str) -> LoadedModel | None:
+        import torch
+        from diffusers import DDPMScheduler, UNet2DModel
+
+        if arch not in ARCHITECTURES:
+            return None
+        torch.manual_seed(0)
+        sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear").config
+        spec = f"random:{arch}"
+        return LoadedModel(spec, spec, self, {"unet": UNet2DModel(**ARCHITECTURES[arch]).eval()}, dict(sched))
+
+    def model_sample_shape(self, m: LoadedModel) -> tuple:
+        c = m.unet.config
+        size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]
+        return (c.in_channels, size, size)
+
+    def export(self, m: LoadedModel, folder: Path, precision: str):
+        import openvino as ov
+
+        model = convert_unet(m.unet, m.sample_shape)
+        ov.save_model(model, Path(folder) / self.components["unet"], compress_to_fp16=precision == "fp16")
+        (Path(folder) / self.scheduler_file).write_text(json.dumps(m.scheduler_config, indent=2, sort_keys=True))
+        return dict(sample_shape=list(m.sample_shape), inputs={"sample": [-1, *m.sample_shape], "timestep": [-1]}), model
+
+    def sample_shape(self, bundle, sampling) -> tuple:
+        """(C, H, W) from the IR's sample input, which edge-dm exports with a static image size."""
+        from edge_dm.families.base import input_roles
+
+        model = bundle.read_model()
+        shape = model.input(input_roles(model)[SAMPLE]).get_partial_shape()
+        return tuple(d.get_length() for d in list(shape)[1:])
+
+    def decode(self, pipeline, x):
+        from edge_dm.images import to_uint8
+
+        return to_uint8(x)
+
+    def write_quantized(self, folder: Path, fp32, int8) -> None:
+        """int8 as unet.xml, and the fp32 IR beside it as unet_fp32.xml: the baseline."""
+        import openvino as ov
+
+        from edge_dm.bundle import FP32_IR
+
+        ov.save_model(fp32, Path(folder) / FP32_IR, compress_to_fp16=False)
+        self.write_component(folder, int8)
+
+    def cache_concats(self, model) -> dict:
+        """Each up block's first skip Concat, by the names OpenVINO's PyTorch frontend gives."""
+        first: dict = {}
+        for op in model.get_ordered_ops():
+            match = re.fullmatch(r"__module\.up_blocks\.(\d+)/aten::cat/Concat(_\d+)?", op.get_friendly_name())
+            if match and op.get_type_name() == "Concat":
+                first.setdefault(int(match.group(1)), op)
+        return first
+

@@ -1,0 +1,122 @@
+"""edge-dm's pipeline: a bundle compiled on an OpenVINO device, called like a diffusers pipeline.
+
+    from edge_dm import Pipeline
+    pipe = Pipeline.from_pretrained("edm-cifar10-ddpm", device="CPU")  # its int8 bundle
+    images = pipe(num_images=4, steps=50, seed=0).images              # PIL images
+
+Every image depends on its seed (image i of a call: seed + i), the bundle and the sampling options
+only: not on how many images run beside it, the batch size or the number of batches in flight
+(all of which only change speed). The UNet runs under OpenVINO's THROUGHPUT hint with requests of
+`batch_size` images (the last one padded), `parallel` batches in flight, each its own loop.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_dm.bundle import Bundle
+from edge_dm.configs import DeviceConfig, SamplingConfig
+
+
+@dataclass
+class PipelineOutput:
+    images: list  # PIL images, or a uint8 array (N, H, W, 3) with output_type="np"
+    seeds: list
+
+
+class Pipeline:
+    def __init__(self, bundle: Bundle, runtime: DeviceConfig = DeviceConfig()):
+        from edge_dm.denoiser import check_device
+
+        self.bundle, self.family, self.runtime = bundle, bundle.family, runtime
+        check_device(runtime.device)
+        self._components: dict = {}
+        self.last_denoiser = None  # the denoiser of the latest call, with its UNet call statistics
+
+    @classmethod
+    def from_pretrained(cls, bundle_or_model, device: str = "CPU", precision: str = "int8", **runtime) -> "Pipeline":
+        """A bundle folder, or a model name whose bundle of `precision` edge-dm made earlier;
+        `runtime`: DeviceConfig's options (batch_size, parallel, precision_hint)."""
+        return cls(Bundle.from_pretrained(bundle_or_model, precision), DeviceConfig(device=device, **runtime))
+
+    def component(self, name: str):
+        """A non-denoiser component (text encoder, VAE decoder) compiled once, one image a request."""
+        from edge_dm.denoiser import OpenVINOModel
+
+        if name not in self._components:
+            self._components[name] = OpenVINOModel(self.bundle.read_model(name), self.runtime.device, "LATENCY",
+                                                   self.runtime.precision_hint, request_batch=1)
+        return self._components[name]
+
+    def denoiser(self, sampling: SamplingConfig):
+        """The bundle's denoiser on the device, as the sampling options ask (DeepCache, guidance)."""
+        from edge_dm.families.base import Denoiser, input_roles
+
+        model = self.bundle.read_model()
+        r = self.runtime
+        options = dict(device=r.device, hint="THROUGHPUT", precision_hint=r.precision_hint,
+                       request_batch=r.batch_size * self.family.net_batch(sampling), streams=r.parallel)
+        if sampling.cache_interval > 1:
+            from edge_dm.caching import OpenVINOCachedNet
+
+            net = OpenVINOCachedNet(model, sampling.cache_branch, self.family, **options)
+        else:
+            from edge_dm.denoiser import OpenVINOModel
+
+            net = OpenVINOModel(model, **options)
+        return Denoiser(self.family, net, input_roles(model), self.family.guidance(sampling))
+
+    def reference_denoiser(self, sampling: SamplingConfig):
+        """The denoiser in f32 on the CPU, each call split over its streams: what calibration and the
+        held-out error table sample with."""
+        from edge_dm.denoiser import OpenVINOModel
+        from edge_dm.families.base import Denoiser, input_roles
+
+        model = self.bundle.read_model()
+        net = OpenVINOModel(model, "CPU", "THROUGHPUT", precision_hint="f32")
+        return Denoiser(self.family, net, input_roles(model), self.family.guidance(sampling))
+
+    def check(self, sampling: SamplingConfig, prompts=()) -> None:
+        """Everything about a request that can be wrong, checked before any work."""
+        from edge_dm.sampling import check_steps
+
+        self.family.check_request(self.bundle, sampling, list(prompts))
+        check_steps(sampling.scheduler, self.bundle.scheduler_config, sampling.steps)
+        if sampling.cache_interval > 1:
+            from edge_dm.caching import split_ir
+
+            split_ir(self.bundle.read_model(), sampling.cache_branch, self.family)
+
+    def sample(self, num_images: int, sampling: SamplingConfig = SamplingConfig(), prompts=(),
+               progress=None) -> np.ndarray:
+        """uint8 images (N, H, W, 3): image i from seed sampling.seed + i (and prompt i, or the one prompt)."""
+        from edge_dm.sampling import generate, make_scheduler
+
+        prompts = list(prompts)
+        self.check(sampling, prompts)
+        if len(prompts) == 1:
+            prompts = prompts * num_images
+        denoiser = self.denoiser(sampling)
+        self.last_denoiser = denoiser
+        cond = self.family.encode(self, prompts, sampling)
+        batches = math.ceil(num_images / self.runtime.batch_size)
+        return generate(denoiser, make_scheduler(sampling.scheduler, self.bundle.scheduler_config), num_images,
+                        self.runtime.batch_size, sampling.steps, sampling.seed,
+                        self.family.sample_shape(self.bundle, sampling), cond=cond, progress=progress,
+                        workers=min(denoiser.parallel, batches), cache_interval=sampling.cache_interval,
+                        finish=lambda x: self.family.decode(self, x))
+
+    def __call__(self, prompt: str | list | None = None, num_images: int | None = None, output_type: str = "pil",
+                 **sampling) -> PipelineOutput:
+        """Images for `prompt` (text-to-image; a list gives one image each) or `num_images`
+        unconditional ones; `sampling`: SamplingConfig's options (steps, seed, scheduler, ...)."""
+        from PIL import Image
+
+        cfg = SamplingConfig(**sampling)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+        n = num_images or max(len(prompts), 1)
+        images = self.sample(n, cfg, prompts)
+        out = images if output_type == "np" else [Image.fromarray(im) for im in images]
+        return PipelineOutput(out, [cfg.seed + i for i in range(n)])
