@@ -228,6 +228,7 @@ def _int_list(text: str, option: str) -> tuple:
 @click.option("--keep-float", multiple=True,
               help="a module left in float (repeat; 'none' quantizes them all)  [default: the model family's]")
 @_opt(QuantizeConfig, "eval_trajectories", type=int)
+@_opt(QuantizeConfig, "report_images", type=int, help="text-to-image: prompts in report.png  [default: 4]")
 @_opt(QuantizeConfig, "text_encoder", type=click.Choice(COMPONENT_MODES))
 @_opt(QuantizeConfig, "vae", type=click.Choice(COMPONENT_MODES))
 @library_errors

@@ -249,6 +249,7 @@ class QuantizeConfig(Config):
     # conv_in, conv_out and time_emb, chosen by drift from fp32 in docs/QUANTIZATION.md).
     keep_float: tuple | None = None
     eval_trajectories: int = 4  # held-out trajectories, each sampled at 10 timesteps spread over [0, T]
+    report_images: int | None = None  # text-to-image: prompts in report.png (None: the family's default; 0: none)
     text_encoder: str = "float"  # text-to-image: the text encoder float, or NNCF int8 weight compression
     vae: str = "float"  # text-to-image: the VAE likewise
     _nested = {"calibration": CalibrationConfig}
@@ -262,6 +263,8 @@ class QuantizeConfig(Config):
         if self.smooth_quant_alpha is not None and not (self.smooth_quant_alpha == -1 or 0 <= self.smooth_quant_alpha <= 1):
             raise ConfigError("smooth-quant-alpha must lie in [0, 1] (or -1 to disable)")
         _positive(eval_trajectories=self.eval_trajectories)
+        if self.report_images is not None and self.report_images < 0:
+            raise ConfigError(f"report-images must be >= 0, got {self.report_images}")
         bad = [n for n in self.keep_float or () if not n or not all(c.isalnum() or c in "._" for c in n)]
         if bad:
             raise ConfigError(f"keep-float takes module names such as conv_in, got {bad}")

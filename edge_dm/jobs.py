@@ -57,7 +57,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
     check_steps(s.scheduler, m.scheduler_config, s.steps)
     cal = CalibrationSet.load(cfg.calibration_set) if cfg.calibration_set else None
     with atomic_output(out, cfg.overwrite) as tmp:
-        fields, fp32 = family.export(m, tmp, "fp32")
+        fields, fp32 = _fp32_export(m, tmp)
         ir = tmp / family.components["unet"]
         fp32_bytes = ir.stat().st_size + ir.with_suffix(".bin").stat().st_size
         fp32_bundle = Bundle(tmp, dict(family=family.name), {tmp / family.components["unet"]: fp32})
@@ -96,15 +96,31 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
         precision = "int8" if cfg.mode == "int8" else "int8-weights"
         recipe = _bundle_recipe("quantize", m, precision, cfg, dict(fields, summary=summary,
                                                                      calibration=cal.recipe if cal else None))
-        if family.report_images:
+        report = family.report_images if cfg.report_images is None else cfg.report_images
+        if report and family.conditional:
             from edge_dm.report import write_report
 
             write_report(tmp / "report.png", fp32_pipe, Pipeline(Bundle(tmp, recipe), DeviceConfig()),
-                         held_prompts[:family.report_images], s)
+                         held_prompts[:report], s)
         write_recipe(tmp, recipe)
     bundle = open_bundle(out)
     summary["ir_bytes_int8"] = bundle.recipe["ir_bytes"]
     return bundle, summary
+
+
+def _fp32_export(m, folder: Path):
+    """The model's fp32 export into `folder`: a copy of the fp32 bundle `edge-dm export` cached for
+    this model where the family's export is slow (text-to-image), else a fresh export."""
+    import shutil
+
+    cached = default_bundle_path(m.spec, "fp32")
+    if m.family.reuse_export and (cached / "recipe.json").is_file():
+        recipe = json.loads((cached / "recipe.json").read_text())
+        if recipe.get("source") == m.source and recipe.get("precision") == "fp32":
+            shutil.copytree(cached, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("recipe.json"))
+            fields = {k: recipe[k] for k in ("inputs", "sample_shape") if k in recipe}
+            return dict(fields, fp32_export=str(cached)), open_bundle(cached).read_model()
+    return m.family.export(m, folder, "fp32")
 
 
 def generate(cfg: GenerateConfig, progress: bool = True) -> dict:

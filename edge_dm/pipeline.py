@@ -50,14 +50,20 @@ class Pipeline:
                                                    self.runtime.precision_hint, request_batch=1)
         return self._components[name]
 
-    def denoiser(self, sampling: SamplingConfig):
-        """The bundle's denoiser on the device, as the sampling options ask (DeepCache, guidance)."""
+    def denoiser(self, sampling: SamplingConfig, num_images: int | None = None):
+        """The bundle's denoiser on the device, as the sampling options ask (DeepCache, guidance).
+
+        Always the THROUGHPUT hint and requests of batch_size images, so an image does not depend on
+        how many run beside it; one batch gets one stream on all cores, more get `parallel` streams
+        (default: the device's optimal number)."""
         from edge_dm.families.base import Denoiser, input_roles
 
         model = self.bundle.read_model()
         r = self.runtime
+        one_batch = num_images is not None and num_images <= r.batch_size
         options = dict(device=r.device, hint="THROUGHPUT", precision_hint=r.precision_hint,
-                       request_batch=r.batch_size * self.family.net_batch(sampling), streams=r.parallel)
+                       request_batch=r.batch_size * self.family.net_batch(sampling),
+                       streams=1 if one_batch and r.parallel is None else r.parallel)
         if sampling.cache_interval > 1:
             from edge_dm.caching import OpenVINOCachedNet
 
@@ -98,7 +104,7 @@ class Pipeline:
         self.check(sampling, prompts)
         if len(prompts) == 1:
             prompts = prompts * num_images
-        denoiser = self.denoiser(sampling)
+        denoiser = self.denoiser(sampling, num_images)
         self.last_denoiser = denoiser
         cond = self.family.encode(self, prompts, sampling)
         batches = math.ceil(num_images / self.runtime.batch_size)

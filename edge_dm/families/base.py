@@ -190,6 +190,7 @@ class Family:
         return [], []
 
     report_images = 0  # quantize writes fp32 and int8 images of this many held-out prompts side by side
+    reuse_export = False  # quantize copies the cached fp32 bundle of `edge-dm export` instead of exporting
 
     def guidance(self, sampling) -> float | None:
         """The guidance scale in effect (None: the model is not guided)."""

@@ -1,0 +1,178 @@
+"""The text-to-image family on a tiny Stable Diffusion pipeline the test builds (tests/tiny_sd.py):
+export through optimum-intel, DNTC, NNCF, generate, and both OpenVINO loaders, for real, offline."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edge_dm.cli import main
+from edge_dm.configs import CalibrationConfig, GenerateConfig, QuantizeConfig, SamplingConfig
+from edge_dm.errors import ConfigError, DataError
+from tiny_sd import IMAGE, build_tiny_sd
+
+PROMPT = "a photo of a horse"
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def sd_dir(tmp_path_factory):
+    return str(build_tiny_sd(tmp_path_factory.mktemp("sd") / "pipeline"))
+
+
+@pytest.fixture(scope="module")
+def sd_int8(sd_dir, tmp_path_factory):
+    from edge_dm.jobs import quantize
+
+    prompts = tmp_path_factory.mktemp("p") / "prompts.txt"
+    prompts.write_text("a photo of a horse\na red car\n\na blurry photo of a ship\n")
+    cfg = QuantizeConfig(model=sd_dir, output=str(tmp_path_factory.mktemp("q") / "int8"), eval_trajectories=1,
+                         calibration=CalibrationConfig(num_samples=8, samples_per_trajectory=4, prompts=str(prompts),
+                                                       sampling=SamplingConfig(steps=STEPS)))
+    return quantize(cfg, progress=False)
+
+
+def diffusers_latents(sd_dir, prompts, seeds, guidance, steps=STEPS):
+    """Latents of diffusers' own StableDiffusionPipeline (torch) after each step, per image."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(sd_dir)
+    seen = []
+    pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, height=IMAGE, width=IMAGE,
+         generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="latent",
+         callback_on_step_end=lambda p, i, t, kw: seen.append(kw["latents"].clone()) or {},
+         callback_on_step_end_tensor_inputs=["latents"])
+    return seen
+
+
+def test_edge_dm_loop_equals_diffusers_pipeline(sd_dir, sd_int8, tmp_path):
+    """edge-dm's own loop on the fp32 OpenVINO UNet, with guidance, gives diffusers' latents."""
+    from edge_dm.bundle import Bundle
+    from edge_dm.jobs import export
+    from edge_dm.pipeline import Pipeline
+    from edge_dm.configs import DeviceConfig, ExportConfig
+    from edge_dm.sampling import generate, make_scheduler
+
+    fp32 = export(ExportConfig(model=sd_dir, output=str(tmp_path / "fp32")))
+    pipe = Pipeline(Bundle.from_pretrained(fp32.path), DeviceConfig(precision_hint="f32"))
+    s = SamplingConfig(steps=STEPS, seed=3, guidance_scale=5.0)
+    cond = pipe.family.encode(pipe, [PROMPT, "a red car"], s)
+    ours = generate(pipe.denoiser(s), make_scheduler("ddim", pipe.bundle.scheduler_config), 2, 2, STEPS, 3,
+                    pipe.family.sample_shape(pipe.bundle, s), cond=cond)
+    ref = diffusers_latents(sd_dir, [PROMPT, "a red car"], [3, 4], 5.0)[-1].numpy()
+    np.testing.assert_allclose(ours, ref, atol=2e-4, rtol=1e-3)
+
+
+def test_each_dntc_record_equals_an_independent_pipeline_run(sd_dir, sd_int8):
+    """Record k is the UNet's whole input at its step: [x, x], [t, t], [uncond, text] of a diffusers
+    run from the same seed and prompt (lane j: seed j, prompt j of the file)."""
+    from edge_dm.calibration import CalibrationSet, assign_lanes
+
+    bundle, _ = sd_int8
+    cal = CalibrationSet.load(bundle.path / "calibration.npz")
+    prompts = ["a photo of a horse", "a red car", "a blurry photo of a ship"]
+    assert cal.inputs["sample"].shape[1] == 2 and cal.inputs["encoder_hidden_states"].shape[1:] == (2, 77, 32)
+    for lane, members in enumerate(assign_lanes(cal.step, 4)):
+        from diffusers.utils.torch_utils import randn_tensor
+
+        after = diffusers_latents(sd_dir, [prompts[lane % 3]], [lane], 7.5)
+        start = randn_tensor((1, 4, 8, 8), generator=torch.Generator().manual_seed(lane))
+        for k in members:
+            step = int(cal.step[k])
+            x = (start if step == 0 else after[step - 1])[0].numpy()
+            rec = cal.record(k)
+            np.testing.assert_allclose(rec["sample"][0], x, atol=1e-4)
+            np.testing.assert_array_equal(rec["sample"][0], rec["sample"][1])
+            assert rec["timestep"][0] == rec["timestep"][1] == cal.t[k]
+            # unconditional half first, as diffusers orders it; the text half differs
+            assert np.abs(rec["encoder_hidden_states"][0] - rec["encoder_hidden_states"][1]).max() > 1e-3
+
+
+def test_int8_bundle_layout_recipe_and_report(sd_int8):
+    from edge_dm.quantize import op_counts
+
+    bundle, summary = sd_int8
+    for rel in ("model_index.json", "unet/openvino_model.xml", "text_encoder/openvino_model.xml",
+                "vae_decoder/openvino_model.xml", "vae_encoder/openvino_model.xml", "scheduler/scheduler_config.json",
+                "tokenizer/openvino_tokenizer.xml", "tokenizer/openvino_detokenizer.xml", "recipe.json",
+                "calibration.npz", "report.png"):
+        assert (bundle.path / rel).exists(), rel
+    recipe = json.loads((bundle.path / "recipe.json").read_text())
+    assert recipe["family"] == "stable-diffusion" and recipe["precision"] == "int8"
+    assert op_counts(bundle.read_model())["fake_quantize"] > 0
+    assert op_counts(bundle.read_model("text_encoder"))["fake_quantize"] == 0  # stays float by default
+    assert summary["calibration_samples"] == 8 and len(summary["noise_prediction_rel_l2"]) == STEPS
+
+
+def test_int8_folder_runs_unchanged_in_optimum_intel(sd_int8):
+    from optimum.intel import OVStableDiffusionPipeline
+
+    bundle, _ = sd_int8
+    pipe = OVStableDiffusionPipeline.from_pretrained(str(bundle.path))
+    image = pipe(PROMPT, num_inference_steps=2, height=IMAGE, width=IMAGE, output_type="np").images[0]
+    assert image.shape == (IMAGE, IMAGE, 3) and np.isfinite(image).all()
+
+
+def test_int8_folder_runs_unchanged_in_openvino_genai(sd_int8):
+    genai = pytest.importorskip("openvino_genai")
+    bundle, _ = sd_int8
+    image = genai.Text2ImagePipeline(str(bundle.path), "CPU").generate(PROMPT, num_inference_steps=2, width=IMAGE,
+                                                                        height=IMAGE)
+    assert image.data.shape == (1, IMAGE, IMAGE, 3)
+
+
+def test_generate_by_prompt_same_seed_same_image(sd_int8, tmp_path):
+    from edge_dm.jobs import generate
+
+    bundle, _ = sd_int8
+    s = SamplingConfig(steps=STEPS, seed=5)
+    a = generate(GenerateConfig(model=str(bundle.path), output=str(tmp_path / "a"), num_images=3, prompts=(PROMPT,),
+                                sampling=s), progress=False)
+    generate(GenerateConfig(model=str(bundle.path), output=str(tmp_path / "b"), num_images=1, prompts=(PROMPT,),
+                            sampling=s.replace(seed=6)), progress=False)
+    assert a["images"] == 3 and (tmp_path / "a" / "grid.png").exists()
+    assert (tmp_path / "a" / "00006.png").read_bytes() == (tmp_path / "b" / "00006.png").read_bytes()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--prompt", "a horse", "--model", "UNCOND"], "takes no prompt"),
+    ([], "give --prompt"),
+    (["--prompt", "a horse", "--height", "36"], "multiple of 8"),
+    (["--prompt", "a horse", "--guidance-scale", "0.5"], "guidance-scale must be >= 1"),
+    (["--prompts", "EMPTY"], "holds no prompt"),
+])
+def test_bad_text_to_image_input_is_one_line_and_writes_nothing(sd_int8, tiny_bundle, tmp_path, args, message):
+    bundle, _ = sd_int8
+    (tmp_path / "empty.txt").write_text("\n\n")
+    args = [str(tiny_bundle.path) if a == "UNCOND" else str(tmp_path / "empty.txt") if a == "EMPTY" else a
+            for a in args]
+    if "--model" not in args:
+        args = ["--model", str(bundle.path), *args]
+    r = CliRunner().invoke(main, ["generate", *args, "--steps", "2", "--output", str(tmp_path / "out")])
+    assert r.exit_code == 1, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_prompt_file_errors():
+    from edge_dm.families.stable_diffusion import read_prompts
+
+    with pytest.raises(DataError, match="cannot read"):
+        read_prompts("/no/such/prompts.txt")
+    with pytest.raises(ConfigError, match="guidance"):
+        SamplingConfig(guidance_scale=0.9)
+
+
+def test_benchmark_times_the_unet_at_the_pipelines_batch(sd_dir, sd_int8, tmp_path):
+    from edge_dm.benchmark import benchmark
+    from edge_dm.configs import BenchmarkConfig
+
+    bundle, _ = sd_int8
+    r = benchmark(BenchmarkConfig(model=sd_dir, int8=str(bundle.path), output=str(tmp_path / "b"), iterations=2,
+                                  batch_sizes=(1,), steps=2, images=1, torch_baseline=False), log=lambda s: None)
+    rows = {row["variant"]: row for row in r["rows"]}
+    assert r["family"] == "stable-diffusion" and rows["OpenVINO int8"]["net_batch"] == 2  # guidance doubles it
+    assert rows["OpenVINO fp32"]["end_to_end_s_per_image"] > 0 and r["int8_speedup_vs_float_baseline"] > 0
+    assert (tmp_path / "b" / "benchmark.md").exists()
