@@ -213,7 +213,7 @@ def quantize(model, output, overwrite, kind, mu, sigma, num_samples, samples_per
 
 @main.command()
 @click.option("--samples", required=True, help="image folder, or a bundle to generate --num-images from")
-@click.option("--reference", help="FID reference: stats .npz, or an image folder / tar (stats cached)")
+@click.option("--reference", help="FID reference: stats .npz, cifar10-train (shipped), or image folder / tar (stats cached)")
 @click.option("--compare", help="paired mode: a second bundle or folder with the same seeds (e.g. fp32)")
 @click.option("--num-images", type=int, default=1000, show_default=True)
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device for generation")

@@ -248,12 +248,14 @@ def drift(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 def reference_stats(ref: str, device: str = "openvino") -> dict:
-    """Statistics from an .npz, or computed from an image folder / tar and cached next to the bundles."""
+    """Statistics from an .npz, a shipped one's short name (resources.SHIPPED_STATS, e.g. cifar10-train),
+    or computed from an image folder / tar and cached next to the bundles."""
     from edge_dm.bundle import home
     from edge_dm.data import load_images
     from edge_dm.models import slug
+    from edge_dm.resources import SHIPPED_STATS, shipped_stats
 
-    p = Path(ref)
+    p = shipped_stats(ref) if ref in SHIPPED_STATS else Path(ref)  # a short name: the shipped .npz
     if p.suffix == ".npz":
         return load_stats(p)
     cache = home() / "stats" / f"{slug(str(p.resolve()))}.npz"
