@@ -123,10 +123,7 @@ class OpenVINOCachedDenoiser:
 
     On the CPU, two compiled models each pin their streams to the same cores, so a full and a
     shallow request could share a core while another idles: both run unpinned here, and the OS
-    spreads them. On the 2-core AVX-512 VM that took interval 4 from 209 to 260 UNet images/s (plain:
-    149 and 153): `runtime.sample_bundle` of the shipped int8 bundle, 256 images of 8 a batch, 40 DDIM
-    steps, seed 0, one process and one run per setting, ENABLE_CPU_PINNING set by wrapping
-    `runtime.compile_unet` in a throwaway script (not kept).
+    spreads them (measured faster on 2 cores; CHANGELOG.md has the numbers).
     """
 
     def __init__(self, model, branch: int = 1, **options):

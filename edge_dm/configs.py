@@ -147,7 +147,7 @@ class QuantizeConfig(Config):
     ignored_types: tuple = ()
     range_estimator: str = "minmax"
     # NNCF's overflow fix: 7-bit weights, so int8 convolutions on CPUs without VNNI (AVX2's saturating
-    # vpmaddubsw) don't overflow. NNCF's default fixes the first layer only; on the 2-core EPYC that left
+    # vpmaddubsw) don't overflow. NNCF's default fixes the first layer only; on an AVX2-only CPU that left
     # 3x the error and visibly broken images (docs/QUANTIZATION.md), so edge-dm fixes all layers.
     overflow_fix: str = "enable"
     # UNet modules left in float (by name: conv_in, conv_out, and time_emb for the time-embedding MLP
