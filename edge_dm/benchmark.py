@@ -209,7 +209,7 @@ def machine_info() -> dict:
         pass
     # the CPUs this process may run on (taskset / cgroups), which OpenVINO uses, not all of the machine's
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    # what decides int8 and bf16 speed: one CPU name ("AMD EPYC") has covered AVX2-only and AVX-512 hosts
+    # what decides int8 and bf16 speed: the ISA, which a CPU's name does not tell (one name can cover both)
     isa = [f for f in ISA_FLAGS if f in flags]
     return dict(cpu=cpu, cores=cores, isa=isa, openvino=ov.get_version(), python=platform.python_version())
 

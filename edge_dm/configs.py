@@ -242,8 +242,8 @@ class QuantizeConfig(Config):
     ignored_types: tuple = ()
     range_estimator: str = "minmax"  # a RangeEstimatorParametersSet name, lower case with dashes
     # NNCF's overflow fix: 7-bit weights, so int8 convolutions on CPUs without VNNI (AVX2's saturating
-    # vpmaddubsw) don't overflow; NNCF's default fixes the first layer only, which leaves visibly broken
-    # images there (docs/QUANTIZATION.md), so edge-dm fixes all layers.
+    # vpmaddubsw) don't overflow. NNCF's default fixes the first layer only; on an AVX2-only CPU that left
+    # 3x the error and visibly broken images (docs/QUANTIZATION.md), so edge-dm fixes all layers.
     overflow_fix: str = "enable"
     # Modules left in float, by name (None: the model family's default; for the unconditional UNet
     # conv_in, conv_out and time_emb, chosen by drift from fp32 in docs/QUANTIZATION.md).

@@ -11,9 +11,9 @@ The file holds no classifier (no fc / logits weights), so Inception Score cannot
 
 The network runs in torch (`cpu`, `cuda`) or in OpenVINO on the CPU (`openvino`, the default):
 the same module (resize, scale, features) converted with `openvino.convert_model`, run in f32 over
-parallel infer requests. It matches torch to ~3e-6 and was 1.9x faster on the 2-core AMD EPYC with
-AVX-512 (63 vs 119 ms per image over 400 images); on an AVX2-only EPYC an earlier, single-request try was slower
-(0.31 vs 0.23 s). bf16 would halve the time again but moves the features by ~3%, so it is not used.
+parallel infer requests. It matches torch to ~3e-6 and was 1.9x faster on a 2-core AVX-512 CPU
+(63 vs 119 ms per image over 400 images; docs/BENCHMARKS.md). bf16 would halve the time again but
+moves the features by ~3%, so it is not used.
 """
 from __future__ import annotations
 

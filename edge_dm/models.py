@@ -57,7 +57,10 @@ def resolve(spec: str) -> str:
     """The directory or hub id that `spec` names."""
     if spec in REGISTRY:
         src = REGISTRY[spec].source
-        return str(PROJECT_ROOT / src) if src.startswith("models/") else src
+        if src.startswith("models/"):  # shipped with edge-dm: found wherever the install put it
+            from edge_dm.resources import shipped_model_dir
+            return str(shipped_model_dir(src.split("/", 1)[1]))
+        return src
     return spec
 
 

@@ -7,7 +7,7 @@ This is how edge-dm's shipped default model (`models/edm-cifar10-ddpm`) was made
 Recipe (Ho et al. 2020, shortened for a budget of minutes): epsilon-prediction MSE loss,
 1000 linear-beta steps, AdamW with warm-up, gradient clipping 1.0, random horizontal flips, an EMA
 of the weights (the EMA is what ships), bf16 autocast on CUDA. The run checkpoints every few minutes
-and resumes from its last checkpoint, since one command on the lent GPU lasts at most 10 minutes.
+and resumes from its last checkpoint, so a training budget can be spread over several shorter calls.
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from edge_dm.errors import ModelNotFoundError
-from edge_dm.models import MODELS_DIR, REGISTRY, load_model, resolve, slug
+from edge_dm.models import REGISTRY, load_model, resolve, slug
+from edge_dm.resources import shipped_model_dir
 
 
 def test_shipped_default_model_loads_offline_and_fits_the_budget():
@@ -14,7 +15,7 @@ def test_shipped_default_model_loads_offline_and_fits_the_budget():
     assert m.num_train_timesteps == 1000
     assert m.scheduler_config["beta_schedule"] == "linear"
     assert sum(p.numel() for p in m.unet.parameters()) < 10_000_000
-    weights = sum(f.stat().st_size for f in (MODELS_DIR / "edm-cifar10-ddpm" / "unet").glob("*.safetensors"))
+    weights = sum(f.stat().st_size for f in (shipped_model_dir("edm-cifar10-ddpm") / "unet").glob("*.safetensors"))
     assert weights <= 20e6
 
 

@@ -62,7 +62,7 @@ def byte_level_tokenizer(folder: Path, max_length: int = 77):
     """A CLIPTokenizer of the 256 byte-level characters (no merges), written into `folder`: the
     tokenizer of random-weight architectures, which have no vocabulary of their own."""
     from transformers import CLIPTokenizer
-    from transformers.models.clip.tokenization_clip import bytes_to_unicode
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     chars = list(bytes_to_unicode().values())
     tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
