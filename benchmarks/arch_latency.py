@@ -10,12 +10,12 @@ is the median of `--iters` calls after 3 warm-up calls. Backs docs/BENCHMARKS.md
 latency"). JSON on stdout or in --output, a Markdown table on stderr. About 2 minutes on 2 cores.
 """
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+
+from _common import emit  # benchmarks/ is the script folder: run as python benchmarks/X.py
 
 VARIANTS = {  # name: (block_out_channels, layers_per_block, attention level or None)
     "(64,128,128,128) x2 [shipped]": ((64, 128, 128, 128), 2, 1),
@@ -113,12 +113,7 @@ def main(argv=None) -> dict:
               f"{r['best_round_ms']:.1f} |", file=sys.stderr)
     result = dict(device=a.device, precision_hint=a.precision_hint, rounds=a.rounds, iters=a.iters,
                   machine=machine_info(), rows=rows)
-    text = json.dumps(result, indent=2)
-    if a.output:
-        Path(a.output).write_text(text + "\n")
-    else:
-        print(text)
-    return result
+    return emit(result, a.output)
 
 
 if __name__ == "__main__":

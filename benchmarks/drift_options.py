@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _common import emit  # benchmarks/ is the script folder: run as python benchmarks/X.py
+
 # name: quantize options; "CAL" stands for the calibration set drawn by the first variant
 VARIANTS = {
     "all": ["--keep-float", "none"],
@@ -92,12 +94,7 @@ def main(argv=None) -> dict:
                   rows=rows)
     if a.latency:
         result["int8_batch1_latency_ms"] = latency([w / n for n in LATENCY_VARIANTS if n in names])
-    text = json.dumps(result, indent=2)
-    if a.output:
-        Path(a.output).write_text(text + "\n")
-    else:
-        print(text)
-    return result
+    return emit(result, a.output)
 
 
 def latency(bundles, rounds: int = 6, iters: int = 30) -> dict:

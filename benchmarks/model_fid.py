@@ -17,9 +17,10 @@ GPU and hours on a 2-core CPU. Backs models/edm-cifar10-ddpm/README.md (quality)
 docs/QUANTIZATION.md (Table 5, DeepCache, DDIM steps, the student). JSON on stdout or in --output.
 """
 import argparse
-import json
 import time
 from pathlib import Path
+
+from _common import emit  # benchmarks/ is the script folder: run as python benchmarks/X.py
 
 
 def load_unet(spec: str):
@@ -99,12 +100,7 @@ def main(argv=None) -> dict:
         result.update(scores(feats, reference_stats(a.reference, feature_device)), reference=a.reference,
                       feature_device=feature_device)
     result["total_s"] = round(time.perf_counter() - t0, 2)
-    text = json.dumps(result, indent=2, default=float)
-    if a.output:
-        Path(a.output).write_text(text + "\n")
-    else:
-        print(text)
-    return result
+    return emit(result, a.output)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ layouts. Backs docs/BENCHMARKS.md ("Architecture vs int8 throughput"). JSON on s
 --output, a Markdown table on stderr. A few minutes on 2 cores.
 """
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 
 from arch_latency import macs, unet_config  # this folder's recipes
 from unet_throughput import bare_images_per_s
+
+from _common import emit  # benchmarks/ is the script folder: run as python benchmarks/X.py
 
 SHIPPED = "(64,128,128,128) x2 [shipped]"
 VARIANTS = {  # name: (block_out_channels, layers_per_block, attention level or None)
@@ -92,12 +93,7 @@ def main(argv=None) -> dict:
         print(f"| {r['variant']} | {r['params'] / 1e6:.2f}M | {r['gmac']:.2f} | {r['images_per_s']:.0f} | "
               f"{r['x_shipped']:.2f} |", file=sys.stderr)
     result = dict(device=a.device, rounds=a.rounds, images=a.images, machine=machine_info(), rows=rows)
-    text = json.dumps(result, indent=2)
-    if a.output:
-        Path(a.output).write_text(text + "\n")
-    else:
-        print(text)
-    return result
+    return emit(result, a.output)
 
 
 if __name__ == "__main__":

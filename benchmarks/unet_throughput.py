@@ -19,7 +19,8 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
+
+from _common import emit  # benchmarks/ is the script folder: run as python benchmarks/X.py
 
 
 def bare_images_per_s(queue, data: dict, request_batch: int, repeats: int) -> float:
@@ -105,12 +106,7 @@ def main(argv=None) -> dict:
         result["cache_branch"] = a.cache_branch
         result["cache_interval_images_per_s"] = {
             n: round(n / (1 / rate["full"] + (n - 1) / rate["shallow"]), 1) for n in range(1, 9)}
-    text = json.dumps(result, indent=2)
-    if a.output:
-        Path(a.output).write_text(text + "\n")
-    else:
-        print(text)
-    return result
+    return emit(result, a.output)
 
 
 if __name__ == "__main__":

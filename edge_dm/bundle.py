@@ -10,21 +10,15 @@ Bundles are written atomically (edge_dm.outputs), so an interrupted run leaves n
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_dm.errors import BundleError, library_reason
+from edge_dm.outputs import home  # noqa: F401  (where default bundles live)
 
 RECIPE = "recipe.json"
 CALIBRATION = "calibration.npz"
-FP32_IR = "unet_fp32.xml"  # unconditional int8 bundles keep the fp32 IR they were quantized from
-
-
-def home() -> Path:
-    """Where default bundles live: $EDGE_DM_HOME, else ~/.cache/edge-dm."""
-    return Path(os.environ.get("EDGE_DM_HOME") or Path.home() / ".cache" / "edge-dm")
 
 
 def default_bundle_path(model_spec: str, precision: str) -> Path:
@@ -88,7 +82,9 @@ class Bundle:
 
     @property
     def fp32_ir(self) -> Path | None:
-        return self.path / FP32_IR if (self.path / FP32_IR).is_file() else None
+        """The fp32 IR an int8 bundle keeps beside its own, where its family keeps one."""
+        name = self.family.fp32_copy
+        return self.path / name if name and (self.path / name).is_file() else None
 
     def read_model(self, ir: str | Path = "unet"):
         """A component's IR (default: the denoiser) or an IR path as an openvino.Model, read once."""

@@ -20,6 +20,12 @@ from pathlib import Path
 from edge_dm.errors import ConfigError, OutputExistsError
 
 MARKER = ".edge-dm"
+
+
+def home() -> Path:
+    """Where edge-dm keeps what it makes by default (bundles, statistics): $EDGE_DM_HOME, else
+    ~/.cache/edge-dm."""
+    return Path(os.environ.get("EDGE_DM_HOME") or Path.home() / ".cache" / "edge-dm")
 _PARTIAL = re.compile(r"\..+\.partial-(\d{1,9})-[0-9a-f]{8}(\.[^.]*)?")
 _OLD = re.compile(r"\.(.+)\.old-(\d{1,9})-[0-9a-f]{8}")
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2

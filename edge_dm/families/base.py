@@ -119,6 +119,7 @@ class Family:
     default_keep_float: tuple = ()  # module names left in float by default
     components: dict = {}  # component name -> IR path inside a bundle; "unet" is the denoiser
     scheduler_file = ""  # the scheduler config inside a bundle
+    fp32_copy = ""  # where an int8 bundle keeps its fp32 denoiser IR ("": it keeps none)
 
     # --- where models come from -------------------------------------------------------------
     def recognises(self, path: Path) -> bool:

@@ -109,7 +109,7 @@ class StableDiffusion(Family):
         saved as a diffusers pipeline in the edge-dm cache so optimum-intel can export it."""
         if arch not in self.architectures:
             return None
-        from edge_dm.bundle import home
+        from edge_dm.outputs import home
 
         folder = home() / "random" / arch
         if not (folder / "model_index.json").exists():

@@ -52,6 +52,7 @@ class UNet2D(Family):
     # MLP and every resnet's time_emb_proj.
     default_keep_float = ("conv_in", "conv_out", "time_emb")
     components = {"unet": "unet.xml"}
+    fp32_copy = "unet_fp32.xml"  # int8 bundles keep the fp32 IR they were quantized from
     scheduler_file = "scheduler_config.json"
 
     @staticmethod
@@ -124,9 +125,7 @@ class UNet2D(Family):
         """int8 as unet.xml, and the fp32 IR beside it as unet_fp32.xml: the baseline."""
         import openvino as ov
 
-        from edge_dm.bundle import FP32_IR
-
-        ov.save_model(fp32, Path(folder) / FP32_IR, compress_to_fp16=False)
+        ov.save_model(fp32, Path(folder) / self.fp32_copy, compress_to_fp16=False)
         self.write_component(folder, int8)
 
     def cache_concats(self, model) -> dict:
