@@ -221,3 +221,80 @@ def test_bad_input_is_one_error_line(row, assets, tmp_path, monkeypatch):
 def test_usage_error_exits_2(row, assets, tmp_path, monkeypatch):
     r = _invoke(*USAGE[row], assets, tmp_path, monkeypatch)
     assert r.exit_code == 2 and r.output.strip().splitlines()[-1].startswith("Error:"), r.output
+
+
+def test_ctrl_c_inside_openvino_conversion_is_a_plain_interrupt(tiny_model_dir, tmp_path, monkeypatch):
+    """OpenVINO's frontend wraps a KeyboardInterrupt raised in its Python decoder into a RuntimeError
+    of many lines; export must still end as any Ctrl-C does: exit 130, one line, nothing written."""
+    from openvino.frontend.pytorch import ts_decoder
+
+    original, calls = ts_decoder.TorchScriptPythonDecoder.get_op_type, []
+
+    def interrupted(self):
+        calls.append(1)
+        if len(calls) == 20:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(ts_decoder.TorchScriptPythonDecoder, "get_op_type", interrupted)
+    r = CliRunner().invoke(main, ["export", "--model", tiny_model_dir, "--output", str(tmp_path / "out")])
+    assert len(calls) >= 20
+    assert r.exit_code == 130 and "Traceback" not in r.output, r.output
+    assert [ln for ln in r.output.splitlines() if ln.strip()] == ["Aborted: nothing was written."], r.output
+    assert os.listdir(tmp_path) == []
+
+
+def _start_quantize(tiny_model_dir, out: Path, home: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               HF_HUB_OFFLINE="1", EDGE_DM_HOME=str(home))
+    return subprocess.Popen([sys.executable, "-m", "edge_dm", "quantize", "--model", tiny_model_dir, "--output",
+                             str(out), "--steps", "1000", "--num-samples", "1024", "--samples-per-trajectory", "1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_partial(proc, parent: Path, timeout: float = 120) -> None:
+    """Wait until the run has started writing (its hidden partial folder exists)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if [p for p in os.listdir(parent) if ".partial-" in p]:
+            time.sleep(0.5)  # a moment into the work
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail("quantize did not start writing in time")
+
+
+def test_sigterm_during_quantize_exits_130_and_leaves_nothing(tiny_model_dir, tmp_path):
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    proc = _start_quantize(tiny_model_dir, work / "out", home)
+    try:
+        _wait_for_partial(proc, work)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "Aborted: nothing was written.", err
+    assert os.listdir(work) == []
+    assert not [p for p in home.rglob("*") if ".partial-" in p.name]
+
+
+def test_a_new_run_cleans_what_a_killed_run_left(tiny_model_dir, tmp_path):
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    proc = _start_quantize(tiny_model_dir, work / "out", home)
+    try:
+        _wait_for_partial(proc, work)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stale = [p for p in os.listdir(work) if ".partial-" in p]
+    assert stale and not (work / "out").exists()  # SIGKILL: no cleanup ran
+    r = CliRunner().invoke(main, ["export", "--model", tiny_model_dir, "--output", str(work / "out")])
+    assert r.exit_code == 0, r.output
+    assert sorted(os.listdir(work)) == ["out"]
