@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_dm.errors import BundleError, library_reason
+from edge_dm.errors import BundleError, ConfigError, library_reason
 
 RECIPE = "recipe.json"
 CALIBRATION = "calibration.npz"
@@ -24,7 +24,15 @@ FP32_IR = "unet_fp32.xml"  # unconditional int8 bundles keep the fp32 IR they we
 
 def home() -> Path:
     """Where default bundles live: $EDGE_DM_HOME, else ~/.cache/edge-dm."""
-    return Path(os.environ.get("EDGE_DM_HOME") or Path.home() / ".cache" / "edge-dm")
+    env = os.environ.get("EDGE_DM_HOME")
+    path = Path(env).expanduser() if env else Path.home() / ".cache" / "edge-dm"
+    anc = path
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if anc.exists() and not anc.is_dir():
+        where = f"EDGE_DM_HOME={env}" if env else f"the edge-dm cache {path}"
+        raise ConfigError(f"{where} cannot be used: {anc} is a file, not a folder (set EDGE_DM_HOME to a folder)")
+    return path
 
 
 def default_bundle_path(model_spec: str, precision: str) -> Path:
