@@ -282,7 +282,7 @@ def test_sigterm_during_quantize_exits_130_and_leaves_nothing(tiny_model_dir, tm
     assert not [p for p in home.rglob("*") if ".partial-" in p.name]
 
 
-def test_a_new_run_cleans_what_a_killed_run_left(tiny_model_dir, tmp_path):
+def test_a_new_run_cleans_what_a_killed_run_left(tiny_model_dir, tiny_bundle, tmp_path):
     work, home = tmp_path / "work", tmp_path / "home"
     work.mkdir()
     proc = _start_quantize(tiny_model_dir, work / "out", home)
@@ -295,6 +295,7 @@ def test_a_new_run_cleans_what_a_killed_run_left(tiny_model_dir, tmp_path):
             proc.kill()
     stale = [p for p in os.listdir(work) if ".partial-" in p]
     assert stale and not (work / "out").exists()  # SIGKILL: no cleanup ran
-    r = CliRunner().invoke(main, ["export", "--model", tiny_model_dir, "--output", str(work / "out")])
+    r = CliRunner().invoke(main, ["generate", "--model", str(tiny_bundle.path), "--num-images", "1", "--steps", "1",
+                                  "--output", str(work / "out")])
     assert r.exit_code == 0, r.output
-    assert sorted(os.listdir(work)) == ["out"]
+    assert sorted(os.listdir(work)) == ["out"] and (work / "out" / "00000.png").is_file()
