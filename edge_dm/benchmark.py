@@ -238,6 +238,9 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
             raise
         log("no int8 bundle yet: quantizing with the defaults first")
         int8, _ = quantize(QuantizeConfig(model=cfg.model, overwrite=True), progress=False)
+    from edge_dm.sampling import check_steps
+
+    check_steps("ddim", int8.scheduler_config, cfg.steps)
     if int8.fp32_ir:  # unconditional int8 bundles keep the fp32 IR they were quantized from
         fp32, fp32_size = int8.with_model(int8.read_model(int8.fp32_ir), precision="fp32"), _ir_size(int8.fp32_ir)
     else:

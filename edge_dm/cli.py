@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+
 import click
+
+# diffusers logs at import time (e.g. "Multiple distributions found for package optimum", because
+# optimum-intel also provides `optimum`): the CLI prints edge-dm's lines, not its dependencies' notes
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 from edge_dm.configs import (CALIBRATION_KINDS, COMPONENT_MODES, DEFAULT_MODEL, PRECISIONS, QUANTIZE_MODES,
                              SCHEDULERS, BenchmarkConfig, CalibrationConfig, DeviceConfig, EvaluateConfig,

@@ -30,6 +30,23 @@ def check_device(device: str) -> str:
     return device
 
 
+def check_precision_hint(device: str, precision_hint: str | None) -> None:
+    """DeviceError with OpenVINO's reason unless `device` takes INFERENCE_PRECISION_HINT `precision_hint`
+    (OpenVINO checks the value only when it compiles: this compiles a one-op model)."""
+    if not precision_hint:
+        return
+    import numpy as np
+    import openvino as ov
+
+    ops = ov.opset8
+
+    x = ops.parameter([1], np.float32)
+    try:
+        ov.Core().compile_model(ov.Model([ops.relu(x)], [x]), device, {"INFERENCE_PRECISION_HINT": precision_hint})
+    except RuntimeError as exc:
+        raise DeviceError(f"precision hint {precision_hint!r} on {device}: {library_reason(exc)}") from None
+
+
 def device_capabilities() -> list[dict]:
     import openvino as ov
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_dm.errors import DataError
+from edge_dm.errors import ConfigError
 
 INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 
@@ -348,6 +349,21 @@ def check_sources(cfg) -> None:
         reference_path(cfg.reference)
     if cfg.output:
         check_output(cfg.output, cfg.overwrite, kind="file")
+    check_feature_device(cfg.feature_device)
+
+
+def check_feature_device(device: str) -> None:
+    """ConfigError unless torch can use the CUDA device that `device` names (openvino and cpu always run)."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--feature-device {device}: this torch has no CUDA device (torch {torch.__version__}); "
+                          "use openvino or cpu")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"--feature-device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 
 def evaluate(cfg, progress: bool = True) -> dict:

@@ -46,7 +46,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
     from edge_dm.configs import DeviceConfig
     from edge_dm.models import load_model
     from edge_dm.pipeline import Pipeline
-    from edge_dm.quantize import HELD_OUT_SEED, noise_prediction_error, op_counts, quantize_model
+    from edge_dm.quantize import HELD_OUT_SEED, check_quantizable, noise_prediction_error, op_counts, quantize_model
     from edge_dm.sampling import check_steps
 
     out = check_output(cfg.output or default_bundle_path(cfg.model, "int8"), cfg.overwrite)
@@ -63,6 +63,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
         fp32_bundle = Bundle(tmp, dict(family=family.name), {tmp / family.components["unet"]: fp32})
         fp32_pipe = Pipeline(fp32_bundle, DeviceConfig(precision_hint="f32"))
         family.check_sampling(fp32_bundle, s)
+        check_quantizable(fp32, cfg, cal, family.default_keep_float)
         timings = {}
 
         t0 = time.perf_counter()

@@ -84,6 +84,17 @@ def _not_found(spec: str, source: str, exc: Exception) -> ModelNotFoundError:
         f"`DiffusionPipeline.from_pretrained('{source}').save_pretrained(DIR)` and pass --model DIR")
 
 
+def _check_scheduler(m: LoadedModel, where) -> None:
+    """ModelNotFoundError unless diffusers can build a scheduler from the model's scheduler config."""
+    from edge_dm.errors import ConfigError
+    from edge_dm.sampling import make_scheduler
+
+    try:
+        make_scheduler("ddpm", m.scheduler_config)
+    except ConfigError as exc:
+        raise ModelNotFoundError(f"cannot load the model in {where}: {exc}") from None
+
+
 def load_model(spec: str) -> LoadedModel:
     from diffusers.utils import logging as diffusers_logging
 
@@ -107,15 +118,19 @@ def load_model(spec: str) -> LoadedModel:
                 "is not a diffusers model folder: expected model_index.json or unet/ and scheduler/"
             raise ModelNotFoundError(f"{path} {what}")
         try:
-            return family.load(spec, str(path))
+            m = family.load(spec, str(path))
         except (OSError, ValueError) as exc:
             raise ModelNotFoundError(f"cannot load the model in {path}: {str(exc).splitlines()[0]}") from None
+        _check_scheduler(m, path)
+        return m
     if source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise ModelNotFoundError(
             f"model {spec!r} not found: not a registry name ({', '.join(REGISTRY)}), "
             "not an existing directory, and not a hub id of the form owner/name")
     try:
         family = _hub_family(source)
-        return family.load(spec, source)
+        m = family.load(spec, source)
     except Exception as exc:  # hub errors come in many types; all mean the same here
         raise _not_found(spec, source, exc) from None
+    _check_scheduler(m, source)
+    return m

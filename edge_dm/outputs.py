@@ -24,8 +24,16 @@ MARKER = ".edge-dm"
 
 def home() -> Path:
     """Where edge-dm keeps what it makes by default (bundles, statistics): $EDGE_DM_HOME, else
-    ~/.cache/edge-dm."""
-    return Path(os.environ.get("EDGE_DM_HOME") or Path.home() / ".cache" / "edge-dm")
+    ~/.cache/edge-dm; ConfigError if a file stands in the way."""
+    env = os.environ.get("EDGE_DM_HOME")
+    path = Path(env).expanduser() if env else Path.home() / ".cache" / "edge-dm"
+    anc = path
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if anc.exists() and not anc.is_dir():
+        where = f"EDGE_DM_HOME={env}" if env else f"the edge-dm cache {path}"
+        raise ConfigError(f"{where} cannot be used: {anc} is a file, not a folder (set EDGE_DM_HOME to a folder)")
+    return path
 _PARTIAL = re.compile(r"\..+\.partial-(\d{1,9})-[0-9a-f]{8}(\.[^.]*)?")
 _OLD = re.compile(r"\.(.+)\.old-(\d{1,9})-[0-9a-f]{8}")
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2

@@ -28,10 +28,11 @@ class PipelineOutput:
 
 class Pipeline:
     def __init__(self, bundle: Bundle, runtime: DeviceConfig = DeviceConfig()):
-        from edge_dm.denoiser import check_device
+        from edge_dm.denoiser import check_device, check_precision_hint
 
         self.bundle, self.family, self.runtime = bundle, bundle.family, runtime
         check_device(runtime.device)
+        check_precision_hint(runtime.device, runtime.precision_hint)
         self._components: dict = {}
         self.last_denoiser = None  # the denoiser of the latest call, with its UNet call statistics
 
@@ -88,6 +89,7 @@ class Pipeline:
         """Everything about a request that can be wrong, checked before any work."""
         from edge_dm.sampling import check_steps
 
+        self.bundle.read_model()  # a corrupt IR fails here, not after the first images
         self.family.check_request(self.bundle, sampling, list(prompts))
         check_steps(sampling.scheduler, self.bundle.scheduler_config, sampling.steps)
         if sampling.cache_interval > 1:

@@ -30,6 +30,17 @@ def keep_float_patterns(model, names) -> list[str]:
     return patterns
 
 
+def check_quantizable(model, cfg: QuantizeConfig, calibration=None, keep_float: tuple | None = None) -> None:
+    """Everything quantize_model checks, run before calibration: the calibration set fits `model`, the
+    ignored scope and the kept-float modules match operations of it."""
+    if cfg.mode == "weights":
+        return
+    if calibration is not None:
+        calibration.check_fits(model)
+    check_ignored(model, cfg)
+    keep_float_patterns(model, cfg.keep_float if cfg.keep_float is not None else keep_float or ())
+
+
 def check_ignored(model, cfg: QuantizeConfig) -> None:
     """ConfigError for an ignored-scope name, pattern or type that matches nothing in `model`
     (NNCF would otherwise quantize everything without a word)."""

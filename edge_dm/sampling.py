@@ -30,7 +30,12 @@ def make_scheduler(name: str, config: dict):
     kwargs = {}
     if name == "ddim":
         kwargs = dict(clip_sample=config.get("clip_sample", True), set_alpha_to_one=False)
-    return cls.from_config(config, **kwargs)
+    try:
+        return cls.from_config(config, **kwargs)
+    except (NotImplementedError, ValueError, TypeError) as exc:  # e.g. an unknown beta_schedule
+        from edge_dm.errors import library_reason
+
+        raise ConfigError(f"the model's scheduler config cannot make a {name} scheduler: {library_reason(exc)}") from None
 
 
 def check_steps(name: str, config: dict, steps: int) -> None:

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edge_dm.errors import ConfigError, ModelNotFoundError
+from edge_dm.errors import ConfigError, DataError, ModelNotFoundError, OutputExistsError, library_reason
 
 # The google/ddpm-cifar10-32 family (see RESOURCES.md) at half width: 4 levels, attention at 16x16.
 # A smaller (32, 64, 128, 128) variant with one block a level runs 3x faster on a 2-core CPU but
@@ -170,6 +170,20 @@ def _load_init(model, path: str, log) -> None:
     log(f"fine-tuning from {path}" + (f" ({copied} of {total} tensors, blocks by position)" if copied < total else ""))
 
 
+def _check_train_output(output) -> Path:
+    """The run folder (resumed in place if it holds a checkpoint), checked before any work: it must be
+    a folder or not exist yet, below folders."""
+    out = Path(output).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"output {out} is a file; train writes a run folder there")
+    anc = out.parent
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ConfigError(f"output {out} cannot be written: {anc} is a file, not a folder")
+    return out
+
+
 def train(cfg: TrainConfig, log=print) -> Path:
     """Train until `cfg.minutes` of wall time (this call) or `cfg.max_steps`; returns the EMA model dir."""
     import copy
@@ -180,7 +194,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
 
     from edge_dm.data import load_images
 
-    out = Path(cfg.output)
+    out = _check_train_output(cfg.output)
     ckpt = out / "checkpoint.pt"
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(cfg.seed)
@@ -190,27 +204,32 @@ def train(cfg: TrainConfig, log=print) -> Path:
     if cfg.init and not ckpt.exists():  # a bad --init or --teacher fails here, before anything is written
         _load_init(model, cfg.init, log)
     teacher = _load_unet(cfg.teacher, "--teacher").eval().requires_grad_(False) if cfg.teacher else None
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-
-    t0 = time.time()
-    images = torch.from_numpy(load_images(cfg.data)).to(device)  # N,H,W,3 uint8, all on the device
-    log(f"loaded {len(images)} images in {time.time() - t0:.1f}s")
-
     model = model.to(device)
     emas = [copy.deepcopy(model).eval().requires_grad_(False) for _ in cfg.ema_decays]
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=device == "cuda")
     step = 0
     if ckpt.exists():
-        state = torch.load(ckpt, map_location=device)
-        model.load_state_dict(state["model"])
+        try:
+            state = torch.load(ckpt, map_location=device)
+        except (OSError, RuntimeError, EOFError, ValueError) as exc:
+            raise DataError(f"cannot read the checkpoint {ckpt}: {library_reason(exc)}") from None
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError:
+            raise ConfigError(f"{ckpt} was made with another architecture (--channels, --layers-per-block, "
+                              "--attention-level): pass the options it was trained with, or another --output") from None
         for ema, ema_state in zip(emas, state["emas"]):
             ema.load_state_dict(ema_state)
         opt.load_state_dict(state["opt"])
         step = state["step"]
         torch.set_rng_state(state["rng_cpu"].cpu())  # map_location moved it to the GPU
         log(f"resumed at step {step}")
+    t0 = time.time()
+    images = torch.from_numpy(load_images(cfg.data)).to(device)  # N,H,W,3 uint8, all on the device
+    log(f"loaded {len(images)} images in {time.time() - t0:.1f}s")
+    out.mkdir(parents=True, exist_ok=True)  # only now: every check above passed
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     n_params = sum(p.numel() for p in model.parameters())
     log(f"UNet2DModel {n_params / 1e6:.2f}M parameters on {device}")
 

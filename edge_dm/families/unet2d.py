@@ -22,6 +22,18 @@ ARCHITECTURES = {
 }
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a conversion error is a KeyboardInterrupt that OpenVINO's frontend wrapped into its own
+    exception (OpConversionFailure and friends carry only its text), directly or as a cause."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt) or "KeyboardInterrupt" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def convert_unet(unet, sample_shape: tuple):
     """An openvino.Model of `unet` with inputs sample [-1, C, H, W] f32 and timestep [-1] i64.
 
@@ -37,9 +49,14 @@ def convert_unet(unet, sample_shape: tuple):
     example = (torch.randn(2, *sample_shape), torch.tensor([10, 500], dtype=torch.int64))
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit tracer warnings about diffusers' shape asserts
-        model = ov.convert_model(
-            unet, example_input=example,
-            input=[("sample", [-1, *sample_shape], ov.Type.f32), ("timestep", [-1], ov.Type.i64)])
+        try:
+            model = ov.convert_model(
+                unet, example_input=example,
+                input=[("sample", [-1, *sample_shape], ov.Type.f32), ("timestep", [-1], ov.Type.i64)])
+        except Exception as exc:
+            if _interrupted(exc):  # Ctrl-C or SIGTERM while tracing: end like any other interrupt
+                raise KeyboardInterrupt from None
+            raise
     model.outputs[0].get_tensor().set_names({"noise_pred"})
     return model
 
