@@ -60,7 +60,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
         fields, fp32 = _fp32_export(m, tmp)
         ir = tmp / family.components["unet"]
         fp32_bytes = ir.stat().st_size + ir.with_suffix(".bin").stat().st_size
-        fp32_bundle = Bundle(tmp, dict(family=family.name), {tmp / family.components["unet"]: fp32})
+        fp32_bundle = Bundle(tmp, dict(family=family.name), {ir: fp32})  # in memory: no second read
         fp32_pipe = Pipeline(fp32_bundle, DeviceConfig(precision_hint="f32"))
         family.check_sampling(fp32_bundle, s)
         check_quantizable(fp32, cfg, cal, family.default_keep_float)
