@@ -57,8 +57,6 @@ class Pipeline:
         Always the THROUGHPUT hint and requests of batch_size images, so an image does not depend on
         how many run beside it; one batch gets one stream on all cores, more get `parallel` streams
         (default: the device's optimal number)."""
-        from edge_dm.families.base import Denoiser, input_roles
-
         model = self.bundle.read_model()
         r = self.runtime
         one_batch = num_images is not None and num_images <= r.batch_size
@@ -73,17 +71,21 @@ class Pipeline:
             from edge_dm.denoiser import OpenVINOModel
 
             net = OpenVINOModel(model, **options)
-        return Denoiser(self.family, net, input_roles(model), self.family.guidance(sampling))
+        return self._denoiser(net, sampling)
 
     def reference_denoiser(self, sampling: SamplingConfig):
         """The denoiser in f32 on the CPU, each call split over its streams: what calibration and the
         held-out error table sample with."""
         from edge_dm.denoiser import OpenVINOModel
+
+        return self._denoiser(OpenVINOModel(self.bundle.read_model(), "CPU", "THROUGHPUT", precision_hint="f32"),
+                              sampling)
+
+    def _denoiser(self, net, sampling: SamplingConfig):
+        """The family's denoiser on `net` (which runs the bundle's denoiser IR) at sampling's guidance."""
         from edge_dm.families.base import Denoiser, input_roles
 
-        model = self.bundle.read_model()
-        net = OpenVINOModel(model, "CPU", "THROUGHPUT", precision_hint="f32")
-        return Denoiser(self.family, net, input_roles(model), self.family.guidance(sampling))
+        return Denoiser(self.family, net, input_roles(self.bundle.read_model()), self.family.guidance(sampling))
 
     def check(self, sampling: SamplingConfig, prompts=()) -> None:
         """Everything about a request that can be wrong, checked before any work."""

@@ -30,6 +30,20 @@ def keep_float_patterns(model, names) -> list[str]:
     return patterns
 
 
+def kept_float(cfg: QuantizeConfig, keep_float: tuple | None = None, calibration=None) -> tuple:
+    """The modules left in float: cfg.keep_float, else `keep_float`, else the default of the model
+    family the calibration set was made for (none when there is no calibration set to tell)."""
+    if cfg.keep_float is not None:
+        return cfg.keep_float
+    if keep_float is not None:
+        return keep_float
+    if calibration is None:
+        return ()
+    from edge_dm.families import get
+
+    return get(calibration.recipe.get("family")).default_keep_float
+
+
 def check_quantizable(model, cfg: QuantizeConfig, calibration=None, keep_float: tuple | None = None) -> None:
     """Everything quantize_model checks, run before calibration: the calibration set fits `model`, the
     ignored scope and the kept-float modules match operations of it."""
@@ -38,7 +52,7 @@ def check_quantizable(model, cfg: QuantizeConfig, calibration=None, keep_float: 
     if calibration is not None:
         calibration.check_fits(model)
     check_ignored(model, cfg)
-    keep_float_patterns(model, cfg.keep_float if cfg.keep_float is not None else keep_float or ())
+    keep_float_patterns(model, kept_float(cfg, keep_float, calibration))
 
 
 def check_ignored(model, cfg: QuantizeConfig) -> None:
@@ -93,18 +107,9 @@ def quantize_model(model, calibration: CalibrationSet | None, cfg: QuantizeConfi
     nncf.set_log_level(logging.WARNING)  # its INFO records would bury edge-dm's own summary
     if cfg.mode == "weights":
         return nncf.compress_weights(model.clone(), mode=nncf.CompressWeightsMode.INT8_ASYM)
-    calibration.check_fits(model)
-    check_ignored(model, cfg)
-    if cfg.keep_float is not None:
-        kept = cfg.keep_float
-    elif keep_float is not None:
-        kept = keep_float
-    else:
-        from edge_dm.families import get
-
-        kept = get(calibration.recipe.get("family")).default_keep_float
+    check_quantizable(model, cfg, calibration, keep_float)
     return nncf.quantize(model.clone(), calibration.nncf_dataset(), subset_size=cfg.subset_size or len(calibration),
-                         **nncf_options(cfg, model, kept))
+                         **nncf_options(cfg, model, kept_float(cfg, keep_float, calibration)))
 
 
 def op_counts(model) -> dict:
