@@ -246,6 +246,22 @@ def collect(cfg: CalibrationConfig, denoiser, scheduler_config: dict, sample_sha
     return cal
 
 
+HELD_OUT_SEED = 1_000_003  # far from any calibration seed: held-out trajectories share no noise
+
+
+def held_out(fp32, cfg: CalibrationConfig, trajectories: int, progress=None) -> CalibrationSet:
+    """The error table's held-out records for `fp32` (a float bundle or a Pipeline of one):
+    `trajectories` trajectories at cfg.sampling from HELD_OUT_SEED, with the family's held-out prompts."""
+    from edge_dm.pipeline import Pipeline
+
+    pipe = fp32 if isinstance(fp32, Pipeline) else Pipeline(fp32)
+    s = cfg.sampling
+    _, prompts = pipe.family.prompts_for_calibration(cfg)
+    return held_out_set(pipe.reference_denoiser(s), pipe.bundle.scheduler_config,
+                        pipe.family.sample_shape(pipe.bundle, s), s, trajectories, HELD_OUT_SEED,
+                        pipe.family.encode(pipe, prompts, s), progress=progress)
+
+
 def held_out_set(denoiser, scheduler_config: dict, sample_shape, sampling, trajectories: int, seed: int,
                  cond: dict | None = None, points: int = 10, progress=None) -> CalibrationSet:
     """Held-out trajectory records at `points` steps spread evenly over the schedule (for error tables);

@@ -42,11 +42,11 @@ def _bar(progress: bool, total: int, desc: str, unit: str):
 
 def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
     """Calibrate, quantize and write an int8 bundle; returns it and the printed summary."""
-    from edge_dm.calibration import CalibrationSet, calibrate, held_out_set
+    from edge_dm.calibration import CalibrationSet, calibrate, held_out
     from edge_dm.configs import DeviceConfig
     from edge_dm.models import load_model
     from edge_dm.pipeline import Pipeline
-    from edge_dm.quantize import HELD_OUT_SEED, check_quantizable, noise_prediction_error, op_counts, quantize_model
+    from edge_dm.quantize import check_quantizable, noise_prediction_error, op_counts, quantize_model
     from edge_dm.sampling import check_steps
 
     out = check_output(cfg.output or default_bundle_path(cfg.model, "int8"), cfg.overwrite)
@@ -77,11 +77,8 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
         timings["quantization_s"] = round(time.perf_counter() - t0, 2)
 
         t0 = time.perf_counter()
-        _, held_prompts = family.prompts_for_calibration(cal_cfg)
         with _bar(progress, s.steps, "held-out error", "step") as bar:
-            held = held_out_set(fp32_pipe.reference_denoiser(s), m.scheduler_config,
-                                family.sample_shape(fp32_bundle, s), s, cfg.eval_trajectories, HELD_OUT_SEED,
-                                family.encode(fp32_pipe, held_prompts, s), progress=bar.update)
+            held = held_out(fp32_pipe, cal_cfg, cfg.eval_trajectories, bar.update)
         errors = noise_prediction_error(fp32, q, held)
         timings["error_eval_s"] = round(time.perf_counter() - t0, 2)
 
@@ -102,7 +99,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
             from edge_dm.report import write_report
 
             write_report(tmp / "report.png", fp32_pipe, Pipeline(Bundle(tmp, recipe), DeviceConfig()),
-                         held_prompts[:report], s)
+                         family.prompts_for_calibration(cal_cfg)[1][:report], s)
         write_recipe(tmp, recipe)
     bundle = open_bundle(out)
     summary["ir_bytes_int8"] = bundle.recipe["ir_bytes"]

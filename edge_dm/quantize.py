@@ -15,8 +15,6 @@ from edge_dm.calibration import CalibrationSet
 from edge_dm.configs import QuantizeConfig, nncf_enums
 from edge_dm.errors import ConfigError
 
-HELD_OUT_SEED = 1_000_003  # far from any calibration seed: held-out trajectories share no noise
-
 
 def keep_float_patterns(model, names) -> list[str]:
     """NNCF ignored-scope patterns for the modules `names`, matched against the op names the
