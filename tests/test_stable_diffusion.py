@@ -176,3 +176,26 @@ def test_benchmark_times_the_unet_at_the_pipelines_batch(sd_dir, sd_int8, tmp_pa
     assert r["family"] == "stable-diffusion" and rows["OpenVINO int8"]["net_batch"] == 2  # guidance doubles it
     assert rows["OpenVINO fp32"]["end_to_end_s_per_image"] > 0 and r["int8_speedup_vs_float_baseline"] > 0
     assert (tmp_path / "b" / "benchmark.md").exists()
+
+
+def test_t2i_options_recipe_compares_options_on_one_calibration_set(sd_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "benchmarks" / "t2i_options.py"
+    if not recipe.is_file():
+        pytest.skip("benchmarks/ is not beside the tests")
+    out = tmp_path / "o.json"
+    r = subprocess.run([sys.executable, str(recipe), "--model", sd_dir, "--steps", "3", "--num-samples", "4",
+                        "--samples-per-trajectory", "4", "--iterations", "2", "--output", str(out),
+                        "--only", "defaults,performance-spr-sdpa-float"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {row["variant"]: row for row in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["OpenVINO f32", "OpenVINO bf16", "defaults", "performance-spr-sdpa-float"]
+    assert rows["OpenVINO f32"]["speedup_vs_f32"] == 1.0
+    for name in ("defaults", "performance-spr-sdpa-float"):
+        assert rows[name]["mean_rel_l2"] > 0 and rows[name]["e2e_s_per_image"] > 0
+        assert rows[name]["profile"]["by_layer_type"]
+    # the attention inputs stay float in the second option: fewer quantizers than the defaults
+    assert rows["performance-spr-sdpa-float"]["ops"]["fake_quantize"] < rows["defaults"]["ops"]["fake_quantize"]
