@@ -215,13 +215,38 @@ def load_stats(path: str | Path) -> dict:
 
 
 def scores(feats: dict, ref: dict) -> dict:
-    """FID (and sFID where the reference has spatial statistics) of features against reference stats."""
+    """FID (and sFID where the reference has spatial statistics) of features against reference stats,
+    with a `caveat` where there are too few images for a full-rank covariance (see few_images_caveat)."""
     pool = GaussianStats.of(feats["pool"])
     out = {"fid": frechet_distance(pool.mu, pool.sigma, ref["mu"], ref["sigma"]), "num_images": pool.count}
+    dims = {"FID": feats["pool"].shape[1]}
     if "mu_s" in ref:
         sp = GaussianStats.of(feats["spatial"])
         out["sfid"] = frechet_distance(sp.mu, sp.sigma, ref["mu_s"], ref["sigma_s"])
+        dims["sFID"] = feats["spatial"].shape[1]
+    caveat = few_images_caveat(pool.count, dims)
+    if caveat:
+        out["caveat"] = caveat
     return out
+
+
+def few_images_caveat(n: int, dims: dict) -> str | None:
+    """What a score from `n` images means when n is at most a feature dimension (`dims`: score -> d).
+
+    n images give a covariance of rank n - 1 at most, so up to n = d it is rank-deficient; FID is
+    biased upward, the more the fewer the images (Chong & Forsyth, "Effectively Unbiased FID", 2020).
+    The FID authors (TTUR's README, repeated by pytorch-fid's) ask for more samples than dimensions
+    and recommend 10,000. The score is still computed, as pytorch-fid, clean-fid and torchmetrics do
+    (torchmetrics refuses only n < 2; so does EvaluateConfig): it compares runs at the same n, e.g.
+    two bundles on the same seeds (docs/QUANTIZATION.md compares keep-float choices at 2,000 images),
+    but not runs at another n or published numbers. edge-dm's default of 1,000 images is such a check.
+    """
+    short = [f"{name} {d}" for name, d in dims.items() if n <= d]
+    if not short:
+        return None
+    return (f"{n} images are not more than the Inception features' dimensions ({', '.join(short)}): the covariance "
+            "is rank-deficient and the score biased upward, so compare it only with scores from as many images "
+            "(the FID authors recommend 10,000)")
 
 
 def file_sha1(path: str | Path) -> str:

@@ -4,7 +4,7 @@ import pytest
 from edge_dm.configs import DeviceConfig, EvaluateConfig, SamplingConfig
 from edge_dm.errors import ConfigError, DataError
 from edge_dm.evaluate import (GaussianStats, drift, evaluate, frechet_distance, inception_features, load_stats,
-                              save_stats, ssim)
+                              save_stats, scores, ssim)
 
 
 def test_identical_gaussians_are_at_distance_zero():
@@ -46,6 +46,22 @@ def test_stats_round_trip_and_bad_file(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(DataError):
         load_stats(tmp_path / "bad.npz")
+
+
+def test_scores_from_too_few_images_carry_a_caveat():
+    """A covariance from n images has rank n - 1 at most: up to n = d the score comes with a caveat
+    that names the scores concerned (here FID on 8-d features, sFID on 6-d ones)."""
+    rng = np.random.default_rng(5)
+    ref = {"mu": np.zeros(8), "sigma": np.eye(8), "mu_s": np.zeros(6), "sigma_s": np.eye(6)}
+
+    def caveat(n):
+        r = scores({"pool": rng.standard_normal((n, 8)), "spatial": rng.standard_normal((n, 6))}, ref)
+        assert np.isfinite(r["fid"]) and np.isfinite(r["sfid"]) and r["num_images"] == n
+        return r.get("caveat")
+
+    assert caveat(9) is None
+    assert "FID 8" in caveat(8) and "sFID" not in caveat(8)
+    assert "FID 8, sFID 6" in caveat(6) and "rank-deficient" in caveat(6) and caveat(6).startswith("6 images")
 
 
 def test_drift_and_ssim():
