@@ -89,12 +89,20 @@ def test_inception_features_have_the_standard_shapes_on_both_backends():
     assert np.abs(f["pool"][0] - f["pool"][1]).max() > 1e-2  # different images, different features
 
 
-def test_paired_evaluation_of_two_bundles(tiny_bundle, tmp_path):
+def test_paired_evaluation_of_two_bundles(tiny_bundle, tmp_path, monkeypatch):
+    """Drift of a bundle against itself is zero; its IR is read from disk once (checks and generation
+    share it), counted at OpenVINO's own read_model."""
+    import openvino as ov
+
+    reads, read_model = [], ov.Core.read_model
+    monkeypatch.setattr(ov.Core, "read_model", lambda self, path, *a, **k: reads.append(str(path)) or
+                        read_model(self, path, *a, **k))
     cfg = EvaluateConfig(samples=str(tiny_bundle.path), compare=str(tiny_bundle.path), num_images=3,
                          sampling=SamplingConfig(steps=3), runtime=DeviceConfig(batch_size=3),
                          output=str(tmp_path / "r.json"))
     r = evaluate(cfg, progress=False)
     assert r["drift"]["mean_abs_diff"] == 0 and (tmp_path / "r.json").exists()
+    assert reads == [str(tiny_bundle.ir())]
 
 
 def test_evaluate_needs_something_to_compare():
