@@ -281,6 +281,8 @@ def evaluate(prompt, prompts_file, **kwargs):
     for key in ("fid", "sfid"):
         if key in r:
             click.echo(f"{key.upper():5s} {r[key]:.3f}  ({r['num_images']} images)")
+    if "caveat" in r:
+        click.echo(f"note: {r['caveat']}")
     if "drift" in r:
         d = r["drift"]
         click.echo(f"drift PSNR {d['psnr_db']:.2f} dB, SSIM {d['ssim']:.4f}, mean |diff| {d['mean_abs_diff']:.2f}/255")

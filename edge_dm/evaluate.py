@@ -215,13 +215,38 @@ def load_stats(path: str | Path) -> dict:
 
 
 def scores(feats: dict, ref: dict) -> dict:
-    """FID (and sFID where the reference has spatial statistics) of features against reference stats."""
+    """FID (and sFID where the reference has spatial statistics) of features against reference stats,
+    with a `caveat` where there are too few images for a full-rank covariance (see few_images_caveat)."""
     pool = GaussianStats.of(feats["pool"])
     out = {"fid": frechet_distance(pool.mu, pool.sigma, ref["mu"], ref["sigma"]), "num_images": pool.count}
+    dims = {"FID": feats["pool"].shape[1]}
     if "mu_s" in ref:
         sp = GaussianStats.of(feats["spatial"])
         out["sfid"] = frechet_distance(sp.mu, sp.sigma, ref["mu_s"], ref["sigma_s"])
+        dims["sFID"] = feats["spatial"].shape[1]
+    caveat = few_images_caveat(pool.count, dims)
+    if caveat:
+        out["caveat"] = caveat
     return out
+
+
+def few_images_caveat(n: int, dims: dict) -> str | None:
+    """What a score from `n` images means when n is at most a feature dimension (`dims`: score -> d).
+
+    n images give a covariance of rank n - 1 at most, so up to n = d it is rank-deficient; FID is
+    biased upward, the more the fewer the images (Chong & Forsyth, "Effectively Unbiased FID", 2020).
+    The FID authors (TTUR's README, repeated by pytorch-fid's) ask for more samples than dimensions
+    and recommend 10,000. The score is still computed, as pytorch-fid, clean-fid and torchmetrics do
+    (torchmetrics refuses only n < 2; so does EvaluateConfig): it compares runs at the same n, e.g.
+    two bundles on the same seeds (docs/QUANTIZATION.md compares keep-float choices at 2,000 images),
+    but not runs at another n or published numbers. edge-dm's default of 1,000 images is such a check.
+    """
+    short = [f"{name} {d}" for name, d in dims.items() if n <= d]
+    if not short:
+        return None
+    return (f"{n} images are not more than the Inception features' dimensions ({', '.join(short)}): the covariance "
+            "is rank-deficient and the score biased upward, so compare it only with scores from as many images "
+            "(the FID authors recommend 10,000)")
 
 
 def file_sha1(path: str | Path) -> str:
@@ -302,24 +327,21 @@ def reference_stats(ref: str, device: str = "openvino") -> dict:
     return load_stats(cache)
 
 
-def _images_of(spec: str, cfg, progress: bool, timings: dict, label: str):
-    """uint8 images of a folder, or N images generated (seeded) from a bundle on cfg.runtime's device.
+def _images_of(spec: str, pipe, cfg, progress: bool, timings: dict, label: str):
+    """uint8 images of the folder `spec`, or N images generated (seeded) with `pipe` (the checked
+    pipeline of the bundle `spec`) on cfg.runtime's device.
 
     For a bundle, how long the generation took goes into `timings[label]`.
     """
     import time
 
-    from edge_dm.bundle import is_bundle, open_bundle
     from edge_dm.data import load_images
 
-    if not is_bundle(spec):
+    if pipe is None:
         generated = (Path(spec) / "generate.json").exists()  # `edge-dm generate`'s numbered PNGs, not its grid
         return load_images(spec, limit=cfg.num_images, pattern="[0-9]*.png" if generated else "*")
     from tqdm import tqdm
 
-    from edge_dm.pipeline import Pipeline
-
-    pipe = Pipeline(open_bundle(spec), cfg.runtime)
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.num_images, unit="img", desc=label, disable=not progress)
     images = pipe.sample(cfg.num_images, cfg.sampling, cfg.prompts, bar.update)
@@ -333,16 +355,18 @@ def _images_of(spec: str, cfg, progress: bool, timings: dict, label: str):
     return images
 
 
-def check_sources(cfg) -> None:
+def check_sources(cfg) -> dict:
     """Everything evaluate can check before any work: the sample and compare sources, the reference,
-    the output."""
+    the output. Returns the checked Pipeline of each source that is a bundle (its IR read once)."""
     from edge_dm.bundle import is_bundle, open_bundle
     from edge_dm.outputs import check_output
     from edge_dm.pipeline import Pipeline
 
+    pipes = {}
     for spec in filter(None, (cfg.samples, cfg.compare)):
         if is_bundle(spec):
-            Pipeline(open_bundle(spec), cfg.runtime).check(cfg.sampling, cfg.prompts)
+            pipes[spec] = pipes.get(spec) or Pipeline(open_bundle(spec), cfg.runtime)
+            pipes[spec].check(cfg.sampling, cfg.prompts)
         elif not Path(spec).exists():
             raise DataError(f"samples not found: {spec} is neither an image folder nor a bundle")
     if cfg.reference:
@@ -350,6 +374,7 @@ def check_sources(cfg) -> None:
     if cfg.output:
         check_output(cfg.output, cfg.overwrite, kind="file")
     check_feature_device(cfg.feature_device)
+    return pipes
 
 
 def check_feature_device(device: str) -> None:
@@ -375,13 +400,14 @@ def evaluate(cfg, progress: bool = True) -> dict:
     import json
     import time
 
-    check_sources(cfg)
+    pipes = check_sources(cfg)
     t0 = time.perf_counter()
     timings: dict = {}
-    images = _images_of(cfg.samples, cfg, progress, timings, "generate_samples")
+    images = _images_of(cfg.samples, pipes.get(cfg.samples), cfg, progress, timings, "generate_samples")
     result = dict(samples=cfg.samples, num_images=len(images), config=cfg.to_dict())
     if cfg.compare:
-        result["drift"] = drift(_images_of(cfg.compare, cfg, progress, timings, "generate_compare"), images)
+        compare = _images_of(cfg.compare, pipes.get(cfg.compare), cfg, progress, timings, "generate_compare")
+        result["drift"] = drift(compare, images)
     if cfg.reference:
         from tqdm import tqdm
 

@@ -7,6 +7,7 @@ see docs/QUANTIZATION.md for the measurements.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 
 import numpy as np
@@ -98,16 +99,47 @@ def quantize_model(model, calibration: CalibrationSet | None, cfg: QuantizeConfi
     """The int8 openvino.Model of `model` (left unchanged): W8A8 with NNCF on `calibration`, or with
     cfg.mode "weights" int8 weight compression (no calibration). Modules left in float: cfg.keep_float,
     else `keep_float`, else the default of the model family the calibration set was made for."""
+    import nncf
+
+    if cfg.mode == "weights":
+        return compress_weights(model.clone())
+    check_quantizable(model, cfg, calibration, keep_float)
+    options = nncf_options(cfg, model, kept_float(cfg, keep_float, calibration))
+    with nncf_quiet():
+        return nncf.quantize(model.clone(), calibration.nncf_dataset(),
+                             subset_size=cfg.subset_size or len(calibration), **options)
+
+
+def compress_weights(model):
+    """`model` (changed in place) with NNCF int8 weight compression (asymmetric), no calibration."""
+    import nncf
+
+    with nncf_quiet():
+        return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+
+
+@contextlib.contextmanager
+def nncf_quiet():
+    """While NNCF runs: its warnings only, and none of its progress bars.
+
+    NNCF 3.4 logs INFO records that would bury edge-dm's summary (`nncf.set_log_level` silences them)
+    and draws rich progress bars ("Statistics collection", "Applying Smooth Quant", "Applying Fast Bias
+    correction") on rich's global console, i.e. on sys.stdout, whatever its log level: its `track` has
+    no switch. So sys.stdout goes to a discarded buffer meanwhile. NNCF's log handler holds the real
+    stdout and Python's warnings go to stderr, so warnings still show. Both are restored afterwards.
+    """
+    import io
     import logging
 
     import nncf
 
-    nncf.set_log_level(logging.WARNING)  # its INFO records would bury edge-dm's own summary
-    if cfg.mode == "weights":
-        return nncf.compress_weights(model.clone(), mode=nncf.CompressWeightsMode.INT8_ASYM)
-    check_quantizable(model, cfg, calibration, keep_float)
-    return nncf.quantize(model.clone(), calibration.nncf_dataset(), subset_size=cfg.subset_size or len(calibration),
-                         **nncf_options(cfg, model, kept_float(cfg, keep_float, calibration)))
+    level = logging.getLogger("nncf").level  # the logger nncf.set_log_level sets
+    nncf.set_log_level(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        nncf.set_log_level(level)
 
 
 def op_counts(model) -> dict:

@@ -160,14 +160,15 @@ def init_weights(model, init) -> tuple[int, int]:
     return len(copied), len(dst)
 
 
-def _load_init(model, path: str, log) -> None:
-    """Copy the weights of the UNet folder `path` into `model` (see `init_weights`), or ModelNotFoundError."""
+def _load_init(model, path: str) -> str:
+    """Copy the weights of the UNet folder `path` into `model` (see `init_weights`), or ModelNotFoundError;
+    returns the line that says so."""
     try:
         copied, total = init_weights(model, _load_unet(path, "--init"))
     except ValueError as exc:
         raise ModelNotFoundError(f"--init {path}: its architecture differs from --channels / --layers-per-block "
                                  f"({exc})") from None
-    log(f"fine-tuning from {path}" + (f" ({copied} of {total} tensors, blocks by position)" if copied < total else ""))
+    return f"fine-tuning from {path}" + (f" ({copied} of {total} tensors, blocks by position)" if copied < total else "")
 
 
 def _check_train_output(output) -> Path:
@@ -194,15 +195,17 @@ def train(cfg: TrainConfig, log=print) -> Path:
 
     from edge_dm.data import load_images
 
+    # every check (output, init, teacher, checkpoint, data) before any line is logged or file written
     out = _check_train_output(cfg.output)
     ckpt = out / "checkpoint.pt"
+    said = []  # the lines to log once every check has passed
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(cfg.seed)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     model = UNet2DModel(**cfg.unet_config())
-    if cfg.init and not ckpt.exists():  # a bad --init or --teacher fails here, before anything is written
-        _load_init(model, cfg.init, log)
+    if cfg.init and not ckpt.exists():
+        said.append(_load_init(model, cfg.init))
     teacher = _load_unet(cfg.teacher, "--teacher").eval().requires_grad_(False) if cfg.teacher else None
     model = model.to(device)
     emas = [copy.deepcopy(model).eval().requires_grad_(False) for _ in cfg.ema_decays]
@@ -224,10 +227,11 @@ def train(cfg: TrainConfig, log=print) -> Path:
         opt.load_state_dict(state["opt"])
         step = state["step"]
         torch.set_rng_state(state["rng_cpu"].cpu())  # map_location moved it to the GPU
-        log(f"resumed at step {step}")
+        said.append(f"resumed at step {step}")
     t0 = time.time()
     images = torch.from_numpy(load_images(cfg.data)).to(device)  # N,H,W,3 uint8, all on the device
-    log(f"loaded {len(images)} images in {time.time() - t0:.1f}s")
+    for line in [*said, f"loaded {len(images)} images in {time.time() - t0:.1f}s"]:
+        log(line)
     out.mkdir(parents=True, exist_ok=True)  # only now: every check above passed
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     n_params = sum(p.numel() for p in model.parameters())

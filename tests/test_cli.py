@@ -70,6 +70,7 @@ def test_models_and_devices_list():
 
 
 def test_evaluate_folder_against_a_folder_reference_caches_the_stats(tmp_path):
+    import json
     import os
     from pathlib import Path
 
@@ -86,9 +87,10 @@ def test_evaluate_folder_against_a_folder_reference_caches_the_stats(tmp_path):
     r = run(*args)
     assert r.exit_code == 0, r.output
     assert "FID" in r.output and "SFID" in r.output and "IS    n/a" in r.output
+    assert "note: 3 images are not more than the Inception features' dimensions (FID 2048, sFID 2023)" in r.output
     cached = list((Path(os.environ["EDGE_DM_HOME"]) / "stats").glob("*.npz"))
     assert len(cached) == 1
-    assert (tmp_path / "r.json").exists()
+    assert "rank-deficient" in json.loads((tmp_path / "r.json").read_text())["caveat"]
 
 
 def test_evaluate_missing_samples_is_one_line(tmp_path):

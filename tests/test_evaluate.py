@@ -4,7 +4,7 @@ import pytest
 from edge_dm.configs import DeviceConfig, EvaluateConfig, SamplingConfig
 from edge_dm.errors import ConfigError, DataError
 from edge_dm.evaluate import (GaussianStats, drift, evaluate, frechet_distance, inception_features, load_stats,
-                              save_stats, ssim)
+                              save_stats, scores, ssim)
 
 
 def test_identical_gaussians_are_at_distance_zero():
@@ -48,6 +48,22 @@ def test_stats_round_trip_and_bad_file(tmp_path):
         load_stats(tmp_path / "bad.npz")
 
 
+def test_scores_from_too_few_images_carry_a_caveat():
+    """A covariance from n images has rank n - 1 at most: up to n = d the score comes with a caveat
+    that names the scores concerned (here FID on 8-d features, sFID on 6-d ones)."""
+    rng = np.random.default_rng(5)
+    ref = {"mu": np.zeros(8), "sigma": np.eye(8), "mu_s": np.zeros(6), "sigma_s": np.eye(6)}
+
+    def caveat(n):
+        r = scores({"pool": rng.standard_normal((n, 8)), "spatial": rng.standard_normal((n, 6))}, ref)
+        assert np.isfinite(r["fid"]) and np.isfinite(r["sfid"]) and r["num_images"] == n
+        return r.get("caveat")
+
+    assert caveat(9) is None
+    assert "FID 8" in caveat(8) and "sFID" not in caveat(8)
+    assert "FID 8, sFID 6" in caveat(6) and "rank-deficient" in caveat(6) and caveat(6).startswith("6 images")
+
+
 def test_drift_and_ssim():
     rng = np.random.default_rng(3)
     a = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
@@ -73,12 +89,20 @@ def test_inception_features_have_the_standard_shapes_on_both_backends():
     assert np.abs(f["pool"][0] - f["pool"][1]).max() > 1e-2  # different images, different features
 
 
-def test_paired_evaluation_of_two_bundles(tiny_bundle, tmp_path):
+def test_paired_evaluation_of_two_bundles(tiny_bundle, tmp_path, monkeypatch):
+    """Drift of a bundle against itself is zero; its IR is read from disk once (checks and generation
+    share it), counted at OpenVINO's own read_model."""
+    import openvino as ov
+
+    reads, read_model = [], ov.Core.read_model
+    monkeypatch.setattr(ov.Core, "read_model", lambda self, path, *a, **k: reads.append(str(path)) or
+                        read_model(self, path, *a, **k))
     cfg = EvaluateConfig(samples=str(tiny_bundle.path), compare=str(tiny_bundle.path), num_images=3,
                          sampling=SamplingConfig(steps=3), runtime=DeviceConfig(batch_size=3),
                          output=str(tmp_path / "r.json"))
     r = evaluate(cfg, progress=False)
     assert r["drift"]["mean_abs_diff"] == 0 and (tmp_path / "r.json").exists()
+    assert reads == [str(tiny_bundle.ir())]
 
 
 def test_evaluate_needs_something_to_compare():

@@ -156,6 +156,8 @@ ROWS = {
     "train-parent-file": ("train --data TAR --output OUT", "parent-file"),
     "train-batch-size": ("train --data TAR --batch-size 0 --output OUT", None),
     "train-channels": ("train --data TAR --channels 32,x --output OUT", None),
+    "train-resume-no-data": ("train --data /no/such/images --channels 32,32 --layers-per-block 1 "
+                             "--attention-level none --output RUN32", None),
     "train-resume-other-arch": ("train --data TAR --channels 64,64 --layers-per-block 1 --attention-level none "
                                 "--output RUN32", None),
 }

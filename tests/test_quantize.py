@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -133,3 +134,27 @@ def test_bad_input_writes_nothing(tiny_model_dir, tmp_path):
         r = CliRunner().invoke(main, ["quantize", "--model", tiny_model_dir, "--output", str(tmp_path / "x"), *args])
         assert r.exit_code != 0 and "Traceback" not in r.output, args
         assert not (tmp_path / "x").exists()
+
+
+def test_cli_output_is_edge_dms_bars_and_summary_only(tiny_model_dir, tmp_path):
+    """NNCF draws its own progress bars (rich, on stdout) and logs INFO records; `edge-dm quantize`
+    shows neither: every line is one of edge-dm's two bars or its summary, and NNCF's log level is
+    as it was afterwards."""
+    import logging
+
+    from click.testing import CliRunner
+
+    from edge_dm.cli import main
+
+    nncf_level = logging.getLogger("nncf").level
+    r = CliRunner().invoke(main, ["quantize", "--model", tiny_model_dir, "--output", str(tmp_path / "q"),
+                                  "--num-samples", "4", "--steps", "4", "--eval-trajectories", "1"])
+    assert r.exit_code == 0, r.output
+    for title in ("Statistics collection", "Smooth Quant", "Bias correction", "INFO:nncf"):
+        assert title not in r.output, r.output
+    bar = r"(calibration \(dntc\)|held-out error): +\d+%\|[^|]*\| \d+/\d+ \[[^\]]*\]"  # a tqdm state
+    summary = [r"int8 bundle: .*", r"calibration [\d.]+ s .*", r"quantized ops: .*",
+               r"int8 vs fp32 noise prediction.*", r"  t=\d+:.*"]
+    lines = [ln for ln in re.sub(bar, "", r.output).replace("\r", "\n").splitlines() if ln.strip()]
+    assert len(lines) == len(summary) and all(map(re.fullmatch, summary, lines)), r.output
+    assert logging.getLogger("nncf").level == nncf_level

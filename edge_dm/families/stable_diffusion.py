@@ -243,14 +243,14 @@ class StableDiffusion(Family):
     # --- quantization -----------------------------------------------------------------------------
     def compress_components(self, folder: Path, cfg) -> None:
         """NNCF int8 weight compression of the text encoder and the VAE decoder, where asked."""
-        import nncf
         import openvino as ov
+
+        from edge_dm.quantize import compress_weights
 
         for component, mode in (("text_encoder", cfg.text_encoder), ("vae_decoder", cfg.vae)):
             if mode == "int8-weights":
                 model = ov.Core().read_model(Path(folder) / self.components[component])
-                self.write_component(folder, nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM),
-                                     component)
+                self.write_component(folder, compress_weights(model), component)
 
     def cache_concats(self, model) -> dict:
         from edge_dm.families.unet2d import UNet2D

@@ -40,11 +40,16 @@ def convert_unet(unet, sample_shape: tuple):
     The batch dimension is dynamic; edge_dm.denoiser reshapes it to the batch in use before compiling
     (a static batch runs faster than a dynamic one on CPU).
     """
+    import contextlib
+    import sys
     import warnings
 
     import openvino as ov
     import torch
 
+    if "nncf" in sys.modules:  # convert_model then imports nncf.torch (seconds) in a bare `except: pass`,
+        with contextlib.suppress(ImportError):  # which swallowed a Ctrl-C or SIGTERM in that time
+            import nncf.torch  # noqa: F401
     unet = unet.float().eval()
     example = (torch.randn(2, *sample_shape), torch.tensor([10, 500], dtype=torch.int64))
     with torch.no_grad(), warnings.catch_warnings():
