@@ -73,7 +73,8 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
         timings["calibration_s"] = round(time.perf_counter() - t0, 2)
 
         t0 = time.perf_counter()
-        q = quantize_model(fp32, cal, cfg, family.default_keep_float)
+        made_for = cfg.for_target()  # auto: this CPU's class
+        q = quantize_model(fp32, cal, made_for, family.default_keep_float)
         timings["quantization_s"] = round(time.perf_counter() - t0, 2)
 
         t0 = time.perf_counter()
@@ -95,7 +96,9 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
         if cal is not None:
             summary.update(calibration_samples=len(cal), calibration_t_mean=round(float(cal.t.mean()), 1))
         precision = "int8" if cfg.mode == "int8" else "int8-weights"
-        recipe = _bundle_recipe("quantize", m, precision, cfg, dict(fields, summary=summary,
+        target = dict(name=made_for.target, overflow_fix=made_for.overflow_fix,
+                      target_device=made_for.target_device) if cfg.mode == "int8" else None
+        recipe = _bundle_recipe("quantize", m, precision, cfg, dict(fields, summary=summary, target=target,
                                                                      calibration=cal.recipe if cal else None))
         report = family.report_images if cfg.report_images is None else cfg.report_images
         if report and family.conditional:
