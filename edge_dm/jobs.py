@@ -48,6 +48,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
     from edge_dm.pipeline import Pipeline
     from edge_dm.quantize import HELD_OUT_SEED, check_quantizable, noise_prediction_error, op_counts, quantize_model
     from edge_dm.sampling import check_steps
+    from edge_dm.targets import made_for
 
     out = check_output(cfg.output or default_bundle_path(cfg.model, "int8"), cfg.overwrite)
     cal_cfg, s = cfg.calibration, cfg.calibration.sampling
@@ -73,8 +74,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
         timings["calibration_s"] = round(time.perf_counter() - t0, 2)
 
         t0 = time.perf_counter()
-        made_for = cfg.for_target()  # auto: this CPU's class
-        q = quantize_model(fp32, cal, made_for, family.default_keep_float)
+        q = quantize_model(fp32, cal, cfg, family.default_keep_float)
         timings["quantization_s"] = round(time.perf_counter() - t0, 2)
 
         t0 = time.perf_counter()
@@ -96,9 +96,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
         if cal is not None:
             summary.update(calibration_samples=len(cal), calibration_t_mean=round(float(cal.t.mean()), 1))
         precision = "int8" if cfg.mode == "int8" else "int8-weights"
-        target = dict(name=made_for.target, overflow_fix=made_for.overflow_fix,
-                      target_device=made_for.target_device) if cfg.mode == "int8" else None
-        recipe = _bundle_recipe("quantize", m, precision, cfg, dict(fields, summary=summary, target=target,
+        recipe = _bundle_recipe("quantize", m, precision, cfg, dict(fields, summary=summary, target=made_for(q),
                                                                      calibration=cal.recipe if cal else None))
         report = family.report_images if cfg.report_images is None else cfg.report_images
         if report and family.conditional:

@@ -38,15 +38,18 @@ def warn_overflow_risk(bundle: Bundle, device: str, isa=None) -> str | None:
     that runs on the CPU of a machine whose CPU has no VNNI (`isa`: its ISA flags, default this
     machine's), or None. It is logged once per bundle (logger "edge_dm": one line on stderr unless
     logging is configured otherwise)."""
-    from edge_dm.targets import cpu_isa, overflow_risk
+    from edge_dm.targets import cpu_isa, made_for, overflow_risk
 
-    if "CPU" not in device.upper() and not device.upper().startswith("AUTO"):
+    if bundle.precision != "int8" or ("CPU" not in device.upper() and not device.upper().startswith("AUTO")):
         return None
-    why = overflow_risk(bundle.recipe, cpu_isa() if isa is None else isa)
+    # the IR says what it was made for; bundles from before --target: their recipe's overflow fix
+    made = made_for(bundle.read_model()) or {"overflow_fix": (bundle.recipe.get("config") or {}).get("overflow_fix")}
+    why = overflow_risk(made, cpu_isa() if isa is None else isa)
     if why is None:
         return None
-    msg = (f"Warning: int8 bundle {bundle.path} was {why}, and this CPU has no VNNI: its int8 convolutions "
-           "may overflow here and give wrong images; for this CPU quantize with --target avx2")
+    msg = (f"Warning: int8 bundle {bundle.path} was {why} (overflow fix {made['overflow_fix']}), and this CPU has "
+           "no VNNI: its int8 convolutions may overflow here and give wrong images; for this CPU quantize with "
+           "--target avx2")
     if msg not in _warned:
         _warned.add(msg)
         logging.getLogger("edge_dm").warning(msg)

@@ -15,6 +15,7 @@ import numpy as np
 from edge_dm.calibration import CalibrationSet
 from edge_dm.configs import QuantizeConfig, nncf_enums
 from edge_dm.errors import ConfigError
+from edge_dm.targets import stamp
 
 HELD_OUT_SEED = 1_000_003  # far from any calibration seed: held-out trajectories share no noise
 
@@ -102,7 +103,8 @@ def quantize_model(model, calibration: CalibrationSet | None, cfg: QuantizeConfi
     """The int8 openvino.Model of `model` (left unchanged): W8A8 with NNCF on `calibration` for the CPU
     class cfg.target (auto: this CPU), or with cfg.mode "weights" int8 weight compression (no
     calibration). Modules left in float: cfg.keep_float, else `keep_float`, else the default of the
-    model family the calibration set was made for."""
+    model family the calibration set was made for. The int8 model's rt_info records the target
+    (edge_dm.targets.made_for)."""
     import logging
 
     import nncf
@@ -111,8 +113,11 @@ def quantize_model(model, calibration: CalibrationSet | None, cfg: QuantizeConfi
     if cfg.mode == "weights":
         return nncf.compress_weights(model.clone(), mode=nncf.CompressWeightsMode.INT8_ASYM)
     check_quantizable(model, cfg, calibration, keep_float)
-    return nncf.quantize(model.clone(), calibration.nncf_dataset(), subset_size=cfg.subset_size or len(calibration),
-                         **nncf_options(cfg, model, kept_float(cfg, keep_float, calibration)))
+    cfg = cfg.for_target()  # auto: this CPU's class
+    q = nncf.quantize(model.clone(), calibration.nncf_dataset(), subset_size=cfg.subset_size or len(calibration),
+                      **nncf_options(cfg, model, kept_float(cfg, keep_float, calibration)))
+    stamp(q, dict(name=cfg.target, overflow_fix=cfg.overflow_fix, target_device=cfg.target_device))
+    return q
 
 
 def op_counts(model) -> dict:

@@ -7,13 +7,15 @@ Read from the CPU flags Linux reports in /proc/cpuinfo:
 - vnni: AVX-512 VNNI or AVX-VNNI (vpdpbusd adds the products in 32 bits): full 8-bit weights.
 - amx: AMX-INT8 (Intel Xeon from Sapphire Rapids on): as vnni, with NNCF's TargetDevice.CPU_SPR.
 `auto`, the default, is the CPU that quantizes. What each target sets is `nncf_defaults`; explicit
-`--overflow-fix` / `--target-device` win over it.
+`--overflow-fix` / `--target-device` win over it. The int8 IR carries what it was made for in its
+rt_info (`stamp`, `made_for`), so a bundle made for vnni warns where it runs without VNNI.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 TARGETS = ("auto", "avx2", "vnni", "amx")
+RT_INFO = "edge_dm"  # the section of an int8 IR's rt_info that says what it was quantized for
 # the flags that decide int8 and bf16 speed (benchmark.machine_info reports them)
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_fp16")
 
@@ -61,14 +63,26 @@ def nncf_defaults(target: str) -> dict:
                 target_device="CPU_SPR" if target == "amx" else "CPU")
 
 
-def overflow_risk(recipe: dict, isa) -> str | None:
-    """Why an int8 bundle (its recipe) may compute wrong int8 convolutions on a CPU with the flags
-    `isa`, or None: a bundle without the overflow fix on every layer, on a CPU without VNNI."""
-    if recipe.get("precision") != "int8" or target_of(isa) != "avx2":
+def stamp(model, target: dict) -> None:
+    """Record in an int8 openvino.Model's rt_info (saved in its IR) what it was quantized for:
+    `target` holds name, overflow_fix and target_device."""
+    for key, value in target.items():
+        model.set_rt_info(value, [RT_INFO, "target", key])
+
+
+def made_for(model) -> dict | None:
+    """What `stamp` recorded in an openvino.Model, or None (a model edge-dm did not quantize, or
+    quantized before --target)."""
+    if not model.has_rt_info([RT_INFO, "target", "name"]):
         return None
-    made = recipe.get("target") or {}  # bundles before --target: the config's overflow fix
-    fix = made.get("overflow_fix") or (recipe.get("config") or {}).get("overflow_fix") or "first_layer_only"
-    if fix == "enable":
+    return {k: model.get_rt_info([RT_INFO, "target", k]).astype(str) for k in ("name", "overflow_fix", "target_device")}
+
+
+def overflow_risk(made: dict, isa) -> str | None:
+    """Why an int8 model made for `made` (made_for's dict; only its overflow_fix where older) may
+    compute wrong int8 convolutions on a CPU with the flags `isa`, or None: a model without the
+    overflow fix on every layer, on a CPU without VNNI. An unknown overflow fix is None."""
+    fix = made.get("overflow_fix")
+    if target_of(isa) != "avx2" or fix in (None, "enable"):
         return None
-    made_for = f"made for {made['name']}" if made.get("name") else "made before --target"
-    return f"{made_for} with overflow fix {fix}"
+    return f"made for {made['name']}" if made.get("name") else "made before --target"

@@ -9,7 +9,7 @@ from edge_dm.configs import CalibrationConfig, GenerateConfig, QuantizeConfig, S
 from edge_dm.errors import ConfigError
 from edge_dm.jobs import quantize
 from edge_dm.quantize import nncf_options, op_counts, quantize_model
-from edge_dm.targets import cpu_isa, target_of
+from edge_dm.targets import cpu_isa, made_for, target_of
 from edge_dm.jobs import generate
 
 
@@ -84,6 +84,7 @@ def test_the_recipe_records_the_resolved_target(int8, tiny_model_dir, tmp_path):
     fix = "enable" if this_cpu == "avx2" else "disable"
     assert bundle.recipe["target"] == dict(name=this_cpu, overflow_fix=fix,
                                            target_device="CPU_SPR" if this_cpu == "amx" else "CPU")
+    assert made_for(bundle.read_model()) == bundle.recipe["target"]  # the IR carries it too
     lo, hi = _int8_weight_range(bundle.read_model())
     assert (max(-lo, hi) <= 64) == (fix == "enable")
     cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "amx"), eval_trajectories=1,
