@@ -346,7 +346,7 @@ class BenchmarkConfig(Config):
     int8: str | None = None  # an int8 bundle; default: the cached one of `model`, quantized if missing
     # the CI gate: fail when int8 is slower at batch 1 than this many times the float variant a user
     # would pick on this CPU (benchmark.float_baseline); one number for every CPU, or one per CPU class
-    # ({"avx2": 0.7, "vnni": 1.5, "amx": 0.75}; a class not named is not gated)
+    # ({"avx2": 0.6, "vnni": 1.5, "amx": 0.75}; a class not named is not gated)
     min_int8_speedup: float | dict | None = None
 
     def __post_init__(self):
