@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_dm.configs import BenchmarkConfig
+from edge_dm.targets import target_of
 
 
 def _rss_mb() -> float:
@@ -192,25 +193,17 @@ def chart(result: dict, path: Path) -> None:
     img.save(path)
 
 
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_fp16")
-
-
 def machine_info() -> dict:
     import os
 
     import openvino as ov
 
-    cpu, flags = platform.processor(), set()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
-        flags = set(next(ln.split(":", 1)[1] for ln in lines if ln.startswith("flags")).split())
-    except (OSError, StopIteration):
-        pass
+    from edge_dm.targets import cpu_info
+
+    # what decides int8 and bf16 speed: the ISA, which a CPU's name does not tell (one name can cover both)
+    cpu, isa = cpu_info()
     # the CPUs this process may run on (taskset / cgroups), which OpenVINO uses, not all of the machine's
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    # what decides int8 and bf16 speed: the ISA, which a CPU's name does not tell (one name can cover both)
-    isa = [f for f in ISA_FLAGS if f in flags]
     return dict(cpu=cpu, cores=cores, isa=isa, openvino=ov.get_version(), python=platform.python_version())
 
 
@@ -225,7 +218,7 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     from edge_dm.bundle import Bundle
     from edge_dm.configs import ExportConfig, QuantizeConfig, SamplingConfig
     from edge_dm.denoiser import check_device, device_capabilities
-    from edge_dm.errors import BenchmarkError, BundleError
+    from edge_dm.errors import BundleError
     from edge_dm.jobs import export, quantize
     from edge_dm.outputs import atomic_output, check_output
 
@@ -285,7 +278,22 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     speedup = round(base_row["latency_b1"]["median_ms"] / int8_row["latency_b1"]["median_ms"], 3)
     result["int8_speedup_vs_ov_fp32"] = int8_row["speedup_vs_ov_fp32"]
     result["int8_speedup_vs_float_baseline"] = speedup
-    if cfg.min_int8_speedup is not None and speedup < cfg.min_int8_speedup:
-        raise BenchmarkError(f"int8 is {speedup:.2f}x {baseline} at batch 1, below the required "
-                             f"{cfg.min_int8_speedup:.2f}x (results in {cfg.output})")
+    check_gate(cfg, target_of(machine["isa"]), baseline, speedup, log)
     return result
+
+
+def check_gate(cfg: BenchmarkConfig, target: str, baseline: str, speedup: float, log=print) -> None:
+    """The CI gate: log the threshold that applies to this CPU class and the measured ratio, and raise
+    BenchmarkError below it."""
+    from edge_dm.errors import BenchmarkError
+
+    if cfg.min_int8_speedup is None:
+        return
+    need = cfg.int8_gate(target)
+    measured = f"int8 is {speedup:.2f}x {baseline} at batch 1"
+    if need is None:
+        log(f"speed gate: no --min-int8-speedup for {target} CPUs; {measured} (not gated)")
+    elif speedup < need:
+        raise BenchmarkError(f"{measured}, below the {need:.2f}x required on {target} CPUs (results in {cfg.output})")
+    else:
+        log(f"speed gate passed: {measured}, required {need:.2f}x on {target} CPUs")

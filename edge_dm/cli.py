@@ -16,6 +16,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 from edge_dm.configs import (CALIBRATION_KINDS, COMPONENT_MODES, DEFAULT_MODEL, PRECISIONS, QUANTIZE_MODES,
                              SCHEDULERS, BenchmarkConfig, CalibrationConfig, DeviceConfig, EvaluateConfig,
                              GenerateConfig, QuantizeConfig, SamplingConfig, default)
+from edge_dm.targets import TARGETS
 from edge_dm.train import TrainConfig
 
 
@@ -193,6 +194,21 @@ def train(data, output, channels, attention_level, compile_, **kwargs):
     click.echo(f"EMA model: {run(cfg, log=click.echo)}")
 
 
+def _speedups(text: str | None) -> float | dict | None:
+    """--min-int8-speedup: "1.2" (every CPU) or "avx2=0.6,vnni=1.5,amx=0.75" (per CPU class)."""
+    from edge_dm.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        if "=" not in text:
+            return float(text)
+        return {isa.strip(): float(v) for isa, v in (item.split("=") for item in text.split(","))}
+    except ValueError:
+        raise ConfigError(f"--min-int8-speedup takes a number or CPU-class=number pairs separated by commas "
+                          f"(avx2=0.6,vnni=1.5,amx=0.75), got {text!r}") from None
+
+
 def _int_list(text: str, option: str) -> tuple:
     from edge_dm.errors import ConfigError
 
@@ -221,7 +237,10 @@ def _int_list(text: str, option: str) -> tuple:
 @_opt(QuantizeConfig, "mode", type=click.Choice(QUANTIZE_MODES))
 @_opt(QuantizeConfig, "preset", help="NNCF QuantizationPreset: performance or mixed")
 @_opt(QuantizeConfig, "model_type", help="NNCF ModelType (transformer) or none")
-@_opt(QuantizeConfig, "target_device", help="NNCF TargetDevice: ANY, CPU, CPU_SPR, GPU, NPU")
+@_opt(QuantizeConfig, "target", type=click.Choice(TARGETS),
+      help="the CPU class the int8 model is for (auto: this CPU): sets --overflow-fix and --target-device")
+@_opt(QuantizeConfig, "target_device",
+      help="NNCF TargetDevice: ANY, CPU, CPU_SPR, GPU, NPU  [default: by --target, CPU_SPR for amx, else CPU]")
 @click.option("--bias-correction", type=click.Choice(["fast", "full"]), default="fast", show_default=True)
 @_opt(QuantizeConfig, "smooth_quant_alpha", type=float)
 @_opt(QuantizeConfig, "subset_size", type=int)
@@ -229,8 +248,9 @@ def _int_list(text: str, option: str) -> tuple:
 @click.option("--ignore-pattern", "ignored_patterns", multiple=True, help="a regex of operations left in float")
 @click.option("--ignore-type", "ignored_types", multiple=True, help="an operation type left in float")
 @_opt(QuantizeConfig, "range_estimator", help="NNCF range estimator: minmax, mean-minmax, histogram, ...")
-@_opt(QuantizeConfig, "overflow_fix", help="7-bit weights against int8 overflow on CPUs without VNNI: "
-                                           "enable, first_layer_only, disable")
+@_opt(QuantizeConfig, "overflow_fix", help="7-bit weights against int8 overflow on CPUs without VNNI: enable, "
+                                           "first_layer_only, disable  [default: by --target, enable for avx2, "
+                                           "else disable]")
 @click.option("--keep-float", multiple=True,
               help="a module left in float (repeat; 'none' quantizes them all)  [default: the model family's]")
 @_opt(QuantizeConfig, "eval_trajectories", type=int)
@@ -248,6 +268,10 @@ def quantize(bias_correction, keep_float, **kwargs):
     cfg = QuantizeConfig(**kwargs, calibration=cal, fast_bias_correction=bias_correction == "fast", keep_float=keep)
     bundle, s = run(cfg)
     click.echo(f"int8 bundle: {bundle.path}")
+    if bundle.recipe.get("target"):
+        t = bundle.recipe["target"]
+        click.echo(f"target {t['name']}{' (this CPU)' if cfg.target == 'auto' else ''}: overflow fix "
+                   f"{t['overflow_fix']}, NNCF target device {t['target_device']}")
     if "calibration_samples" in s:
         click.echo(f"calibration {s['calibration_s']:.1f} s ({s['calibration_samples']} samples, mean t "
                    f"{s['calibration_t_mean']}), quantization {s['quantization_s']:.1f} s, "
@@ -305,11 +329,14 @@ def evaluate(prompt, prompts_file, **kwargs):
 @_opt(BenchmarkConfig, "steps", type=int, help="DDIM steps of the end-to-end run")
 @_opt(BenchmarkConfig, "images", type=int, help="images of the end-to-end run")
 @click.option("--no-torch", is_flag=True, help="skip the torch eager baseline")
-@_opt(BenchmarkConfig, "min_int8_speedup", type=float, help="fail below this int8 / OV fp32 ratio")
+@click.option("--min-int8-speedup", "min_int8_speedup",
+              help="fail when int8 at batch 1 is below this many times the float a user would pick here "
+                   "(bf16 with AMX, else f32): one number, or one per CPU class, e.g. avx2=0.6,vnni=1.5,amx=0.75")
 @library_errors
-def benchmark(batch_sizes, no_torch, **kwargs):
+def benchmark(batch_sizes, no_torch, min_int8_speedup, **kwargs):
     """Speed side by side: torch fp32, OpenVINO fp32/bf16/fp16 and int8, as ratios from one run."""
     from edge_dm.benchmark import benchmark as run, markdown
 
-    cfg = BenchmarkConfig(**kwargs, batch_sizes=_int_list(batch_sizes, "--batch-sizes"), torch_baseline=not no_torch)
+    cfg = BenchmarkConfig(**kwargs, batch_sizes=_int_list(batch_sizes, "--batch-sizes"), torch_baseline=not no_torch,
+                          min_int8_speedup=_speedups(min_int8_speedup))
     click.echo(markdown(run(cfg, log=lambda s: click.echo(s, err=True))))

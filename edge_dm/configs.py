@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from edge_dm.errors import ConfigError
+from edge_dm.targets import TARGETS
 
 DEFAULT_MODEL = "edm-cifar10-ddpm"
 PRECISIONS = ("fp32", "fp16")
@@ -208,7 +209,8 @@ def _nncf_choice(option: str, value, choices: dict):
 
 def nncf_enums(cfg: "QuantizeConfig") -> dict:
     """The NNCF values of cfg's preset, model type, range estimator, overflow fix and target device,
-    looked up in NNCF's own enums (imported here: NNCF takes seconds to import)."""
+    looked up in NNCF's own enums (imported here: NNCF takes seconds to import); None for an overflow
+    fix or target device left to the target (QuantizeConfig.for_target sets them)."""
     import nncf
     from nncf.quantization.advanced_parameters import OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet as R
@@ -218,8 +220,10 @@ def nncf_enums(cfg: "QuantizeConfig") -> dict:
         preset=_nncf_choice("preset", cfg.preset, {p.value: p for p in nncf.QuantizationPreset}),
         model_type=_nncf_choice("model type", cfg.model_type, {"none": None, **{m.value: m for m in nncf.ModelType}}),
         range_estimator=_nncf_choice("range estimator", cfg.range_estimator, estimators),
-        overflow_fix=_nncf_choice("overflow fix", cfg.overflow_fix, {f.value: f for f in OverflowFix}),
-        target_device=_nncf_choice("target device", cfg.target_device, {d.value: d for d in nncf.TargetDevice}),
+        overflow_fix=cfg.overflow_fix and _nncf_choice("overflow fix", cfg.overflow_fix,
+                                                       {f.value: f for f in OverflowFix}),
+        target_device=cfg.target_device and _nncf_choice("target device", cfg.target_device,
+                                                         {d.value: d for d in nncf.TargetDevice}),
     )
 
 
@@ -233,7 +237,10 @@ class QuantizeConfig(Config):
     mode: str = "int8"  # int8 (weights + activations) or weights (nncf.compress_weights, int8)
     preset: str = "mixed"  # NNCF's QuantizationPreset value
     model_type: str = "transformer"  # NNCF's ModelType value, or none
-    target_device: str = "ANY"  # NNCF's TargetDevice value
+    # the CPU class the int8 model is for: avx2, vnni, amx, or auto (the CPU that quantizes); it sets
+    # the overflow fix and the target device below where they are None (edge_dm/targets.py)
+    target: str = "auto"
+    target_device: str | None = None  # NNCF's TargetDevice value (None: by target, CPU_SPR for amx, else CPU)
     fast_bias_correction: bool = True
     smooth_quant_alpha: float | None = None
     subset_size: int | None = None
@@ -243,8 +250,9 @@ class QuantizeConfig(Config):
     range_estimator: str = "minmax"  # a RangeEstimatorParametersSet name, lower case with dashes
     # NNCF's overflow fix: 7-bit weights, so int8 convolutions on CPUs without VNNI (AVX2's saturating
     # vpmaddubsw) don't overflow. NNCF's default fixes the first layer only; on an AVX2-only CPU that left
-    # 3x the error and visibly broken images (docs/QUANTIZATION.md), so edge-dm fixes all layers.
-    overflow_fix: str = "enable"
+    # 3x the error and visibly broken images (docs/QUANTIZATION.md), so for target avx2 edge-dm fixes all
+    # layers; vnni and amx need no fix and keep 8-bit weights (None: by target).
+    overflow_fix: str | None = None
     # Modules left in float, by name (None: the model family's default; for the unconditional UNet
     # conv_in, conv_out and time_emb, chosen by drift from fp32 in docs/QUANTIZATION.md).
     keep_float: tuple | None = None
@@ -256,6 +264,7 @@ class QuantizeConfig(Config):
 
     def __post_init__(self):
         _choice("quantization mode", self.mode, QUANTIZE_MODES)
+        _choice("target", self.target, TARGETS)
         _choice("text-encoder mode", self.text_encoder, COMPONENT_MODES)
         _choice("vae mode", self.vae, COMPONENT_MODES)
         _positive_if_set(subset_size=self.subset_size)
@@ -272,10 +281,23 @@ class QuantizeConfig(Config):
             raise ConfigError("--mode weights compresses weights without calibration: drop the calibration options")
         nncf_enums(self)  # unknown NNCF names fail here, before any work
 
+    def for_target(self, isa=None) -> "QuantizeConfig":
+        """This config with its target resolved (auto: the CPU whose ISA flags are `isa`, default this
+        one) and the overflow fix and target device it sets, where not given explicitly."""
+        from edge_dm.targets import nncf_defaults, resolve
+
+        target = resolve(self.target, isa)
+        by_target = nncf_defaults(target)
+        return self.replace(target=target, overflow_fix=self.overflow_fix or by_target["overflow_fix"],
+                            target_device=self.target_device or by_target["target_device"])
+
     @classmethod
     def from_dict(cls, data: dict):
         data = dict(data)
         data.setdefault("keep_float", ())  # recipes from before keep_float quantized every module
+        if "target" not in data:  # recipes from before --target: what they were quantized with
+            data.setdefault("overflow_fix", "first_layer_only")  # NNCF's default, before --overflow-fix
+            data.setdefault("target_device", "ANY")
         if data.get("overflow_fix") == "first-layer":  # the name before NNCF's own value was used
             data["overflow_fix"] = "first_layer_only"
         if data.get("range_estimator") == "quantile":
@@ -322,11 +344,25 @@ class BenchmarkConfig(Config):
     images: int = 4
     torch_baseline: bool = True
     int8: str | None = None  # an int8 bundle; default: the cached one of `model`, quantized if missing
-    min_int8_speedup: float | None = None  # fail when int8/fp32 latency ratio is below this
+    # the CI gate: fail when int8 is slower at batch 1 than this many times the float variant a user
+    # would pick on this CPU (benchmark.float_baseline); one number for every CPU, or one per CPU class
+    # ({"avx2": 0.6, "vnni": 1.5, "amx": 0.75}; a class not named is not gated)
+    min_int8_speedup: float | dict | None = None
 
     def __post_init__(self):
         _positive(iterations=self.iterations, steps=self.steps, images=self.images)
         if not self.batch_sizes:
             raise ConfigError("give at least one batch size")
         _positive(**{f"batch_size_{b}": b for b in self.batch_sizes})
-        _finite(min_int8_speedup=self.min_int8_speedup)
+        gates = self.min_int8_speedup
+        for isa in gates if isinstance(gates, dict) else ():
+            _choice("CPU class in min-int8-speedup", isa, TARGETS[1:])
+        for ratio in gates.values() if isinstance(gates, dict) else [gates]:
+            _finite(min_int8_speedup=ratio)
+            if ratio is not None and ratio <= 0:
+                raise ConfigError(f"min-int8-speedup must be > 0, got {ratio}")
+
+    def int8_gate(self, target: str) -> float | None:
+        """The minimum int8 speed-up on a CPU of class `target` (avx2, vnni, amx), or None."""
+        m = self.min_int8_speedup
+        return m.get(target) if isinstance(m, dict) else m

@@ -48,6 +48,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
     from edge_dm.pipeline import Pipeline
     from edge_dm.quantize import check_quantizable, noise_prediction_error, op_counts, quantize_model
     from edge_dm.sampling import check_steps
+    from edge_dm.targets import made_for
 
     out = check_output(cfg.output or default_bundle_path(cfg.model, "int8"), cfg.overwrite)
     cal_cfg, s = cfg.calibration, cfg.calibration.sampling
@@ -92,7 +93,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
         if cal is not None:
             summary.update(calibration_samples=len(cal), calibration_t_mean=round(float(cal.t.mean()), 1))
         precision = "int8" if cfg.mode == "int8" else "int8-weights"
-        recipe = _bundle_recipe("quantize", m, precision, cfg, dict(fields, summary=summary,
+        recipe = _bundle_recipe("quantize", m, precision, cfg, dict(fields, summary=summary, target=made_for(q),
                                                                      calibration=cal.recipe if cal else None))
         report = family.report_images if cfg.report_images is None else cfg.report_images
         if report and family.conditional:

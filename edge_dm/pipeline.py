@@ -8,9 +8,13 @@ Every image depends on its seed (image i of a call: seed + i), the bundle and th
 only: not on how many images run beside it, the batch size or the number of batches in flight
 (all of which only change speed). The UNet runs under OpenVINO's THROUGHPUT hint with requests of
 `batch_size` images (the last one padded), `parallel` batches in flight, each its own loop.
+
+An int8 bundle made for a CPU with VNNI (no overflow fix) warns once, one line on stderr, when it
+runs on a CPU without VNNI, where its int8 convolutions may overflow (`warn_overflow_risk`).
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -26,6 +30,32 @@ class PipelineOutput:
     seeds: list
 
 
+_warned: set = set()
+
+
+def warn_overflow_risk(bundle: Bundle, device: str, isa=None) -> str | None:
+    """The warning for an int8 bundle without the overflow fix on every layer (made for vnni or amx)
+    that runs on the CPU of a machine whose CPU has no VNNI (`isa`: its ISA flags, default this
+    machine's), or None. It is logged once per bundle (logger "edge_dm": one line on stderr unless
+    logging is configured otherwise)."""
+    from edge_dm.targets import cpu_isa, made_for, overflow_risk
+
+    if bundle.precision != "int8" or ("CPU" not in device.upper() and not device.upper().startswith("AUTO")):
+        return None
+    # the IR says what it was made for; bundles from before --target: their recipe's overflow fix
+    made = made_for(bundle.read_model()) or {"overflow_fix": (bundle.recipe.get("config") or {}).get("overflow_fix")}
+    why = overflow_risk(made, cpu_isa() if isa is None else isa)
+    if why is None:
+        return None
+    msg = (f"Warning: int8 bundle {bundle.path} was {why} (overflow fix {made['overflow_fix']}), and this CPU has "
+           "no VNNI: its int8 convolutions may overflow here and give wrong images; for this CPU quantize with "
+           "--target avx2")
+    if msg not in _warned:
+        _warned.add(msg)
+        logging.getLogger("edge_dm").warning(msg)
+    return msg
+
+
 class Pipeline:
     def __init__(self, bundle: Bundle, runtime: DeviceConfig = DeviceConfig()):
         from edge_dm.denoiser import check_device, check_precision_hint
@@ -33,6 +63,7 @@ class Pipeline:
         self.bundle, self.family, self.runtime = bundle, bundle.family, runtime
         check_device(runtime.device)
         check_precision_hint(runtime.device, runtime.precision_hint)
+        warn_overflow_risk(bundle, runtime.device)
         self._components: dict = {}
         self.last_denoiser = None  # the denoiser of the latest call, with its UNet call statistics
 

@@ -1,9 +1,10 @@
 """NNCF post-training quantization of a denoiser's OpenVINO model with a calibration set, in memory.
 
 Defaults (preset MIXED, model_type TRANSFORMER, i.e. SmoothQuant on the attention MatMuls, fast bias
-correction, min-max ranges, overflow fix on every layer, the family's float-kept modules) were
-chosen by the fp32-vs-int8 error of the noise prediction and the drift of whole images:
-see docs/QUANTIZATION.md for the measurements.
+correction, min-max ranges, the family's float-kept modules) were chosen by the fp32-vs-int8 error of
+the noise prediction and the drift of whole images: see docs/QUANTIZATION.md for the measurements.
+The overflow fix and NNCF's target device follow the target CPU class (cfg.target, edge_dm/targets.py:
+7-bit weights on every layer for avx2 only; CPU_SPR for amx).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 from edge_dm.calibration import CalibrationSet
 from edge_dm.configs import QuantizeConfig, nncf_enums
 from edge_dm.errors import ConfigError
+from edge_dm.targets import stamp
 
 
 def keep_float_patterns(model, names) -> list[str]:
@@ -76,11 +78,12 @@ def check_ignored(model, cfg: QuantizeConfig) -> None:
 
 
 def nncf_options(cfg: QuantizeConfig, model, keep_float) -> dict:
-    """nncf.quantize's keyword arguments for cfg, with `keep_float` module names in float."""
+    """nncf.quantize's keyword arguments for cfg (its target resolved: QuantizeConfig.for_target),
+    with `keep_float` module names in float."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
-    enums = nncf_enums(cfg)
+    enums = nncf_enums(cfg.for_target())
     adv = dict(activations_range_estimator_params=enums["range_estimator"], overflow_fix=enums["overflow_fix"])
     if cfg.smooth_quant_alpha is not None:
         adv["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=cfg.smooth_quant_alpha)
@@ -96,18 +99,23 @@ def nncf_options(cfg: QuantizeConfig, model, keep_float) -> dict:
 
 def quantize_model(model, calibration: CalibrationSet | None, cfg: QuantizeConfig = QuantizeConfig(),
                    keep_float: tuple | None = None):
-    """The int8 openvino.Model of `model` (left unchanged): W8A8 with NNCF on `calibration`, or with
-    cfg.mode "weights" int8 weight compression (no calibration). Modules left in float: cfg.keep_float,
-    else `keep_float`, else the default of the model family the calibration set was made for."""
+    """The int8 openvino.Model of `model` (left unchanged): W8A8 with NNCF on `calibration` for the CPU
+    class cfg.target (auto: this CPU), or with cfg.mode "weights" int8 weight compression (no
+    calibration). Modules left in float: cfg.keep_float, else `keep_float`, else the default of the
+    model family the calibration set was made for. The int8 model's rt_info records the target
+    (edge_dm.targets.made_for)."""
     import nncf
 
     if cfg.mode == "weights":
         return compress_weights(model.clone())
     check_quantizable(model, cfg, calibration, keep_float)
+    cfg = cfg.for_target()  # auto: this CPU's class
     options = nncf_options(cfg, model, kept_float(cfg, keep_float, calibration))
     with nncf_quiet():
-        return nncf.quantize(model.clone(), calibration.nncf_dataset(),
-                             subset_size=cfg.subset_size or len(calibration), **options)
+        q = nncf.quantize(model.clone(), calibration.nncf_dataset(),
+                          subset_size=cfg.subset_size or len(calibration), **options)
+    stamp(q, dict(name=cfg.target, overflow_fix=cfg.overflow_fix, target_device=cfg.target_device))
+    return q
 
 
 def compress_weights(model):

@@ -1,8 +1,9 @@
 import json
+import re
 
 import pytest
 
-from edge_dm.benchmark import benchmark
+from edge_dm.benchmark import benchmark, check_gate, float_baseline
 from edge_dm.configs import BenchmarkConfig, CalibrationConfig, QuantizeConfig, SamplingConfig
 from edge_dm.errors import BenchmarkError
 from edge_dm.jobs import quantize
@@ -34,10 +35,32 @@ def test_benchmark_writes_json_markdown_and_chart(tiny_model_dir, tiny_int8, tmp
 def test_speedup_gate_fails_with_a_clear_error(tiny_model_dir, tiny_int8, tmp_path):
     cfg = BenchmarkConfig(model=tiny_model_dir, int8=str(tiny_int8.path), output=str(tmp_path / "b"),
                           iterations=3, batch_sizes=(1,), steps=1, images=1, torch_baseline=False,
-                          min_int8_speedup=1000.0)
-    with pytest.raises(BenchmarkError, match="below the required 1000.00x"):
+                          min_int8_speedup=dict(avx2=1000.0, vnni=1000.0, amx=1000.0))
+    with pytest.raises(BenchmarkError, match=r"int8 is \d+\.\d\dx OpenVINO (fp32|bf16) at batch 1, below the "
+                                             r"1000.00x required on (avx2|vnni|amx) CPUs"):
         benchmark(cfg, log=lambda s: None)
-    assert (tmp_path / "b" / "benchmark.json").exists()  # the numbers stay for inspection
+    saved = json.loads((tmp_path / "b" / "benchmark.json").read_text())  # the numbers stay for inspection
+    assert saved["float_baseline"] == float_baseline(saved["machine"]["isa"])
+
+
+GATES = dict(avx2=0.7, vnni=1.5, amx=0.75)
+MEASURED = "int8 is 1.40x OpenVINO fp32 at batch 1"
+
+
+@pytest.mark.parametrize("gate, target, passes, line", [
+    (GATES, "vnni", False, f"{MEASURED}, below the 1.50x required on vnni CPUs"),
+    (GATES, "avx2", True, f"speed gate passed: {MEASURED}, required 0.70x on avx2 CPUs"),
+    (dict(vnni=1.5), "amx", True, f"speed gate: no --min-int8-speedup for amx CPUs; {MEASURED} (not gated)"),
+    (1.5, "avx2", False, "below the 1.50x required on avx2 CPUs"),  # one number: every CPU class
+])
+def test_the_gate_applies_the_threshold_of_this_cpu_class(gate, target, passes, line):
+    cfg, lines = BenchmarkConfig(min_int8_speedup=gate), []
+    if passes:
+        check_gate(cfg, target, "OpenVINO fp32", 1.4, lines.append)
+        assert lines == [line]
+    else:
+        with pytest.raises(BenchmarkError, match=re.escape(line)):
+            check_gate(cfg, target, "OpenVINO fp32", 1.4, lines.append)
 
 
 def test_a_named_int8_bundle_that_is_missing_is_an_error(tiny_model_dir, tmp_path):

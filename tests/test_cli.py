@@ -27,6 +27,9 @@ def test_export_then_generate(tiny_model_dir, tmp_path):
     ["evaluate", "--samples", "OUT", "--reference", "x.npz", "--feature-device", "gpu9"],
     ["generate", "--cache-interval", "0", "--output", "OUT"],
     ["evaluate", "--samples", "OUT", "--reference", "x.npz", "--cache-branch", "0"],
+    ["benchmark", "--min-int8-speedup", "avx512=2", "--output", "OUT"],
+    ["benchmark", "--min-int8-speedup", "vnni=fast", "--output", "OUT"],
+    ["benchmark", "--min-int8-speedup", "amx=-1", "--output", "OUT"],
 ])
 def test_bad_input_is_one_line_and_nonzero(args, tmp_path):
     args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
@@ -41,6 +44,7 @@ def test_bad_input_is_one_line_and_nonzero(args, tmp_path):
 @pytest.mark.parametrize("args", [
     ["generate", "--scheduler", "lms9", "--output", "OUT"],
     ["quantize", "--calibration", "gauss", "--output", "OUT"],
+    ["quantize", "--target", "sse4", "--output", "OUT"],
     ["generate", "--steps", "many", "--output", "OUT"],
 ])
 def test_usage_errors_exit_2_and_end_in_one_error_line(args, tmp_path):

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 
 from edge_dm.bundle import open_bundle
+from edge_dm.calibration import CalibrationSet
 from edge_dm.configs import CalibrationConfig, GenerateConfig, QuantizeConfig, SamplingConfig
 from edge_dm.errors import ConfigError
 from edge_dm.jobs import quantize
-from edge_dm.quantize import op_counts
+from edge_dm.quantize import nncf_options, op_counts, quantize_model
+from edge_dm.targets import cpu_isa, made_for, target_of
 from edge_dm.jobs import generate
 
 
@@ -59,17 +61,38 @@ def _int8_weight_range(model):
     return min(int(v.min()) for v in vals), max(int(v.max()) for v in vals)
 
 
-def test_overflow_fix_keeps_weights_to_7_bits(int8, tiny_model_dir, tmp_path):
-    # default "enable": int8 weights use 7 bits (|w| <= 64), so AVX2's saturating vpmaddubsw can't overflow
+def test_the_target_decides_the_overflow_fix_unless_it_is_given(int8, tiny_bundle):
+    # avx2: int8 weights keep to 7 bits (|w| <= 64), so AVX2's saturating vpmaddubsw can't overflow;
+    # vnni and amx add in 32 bits and get NNCF's full 8-bit range
     bundle, _ = int8
-    assert bundle.recipe["config"]["overflow_fix"] == "enable"
+    cal = CalibrationSet.load(bundle.path / "calibration.npz")
+
+    def widest(**options):
+        lo, hi = _int8_weight_range(quantize_model(tiny_bundle.read_model(), cal, QuantizeConfig(**options)))
+        return max(-lo, hi)
+
+    assert widest(target="avx2") <= 64
+    assert widest(target="vnni") > 100
+    assert widest(target="vnni", overflow_fix="enable") <= 64  # an explicit option wins (tests/test_targets.py)
+    spr = nncf_options(QuantizeConfig(target="amx"), tiny_bundle.read_model(), ())["target_device"]
+    assert spr.value == "CPU_SPR"
+
+
+def test_the_recipe_records_the_resolved_target(int8, tiny_model_dir, tmp_path):
+    bundle, _ = int8
+    assert bundle.recipe["config"]["target"] == "auto" and bundle.recipe["config"]["overflow_fix"] is None
+    this_cpu = target_of(cpu_isa())
+    fix = "enable" if this_cpu == "avx2" else "disable"
+    assert bundle.recipe["target"] == dict(name=this_cpu, overflow_fix=fix,
+                                           target_device="CPU_SPR" if this_cpu == "amx" else "CPU")
+    assert made_for(bundle.read_model()) == bundle.recipe["target"]  # the IR carries it too
     lo, hi = _int8_weight_range(bundle.read_model())
-    assert max(-lo, hi) <= 64
-    cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "nofix"), eval_trajectories=1,
-                         calibration_set=str(bundle.path / "calibration.npz"), overflow_fix="disable")
-    nofix, _ = quantize(cfg, progress=False)
-    lo, hi = _int8_weight_range(nofix.read_model())
-    assert max(-lo, hi) > 100  # without the fix NNCF uses the full 8-bit range
+    assert (max(-lo, hi) <= 64) == (fix == "enable")
+    cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "amx"), eval_trajectories=1,
+                         calibration_set=str(bundle.path / "calibration.npz"), target="amx", overflow_fix="enable")
+    amx, _ = quantize(cfg, progress=False)
+    assert amx.recipe["target"] == dict(name="amx", overflow_fix="enable", target_device="CPU_SPR")
+    assert QuantizeConfig.from_dict(amx.recipe["config"]) == cfg
 
 
 def _weight_types(model) -> dict:
