@@ -176,7 +176,7 @@ def test_cli_output_is_edge_dms_bars_and_summary_only(tiny_model_dir, tmp_path):
     for title in ("Statistics collection", "Smooth Quant", "Bias correction", "INFO:nncf"):
         assert title not in r.output, r.output
     bar = r"(calibration \(dntc\)|held-out error): +\d+%\|[^|]*\| \d+/\d+ \[[^\]]*\]"  # a tqdm state
-    summary = [r"int8 bundle: .*", r"calibration [\d.]+ s .*", r"quantized ops: .*",
+    summary = [r"int8 bundle: .*", r"target \w+ \(this CPU\): .*", r"calibration [\d.]+ s .*", r"quantized ops: .*",
                r"int8 vs fp32 noise prediction.*", r"  t=\d+:.*"]
     lines = [ln for ln in re.sub(bar, "", r.output).replace("\r", "\n").splitlines() if ln.strip()]
     assert len(lines) == len(summary) and all(map(re.fullmatch, summary, lines)), r.output
