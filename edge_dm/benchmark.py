@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_dm.configs import BenchmarkConfig
-from edge_dm.targets import target_of
+from edge_dm.targets import cpu_info, target_of
 
 
 def _rss_mb() -> float:
@@ -197,8 +197,6 @@ def machine_info() -> dict:
     import os
 
     import openvino as ov
-
-    from edge_dm.targets import cpu_info
 
     # what decides int8 and bf16 speed: the ISA, which a CPU's name does not tell (one name can cover both)
     cpu, isa = cpu_info()
