@@ -39,11 +39,11 @@ LIMITS = {
 def measure(folder, cfg: QuantizeConfig = DEFAULTS, points: int = 4) -> tuple[dict, dict]:
     """The int8 of `cfg` (default: DEFAULTS) against fp32 on the shipped model,
     working in `folder`: held-out rel. L2 by timestep, and drift (edge_dm.evaluate.drift)."""
-    from edge_dm.calibration import calibrate, held_out_set
+    from edge_dm.calibration import HELD_OUT_SEED, calibrate, held_out_set
     from edge_dm.evaluate import drift
     from edge_dm.jobs import export
     from edge_dm.pipeline import Pipeline
-    from edge_dm.quantize import HELD_OUT_SEED, noise_prediction_error, quantize_model
+    from edge_dm.quantize import noise_prediction_error, quantize_model
 
     fp32 = export(ExportConfig(output=str(Path(folder) / "fp32"), overwrite=True))
     q = quantize_model(fp32.read_model(), calibrate(fp32, cfg.calibration), cfg)
