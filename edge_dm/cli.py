@@ -254,6 +254,11 @@ def _int_list(text: str, option: str) -> tuple:
 @click.option("--keep-float", multiple=True,
               help="a module left in float (repeat; 'none' quantizes them all)  [default: the model family's]")
 @_opt(QuantizeConfig, "eval_trajectories", type=int)
+@_opt(QuantizeConfig, "max_drop", type=float,
+      help="quality budget: the most mean held-out error (relative L2 of the noise prediction against fp32) the "
+           "int8 model may have; NNCF returns the most sensitive operations to float until it holds")
+@_opt(QuantizeConfig, "max_iterations", type=int,
+      help="--max-drop: the most groups of operations NNCF returns to float before it gives up  [default: no limit]")
 @_opt(QuantizeConfig, "report_images", type=int, help="text-to-image: prompts in report.png  [default: 4]")
 @_opt(QuantizeConfig, "text_encoder", type=click.Choice(COMPONENT_MODES))
 @_opt(QuantizeConfig, "vae", type=click.Choice(COMPONENT_MODES))
@@ -278,8 +283,13 @@ def quantize(bias_correction, keep_float, **kwargs):
                    f"held-out error {s['error_eval_s']:.1f} s")
     click.echo(f"quantized ops: {s['ops']['fake_quantize']} FakeQuantize, {s['ops']['int8_constants']} int8 "
                f"constants; IR {s['ir_bytes_fp32'] / 1e6:.1f} MB fp32 -> {s['ir_bytes_int8'] / 1e6:.1f} MB int8")
-    click.echo("int8 vs fp32 noise prediction, relative L2 by timestep (held-out trajectories):")
+    click.echo(f"int8 vs fp32 noise prediction, relative L2 on held-out trajectories: mean {s['mean_rel_l2']:.4f}; "
+               "by timestep:")
     click.echo("  " + "  ".join(f"t={e['t']}:{e['rel_l2']:.3f}" for e in s["noise_prediction_rel_l2"]))
+    if "accuracy_control" in s:
+        a = s["accuracy_control"]
+        click.echo(f"--max-drop {a['max_drop']}: {a['float_ops']} of {a['int8_ops_before']} int8 operations returned "
+                   f"to float (held-out error {a['rel_l2_before']:.4f} -> {a['rel_l2_after']:.4f}; recipe.json lists them)")
 
 
 @main.command()

@@ -257,6 +257,14 @@ class QuantizeConfig(Config):
     # conv_in, conv_out and time_emb, chosen by drift from fp32 in docs/QUANTIZATION.md).
     keep_float: tuple | None = None
     eval_trajectories: int = 4  # held-out trajectories, each sampled at 10 timesteps spread over [0, T]
+    # A quality budget: the most held-out error (summary.mean_rel_l2: the relative L2 error of the int8 noise
+    # prediction against fp32, averaged over the held-out timesteps) the int8 model may have; NNCF's accuracy
+    # control returns the most sensitive operations to float until it holds (None: no budget;
+    # docs/QUANTIZATION.md, "Accuracy-aware mode").
+    max_drop: float | None = None
+    # NNCF's max_num_iterations: the most steps its accuracy control takes, each returning one group of
+    # operations (those sharing a quantizer) to float; a budget not met within them is refused (None: no limit)
+    max_iterations: int | None = None
     report_images: int | None = None  # text-to-image: prompts in report.png (None: the family's default; 0: none)
     text_encoder: str = "float"  # text-to-image: the text encoder float, or NNCF int8 weight compression
     vae: str = "float"  # text-to-image: the VAE likewise
@@ -272,6 +280,14 @@ class QuantizeConfig(Config):
         if self.smooth_quant_alpha is not None and not (self.smooth_quant_alpha == -1 or 0 <= self.smooth_quant_alpha <= 1):
             raise ConfigError("smooth-quant-alpha must lie in [0, 1] (or -1 to disable)")
         _positive(eval_trajectories=self.eval_trajectories)
+        _finite(max_drop=self.max_drop)
+        if self.max_drop is not None and self.max_drop <= 0:
+            raise ConfigError(f"max-drop must be > 0 (a held-out relative L2 error, e.g. 0.02), got {self.max_drop}")
+        if self.max_drop is not None and self.mode != "int8":
+            raise ConfigError("--max-drop returns int8 operations to float: it needs --mode int8")
+        _positive_if_set(max_iterations=self.max_iterations)
+        if self.max_iterations is not None and self.max_drop is None:
+            raise ConfigError("--max-iterations bounds the search for --max-drop: give a budget with --max-drop")
         if self.report_images is not None and self.report_images < 0:
             raise ConfigError(f"report-images must be >= 0, got {self.report_images}")
         bad = [n for n in self.keep_float or () if not n or not all(c.isalnum() or c in "._" for c in n)]

@@ -34,6 +34,10 @@ class OutputExistsError(EdgeDMError):
     """The output path exists and is not empty, and overwriting was not asked for."""
 
 
+class QuantizationError(EdgeDMError):
+    """Quantization ran but could not meet the quality budget it was asked to hold (--max-drop)."""
+
+
 class BenchmarkError(EdgeDMError):
     """A benchmark ran but missed the speed-up it was asked to hold."""
 

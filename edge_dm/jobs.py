@@ -8,8 +8,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from edge_dm.bundle import Bundle, default_bundle_path, open_bundle, write_recipe
 from edge_dm.configs import ExportConfig, GenerateConfig, QuantizeConfig
 from edge_dm.outputs import atomic_output, check_output
@@ -46,7 +44,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
     from edge_dm.configs import DeviceConfig
     from edge_dm.models import load_model
     from edge_dm.pipeline import Pipeline
-    from edge_dm.quantize import check_quantizable, noise_prediction_error, op_counts, quantize_model
+    from edge_dm.quantize import check_quantizable, error_table, held_out_items, hold_budget, op_counts, quantize_model
     from edge_dm.sampling import check_steps
     from edge_dm.targets import made_for
 
@@ -80,16 +78,23 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
         t0 = time.perf_counter()
         with _bar(progress, s.steps, "held-out error", "step") as bar:
             held = held_out(fp32_pipe, cal_cfg, cfg.eval_trajectories, bar.update)
-        errors = noise_prediction_error(fp32, q, held)
+        items = held_out_items(fp32, held)
+        errors = error_table(q, items)
         timings["error_eval_s"] = round(time.perf_counter() - t0, 2)
+        budget = None
+        if cfg.max_drop is not None:
+            t0 = time.perf_counter()
+            q, errors, budget = hold_budget(fp32, q, errors, cal, items, cfg, family.default_keep_float)
+            timings["accuracy_control_s"] = round(time.perf_counter() - t0, 2)
 
         family.write_quantized(tmp, fp32, q)
         family.compress_components(tmp, cfg)
         if cal is not None:
             cal.save(tmp / "calibration.npz")
-        summary = dict(timings, ops=op_counts(q), ir_bytes_fp32=fp32_bytes,
-                       noise_prediction_rel_l2=errors,
-                       mean_rel_l2=round(float(np.mean([e["rel_l2"] for e in errors])), 5))
+        summary = dict(timings, ops=op_counts(q), ir_bytes_fp32=fp32_bytes, noise_prediction_rel_l2=errors["by_t"],
+                       mean_rel_l2=errors["mean_rel_l2"])
+        if budget is not None:
+            summary["accuracy_control"] = budget
         if cal is not None:
             summary.update(calibration_samples=len(cal), calibration_t_mean=round(float(cal.t.mean()), 1))
         precision = "int8" if cfg.mode == "int8" else "int8-weights"

@@ -5,10 +5,15 @@ correction, min-max ranges, the family's float-kept modules) were chosen by the 
 the noise prediction and the drift of whole images: see docs/QUANTIZATION.md for the measurements.
 The overflow fix and NNCF's target device follow the target CPU class (cfg.target, edge_dm/targets.py:
 7-bit weights on every layer for avx2 only; CPU_SPR for amx).
+
+Accuracy-aware mode (cfg.max_drop, a budget on the mean held-out error): where the int8 model misses
+it, NNCF's `quantize_with_accuracy_control` returns the most sensitive operations to float, judged by
+`validation_metric` on held-out items (the records of each held-out timestep, with fp32's prediction).
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 
 import numpy as np
@@ -114,8 +119,13 @@ def quantize_model(model, calibration: CalibrationSet | None, cfg: QuantizeConfi
     with nncf_quiet():
         q = nncf.quantize(model.clone(), calibration.nncf_dataset(),
                           subset_size=cfg.subset_size or len(calibration), **options)
-    stamp(q, dict(name=cfg.target, overflow_fix=cfg.overflow_fix, target_device=cfg.target_device))
+    _stamp(q, cfg)
     return q
+
+
+def _stamp(q, cfg: QuantizeConfig) -> None:
+    """Record in `q` the target its quantization was for (cfg with its target resolved)."""
+    stamp(q, dict(name=cfg.target, overflow_fix=cfg.overflow_fix, target_device=cfg.target_device))
 
 
 def compress_weights(model):
@@ -160,18 +170,136 @@ def op_counts(model) -> dict:
     return dict(fake_quantize=fq, int8_constants=low, conv_matmul=compute)
 
 
-def noise_prediction_error(fp32_model, q_model, held: CalibrationSet) -> list[dict]:
-    """Relative L2 error of the int8 noise prediction vs fp32, per held-out timestep (both in f32)."""
-    from edge_dm.denoiser import OpenVINOModel
-
-    out = []
-    nets = [OpenVINOModel(m, "CPU", "LATENCY", precision_hint="f32") for m in (fp32_model, q_model)]
+def held_out_items(fp32_model, held: CalibrationSet) -> list[dict]:
+    """The held-out records as validation items, one per timestep (largest first): the inputs of every
+    held-out trajectory at that timestep as one batch, and the fp32 model's noise prediction for them."""
+    compiled = _compile_f32(fp32_model)
+    items = []
     for t in sorted(set(held.t.tolist()), reverse=True):
         idx = np.flatnonzero(held.t == t)
-        num = den = 0.0
-        for i in idx:
-            a, b = (net.run(held.record(i))[0] for net in nets)
-            num += float(np.sum((b - a) ** 2))
-            den += float(np.sum(a ** 2))
-        out.append(dict(t=int(t), rel_l2=round(float(np.sqrt(num / den)), 5), samples=len(idx)))
+        item = dict(t=int(t), samples=len(idx), inputs={k: np.concatenate(v[idx]) for k, v in held.inputs.items()})
+        items.append(dict(item, reference=_predict(compiled, item)))
+    return items
+
+
+def _compile_f32(model):
+    """`model` compiled on the CPU at f32 precision, as NNCF's accuracy control compiles what it validates."""
+    import openvino as ov
+
+    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+
+def _predict(compiled, item: dict) -> np.ndarray:
+    types = {i.get_any_name(): i.get_element_type().to_dtype() for i in compiled.inputs}
+    return np.array(compiled({k: np.asarray(v, types.get(k)) for k, v in item["inputs"].items()})[0])
+
+
+def _errors(compiled, items) -> list[float]:
+    """Each item's relative L2 error of `compiled`'s noise prediction against its fp32 one."""
+    out = []
+    for item in items:
+        diff = _predict(compiled, item) - item["reference"]
+        out.append(math.sqrt(float(np.sum(diff * diff)) / float(np.sum(item["reference"] ** 2))))
     return out
+
+
+def validation_metric(compiled, items) -> tuple[float, list[float]]:
+    """NNCF's validation_fn: 1 - the held-out error, the mean of the items' (timesteps') relative L2
+    errors (higher is better; fp32 scores 1, so NNCF's absolute drop is the error itself, while a
+    score of 0 would make NNCF 3.4 divide by zero), and each item's score (NNCF ranks its quantizers
+    on the items where the int8 model loses most)."""
+    scores = [1 - e for e in _errors(compiled, items)]
+    return float(np.mean(scores)), scores
+
+
+def error_table(model, items: list[dict]) -> dict:
+    """The held-out error of `model` (an openvino.Model) against fp32: by timestep, and their mean."""
+    errors = _errors(_compile_f32(model), items)
+    return dict(mean_rel_l2=round(float(np.mean(errors)), 5),
+                by_t=[dict(t=i["t"], rel_l2=round(e, 5), samples=i["samples"]) for i, e in zip(items, errors)])
+
+
+def noise_prediction_error(fp32_model, q_model, held: CalibrationSet) -> list[dict]:
+    """Relative L2 error of the int8 noise prediction vs fp32, per held-out timestep (both in f32)."""
+    return error_table(q_model, held_out_items(fp32_model, held))["by_t"]
+
+
+LAYOUT_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Interpolate", "Split", "VariadicSplit",
+              "StridedSlice", "Gather", "MaxPool", "ShapeOf"}
+
+
+def int8_ops(model) -> set[str]:
+    """Names of the operations of `model` that take an int8 input: one from a FakeQuantize, directly or
+    through operations that only move data (NNCF quantizes those with their consumer)."""
+    out = set()
+    for op in model.get_ops():
+        if op.get_type_name() in LAYOUT_OPS or op.get_type_name() == "FakeQuantize":
+            continue
+        for value in op.input_values():
+            node = value.get_node()
+            while node.get_type_name() in LAYOUT_OPS and node.get_input_size():
+                node = node.input_value(0).get_node()
+            if node.get_type_name() == "FakeQuantize":
+                out.add(op.get_friendly_name())
+                break
+    return out
+
+
+def by_module(op_names) -> dict:
+    """Op names grouped by the PyTorch module they came from (`__module.<path>/<op>`: {path: [op]})."""
+    out: dict = {}
+    for name in sorted(op_names):
+        m = re.fullmatch(r"__module\.([^/]+)/(.*)", name)
+        module, op = m.groups() if m else ("", name)
+        out.setdefault(module, []).append(op)
+    return out
+
+
+def restore_accuracy(model, calibration: CalibrationSet, items: list[dict], cfg: QuantizeConfig,
+                     keep_float: tuple | None = None) -> tuple:
+    """(int8 model, its error_table): NNCF's accuracy control on `model` with the budget cfg.max_drop on
+    the held-out `items`. NNCF quantizes as quantize_model does, ranks groups of quantizers by the
+    held-out score with each group's operations back in float, and returns groups to float greedily,
+    best first, until the budget holds; where it cannot, it returns its best effort without a word."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    cfg = cfg.for_target()  # auto: this CPU's class, as quantize_model
+    opts = nncf_options(cfg, model, kept_float(cfg, keep_float, calibration))
+    restorer = AdvancedAccuracyRestorerParameters(ranking_subset_size=len(items))
+    if cfg.max_iterations is not None:
+        restorer.max_num_iterations = cfg.max_iterations
+    with nncf_quiet():
+        restored = nncf.quantize_with_accuracy_control(
+            model.clone(), calibration.nncf_dataset(), nncf.Dataset(items), validation_metric, max_drop=cfg.max_drop,
+            drop_type=nncf.DropType.ABSOLUTE, subset_size=cfg.subset_size or len(calibration),
+            advanced_quantization_parameters=opts.pop("advanced_parameters"),
+            advanced_accuracy_restorer_parameters=restorer, **opts)
+    _stamp(restored, cfg)
+    return restored, error_table(restored, items)
+
+
+def hold_budget(model, q, errors: dict, calibration: CalibrationSet, items: list[dict], cfg: QuantizeConfig,
+                keep_float: tuple | None = None) -> tuple:
+    """(int8 model, its error_table, report) within cfg.max_drop: `q` (quantize_model's int8 model of
+    `model`, whose error_table is `errors`) where it holds, else restore_accuracy's. The report: the
+    budget, the held-out error before and after, the operations that went back to float by module.
+    QuantizationError where NNCF's best effort misses the budget, or meets it only in all-float."""
+    from edge_dm.errors import QuantizationError
+
+    before, ops = errors["mean_rel_l2"], int8_ops(q)
+    report = dict(max_drop=cfg.max_drop, rel_l2_before=before, int8_ops_before=len(ops), float_ops=0,
+                  float_ops_by_module={})
+    if before > cfg.max_drop:
+        q, errors = restore_accuracy(model, calibration, items, cfg, keep_float)
+        left, after = int8_ops(q), errors["mean_rel_l2"]
+        bound = "" if cfg.max_iterations is None else f", --max-iterations {cfg.max_iterations}"
+        if after > cfg.max_drop:
+            raise QuantizationError(f"--max-drop {cfg.max_drop} cannot be met: NNCF's accuracy control took the "
+                                    f"held-out error from {before:.4g} to {after:.4g} at best ({len(left)} of "
+                                    f"{len(ops)} operations left in int8{bound}); raise the budget")
+        if not left:
+            raise QuantizationError(f"--max-drop {cfg.max_drop} is met only with every operation back in float: "
+                                    "that is the fp32 model (edge-dm export); raise the budget")
+        report.update(float_ops=len(ops - left), float_ops_by_module=by_module(ops - left))
+    return q, errors, dict(report, rel_l2_after=errors["mean_rel_l2"])

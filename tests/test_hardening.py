@@ -110,6 +110,11 @@ ROWS = {
                             "--output OUT", None),
     "quantize-calibration-shape": ("quantize --model MODEL --calibration-set WRONGCAL --steps 2 --output OUT", None),
     "quantize-bad-scheduler": ("quantize --model BADSCHED --output OUT", None),
+    "quantize-max-drop-zero": ("quantize --model MODEL --max-drop 0 --output OUT", None),
+    "quantize-max-drop-nan": ("quantize --model MODEL --max-drop nan --output OUT", None),
+    "quantize-max-drop-weights": ("quantize --model MODEL --mode weights --max-drop 0.1 --output OUT", None),
+    "quantize-max-iterations-alone": ("quantize --model MODEL --max-iterations 3 --output OUT", None),
+    "quantize-max-iterations-zero": ("quantize --model MODEL --max-drop 0.1 --max-iterations 0 --output OUT", None),
     # generate
     "generate-no-bundle": ("generate --model /no/such/bundle --output OUT", None),
     "generate-out-file": ("generate --model BUNDLE --steps 2 --num-images 1 --output OUT", "file"),

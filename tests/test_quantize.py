@@ -1,4 +1,5 @@
 import json
+import os
 import re
 
 import numpy as np
@@ -9,7 +10,7 @@ from edge_dm.calibration import CalibrationSet
 from edge_dm.configs import CalibrationConfig, GenerateConfig, QuantizeConfig, SamplingConfig
 from edge_dm.errors import ConfigError
 from edge_dm.jobs import quantize
-from edge_dm.quantize import nncf_options, op_counts, quantize_model
+from edge_dm.quantize import int8_ops, nncf_options, op_counts, quantize_model
 from edge_dm.targets import cpu_isa, made_for, target_of
 from edge_dm.jobs import generate
 
@@ -181,3 +182,57 @@ def test_cli_output_is_edge_dms_bars_and_summary_only(tiny_model_dir, tmp_path):
     lines = [ln for ln in re.sub(bar, "", r.output).replace("\r", "\n").splitlines() if ln.strip()]
     assert len(lines) == len(summary) and all(map(re.fullmatch, summary, lines)), r.output
     assert logging.getLogger("nncf").level == nncf_level
+
+
+# Accuracy-aware mode (--max-drop): NNCF's accuracy control on the tiny model, one held-out trajectory
+def _budgeted(int8, tiny_model_dir, out, **kw) -> QuantizeConfig:
+    bundle, _ = int8
+    return QuantizeConfig(model=tiny_model_dir, output=str(out), eval_trajectories=1,
+                          calibration_set=str(bundle.path / "calibration.npz"), **kw)
+
+
+@pytest.fixture(scope="module")
+def loose(int8, tiny_model_dir, tmp_path_factory):
+    return quantize(_budgeted(int8, tiny_model_dir, tmp_path_factory.mktemp("loose") / "q", max_drop=0.9),
+                    progress=False)
+
+
+def test_loose_budget_returns_nothing_to_float(loose):
+    bundle, s = loose
+    a = s["accuracy_control"]
+    assert a["max_drop"] == 0.9 and a["float_ops"] == 0 and a["float_ops_by_module"] == {}
+    assert 0 < a["rel_l2_before"] == a["rel_l2_after"] == s["mean_rel_l2"] < 0.9
+    assert len(int8_ops(bundle.read_model())) == a["int8_ops_before"] > 0
+    assert bundle.recipe["summary"]["accuracy_control"] == a and bundle.recipe["config"]["max_drop"] == 0.9
+
+
+@pytest.mark.slow
+def test_tight_budget_returns_operations_to_float_until_it_holds(loose, int8, tiny_model_dir, tmp_path):
+    default, s0 = loose
+    budget = round(0.9 * s0["mean_rel_l2"], 5)
+    bundle, s = quantize(_budgeted(int8, tiny_model_dir, tmp_path / "q", max_drop=budget), progress=False)
+    a = s["accuracy_control"]
+    assert a["rel_l2_before"] == pytest.approx(s0["mean_rel_l2"], rel=1e-3) and a["rel_l2_before"] > budget
+    assert a["float_ops"] >= 1 and a["rel_l2_after"] == s["mean_rel_l2"] <= budget
+    listed = {f"__module.{module}/{op}" for module, ops in a["float_ops_by_module"].items() for op in ops}
+    before, after = int8_ops(default.read_model()), int8_ops(bundle.read_model())
+    assert len(listed) == a["float_ops"] and listed <= before and not listed & after  # the written IR is the restored one
+    assert len(after) == len(before) - a["float_ops"]
+    assert json.loads((bundle.path / "recipe.json").read_text())["summary"]["accuracy_control"] == a
+
+
+@pytest.mark.slow
+def test_budget_it_cannot_meet_is_refused_in_one_line_and_writes_nothing(int8, tiny_model_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from edge_dm.cli import main
+
+    bundle, _ = int8
+    r = CliRunner().invoke(main, ["quantize", "--model", tiny_model_dir, "--output", str(tmp_path / "q"),
+                                  "--calibration-set", str(bundle.path / "calibration.npz"), "--eval-trajectories", "1",
+                                  "--max-drop", "1e-6", "--max-iterations", "1"])
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert len(errors) == 1 and errors[0] == r.output.strip().splitlines()[-1], r.output
+    assert "--max-drop 1e-06 cannot be met" in errors[0] and "--max-iterations 1" in errors[0]
+    assert os.listdir(tmp_path) == []
