@@ -233,6 +233,9 @@ def _int_list(text: str, option: str) -> tuple:
                                            "enable, first_layer_only, disable")
 @click.option("--keep-float", multiple=True,
               help="a module left in float (repeat; 'none' quantizes them all)  [default: the model family's]")
+@_opt(QuantizeConfig, "split_shortcut", "--split-shortcut/--no-split-shortcut",
+      help="unet2d: convolve each up-path skip concatenation's two parts apart (same function), "
+           "so each gets its own int8 scale")
 @_opt(QuantizeConfig, "eval_trajectories", type=int)
 @_opt(QuantizeConfig, "report_images", type=int, help="text-to-image: prompts in report.png  [default: 4]")
 @_opt(QuantizeConfig, "text_encoder", type=click.Choice(COMPONENT_MODES))
@@ -254,7 +257,8 @@ def quantize(bias_correction, keep_float, **kwargs):
                    f"held-out error {s['error_eval_s']:.1f} s")
     click.echo(f"quantized ops: {s['ops']['fake_quantize']} FakeQuantize, {s['ops']['int8_constants']} int8 "
                f"constants; IR {s['ir_bytes_fp32'] / 1e6:.1f} MB fp32 -> {s['ir_bytes_int8'] / 1e6:.1f} MB int8")
-    click.echo("int8 vs fp32 noise prediction, relative L2 by timestep (held-out trajectories):")
+    click.echo(f"int8 vs fp32 noise prediction, relative L2 by timestep (held-out trajectories; "
+               f"mean {s['mean_rel_l2']:.4f}):")
     click.echo("  " + "  ".join(f"t={e['t']}:{e['rel_l2']:.3f}" for e in s["noise_prediction_rel_l2"]))
 
 

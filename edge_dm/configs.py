@@ -248,6 +248,9 @@ class QuantizeConfig(Config):
     # Modules left in float, by name (None: the model family's default; for the unconditional UNet
     # conv_in, conv_out and time_emb, chosen by drift from fp32 in docs/QUANTIZATION.md).
     keep_float: tuple | None = None
+    # Q-Diffusion's shortcut split: each up-path convolution of a skip concatenation as two convolutions
+    # summed (the same function), so its two inputs get an int8 scale each (unet2d; docs/QUANTIZATION.md)
+    split_shortcut: bool = False
     eval_trajectories: int = 4  # held-out trajectories, each sampled at 10 timesteps spread over [0, T]
     report_images: int | None = None  # text-to-image: prompts in report.png (None: the family's default; 0: none)
     text_encoder: str = "float"  # text-to-image: the text encoder float, or NNCF int8 weight compression

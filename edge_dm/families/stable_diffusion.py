@@ -252,10 +252,10 @@ class StableDiffusion(Family):
                 self.write_component(folder, nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM),
                                      component)
 
-    def cache_concats(self, model) -> dict:
+    def cache_features(self, model) -> dict:
         from edge_dm.families.unet2d import UNet2D
 
-        return UNet2D().cache_concats(model)
+        return UNet2D().cache_features(model)
 
 
 def convert_tokenizer(folder: Path) -> None:
