@@ -9,10 +9,12 @@ its images generated with the same seeds, and compared with `edge-dm evaluate --
 PSNR, SSIM, mean abs diff), beside the held-out noise-prediction error that `quantize` records.
 The first variant (everything quantized) draws the DNTC calibration set the others reuse
 (`--calibration-set`), so that they differ by their option only; `*-seed1` and `all-n128` draw
-fresh sets, to show how much one calibration set moves the drift. `--latency` also times three
-bundles at batch 1 in interleaved rounds. Backs docs/QUANTIZATION.md ("Where the int8 error comes
-from"). JSON on stdout or in --output; progress on stderr. About 25 minutes on 2 cores with the
-defaults; `--num-images 8 --steps 20 --only io-temb-float` is a quick check.
+fresh sets, to show how much one calibration set moves the drift. `--latency` also times the
+bundles of LATENCY_VARIANTS at batch 1 in interleaved rounds. Backs docs/QUANTIZATION.md ("Where
+the int8 error comes from", "Q-Diffusion's shortcut split"). JSON on stdout or in --output; progress on stderr. About 25 minutes on 2 cores with the
+defaults; `--num-images 8 --steps 20 --only io-temb-float` is a quick check, and
+`--num-images 16 --steps 20 --only io-temb-float --only split-shortcut --latency` compares the
+shortcut split with the defaults (docs/QUANTIZATION.md).
 """
 import argparse
 import json
@@ -32,11 +34,12 @@ VARIANTS = {
     "no-smoothquant": ["CAL", "--keep-float", "none", "--smooth-quant-alpha", "-1"],
     "io-float": ["CAL", "--keep-float", "none", "--ignore-pattern", ".*conv_(in|out)/.*"],
     "io-temb-float": ["CAL"],  # edge-dm's defaults: conv_in, conv_out and the time embedding in float
+    "split-shortcut": ["CAL", "--split-shortcut"],  # the defaults, up-path skip concatenations convolved apart
     "all-seed1": ["--keep-float", "none", "--seed", "1"],
     "io-float-seed1": ["--keep-float", "none", "--seed", "1", "--ignore-pattern", ".*conv_(in|out)/.*"],
     "all-n128": ["--keep-float", "none", "--num-samples", "128"],
 }
-LATENCY_VARIANTS = ("all", "io-float", "io-temb-float")
+LATENCY_VARIANTS = ("all", "io-float", "io-temb-float", "split-shortcut")
 
 
 def main(argv=None) -> dict:
@@ -47,7 +50,8 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--only", action="append", metavar="NAME",
                    help="only this variant (repeat the option; the first, 'all', always runs)")
-    p.add_argument("--latency", action="store_true", help=f"time {', '.join(LATENCY_VARIANTS)} at batch 1")
+    p.add_argument("--latency", action="store_true",
+                   help=f"time those of {', '.join(LATENCY_VARIANTS)} that run, at batch 1")
     p.add_argument("--output", help="write the JSON here instead of stdout")
     a = p.parse_args(argv)
     from edge_dm.benchmark import machine_info

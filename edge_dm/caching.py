@@ -42,23 +42,22 @@ def split_ir(model, branch: int = 1, family=None):
     from edge_dm.families import get
 
     family = family or get(None)
-    concats = family.cache_concats(model)
-    if not concats:
+    features = family.cache_features(model)
+    if not features:
         raise BundleError("this IR has no UNet up blocks by name; cached sampling needs an IR "
                           "written by edge-dm export or quantize")
-    k = check_branch(max(concats) + 1, branch)
+    k = check_branch(max(features) + 1, branch)
 
     full = model.clone()
-    feature = family.cache_concats(full)[k].input_value(0)
-    full.add_outputs(feature)
+    full.add_outputs(family.cache_features(full)[k])
     full.outputs[-1].get_tensor().set_names({CACHE_INPUT})
 
     shallow = model.clone()
-    cat = family.cache_concats(shallow)[k]
-    source = cat.input_value(0)
+    source = family.cache_features(shallow)[k]
     cache = ov.opset13.parameter(source.get_partial_shape(), source.get_element_type(), name=CACHE_INPUT)
     cache.output(0).get_tensor().set_names({CACHE_INPUT})
-    cat.input(0).replace_source_output(cache.output(0))
+    for target in source.get_target_inputs():  # every reader of the block's input reads the cache
+        target.replace_source_output(cache.output(0))
     # results reach back only through what they still use: the deep blocks drop out here
     shallow = ov.Model(shallow.get_results(), [*shallow.get_parameters(), cache], "unet_shallow")
     return full, shallow

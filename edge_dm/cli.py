@@ -253,6 +253,9 @@ def _int_list(text: str, option: str) -> tuple:
                                            "else disable]")
 @click.option("--keep-float", multiple=True,
               help="a module left in float (repeat; 'none' quantizes them all)  [default: the model family's]")
+@_opt(QuantizeConfig, "split_shortcut", "--split-shortcut/--no-split-shortcut",
+      help="unet2d: convolve each up-path skip concatenation's two parts apart (same function), "
+           "so each gets its own int8 scale")
 @_opt(QuantizeConfig, "eval_trajectories", type=int)
 @_opt(QuantizeConfig, "max_drop", type=float,
       help="quality budget: the most mean held-out error (relative L2 of the noise prediction against fp32) the "

@@ -256,6 +256,9 @@ class QuantizeConfig(Config):
     # Modules left in float, by name (None: the model family's default; for the unconditional UNet
     # conv_in, conv_out and time_emb, chosen by drift from fp32 in docs/QUANTIZATION.md).
     keep_float: tuple | None = None
+    # Q-Diffusion's shortcut split: each up-path convolution of a skip concatenation as two convolutions
+    # summed (the same function), so its two inputs get an int8 scale each (unet2d; docs/QUANTIZATION.md)
+    split_shortcut: bool = False
     eval_trajectories: int = 4  # held-out trajectories, each sampled at 10 timesteps spread over [0, T]
     # A quality budget: the most held-out error (summary.mean_rel_l2: the relative L2 error of the int8 noise
     # prediction against fp32, averaged over the held-out timesteps) the int8 model may have; NNCF's accuracy

@@ -55,8 +55,10 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
     cal_cfg.check_timesteps(m.num_train_timesteps)
     check_steps(s.scheduler, m.scheduler_config, s.steps)
     cal = CalibrationSet.load(cfg.calibration_set) if cfg.calibration_set else None
+    m, rewritten = family.for_quantization(m, cfg)
     with atomic_output(out, cfg.overwrite) as tmp:
         fields, fp32 = _fp32_export(m, tmp)
+        fields.update(rewritten)
         ir = tmp / family.components["unet"]
         fp32_bytes = ir.stat().st_size + ir.with_suffix(".bin").stat().st_size
         fp32_bundle = Bundle(tmp, dict(family=family.name), {ir: fp32})  # in memory: no second read

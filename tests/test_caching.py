@@ -30,9 +30,17 @@ def inputs(seed, n=3, t=(900, 400, 30)):
     return dict(sample=g.standard_normal((n, 3, 8, 8)).astype(np.float32), timestep=np.array(t[:n], np.int64))
 
 
+def _converted(unet, shortcut_split: bool):
+    """The IR of `unet`, or of its shortcut-split twin (no skip Concat left where GroupNorm allows)."""
+    from edge_dm.families.shortcut_split import split_shortcuts
+
+    return convert_unet(split_shortcuts(unet)[0] if shortcut_split else unet, (3, 8, 8))
+
+
+@pytest.mark.parametrize("shortcut_split", [False, True])
 @pytest.mark.parametrize("branch", [1, 2])
-def test_the_split_alone_changes_nothing(branch):
-    model = convert_unet(three_level_unet(), (3, 8, 8))
+def test_the_split_alone_changes_nothing(branch, shortcut_split):
+    model = _converted(three_level_unet(), shortcut_split)
     full, shallow = split_ir(model, branch)
     x = inputs(0)
     (plain,) = infer(model, **x)
@@ -45,10 +53,11 @@ def test_the_split_alone_changes_nothing(branch):
     assert list(full.output(CACHE_INPUT).get_partial_shape())[2:] == ([8, 8] if branch == 1 else [4, 4])
 
 
+@pytest.mark.parametrize("shortcut_split", [False, True])
 @pytest.mark.parametrize("branch", [1, 2])
-def test_openvino_split_matches_the_torch_reference_on_a_stale_cache(branch):
+def test_openvino_split_matches_the_torch_reference_on_a_stale_cache(branch, shortcut_split):
     unet = three_level_unet()
-    ov_net = OpenVINOCachedNet(convert_unet(unet, (3, 8, 8)), branch, precision_hint="f32")
+    ov_net = OpenVINOCachedNet(_converted(unet, shortcut_split), branch, precision_hint="f32")
     ref = TorchCachedNet(unet, branch)
     old, new = inputs(0), inputs(1, t=(880, 380, 20))
     _, ov_cache = ov_net.run_full(old)
@@ -89,15 +98,21 @@ def test_cache_interval_runs_the_whole_unet_every_nth_step(tiny_model_dir):
     assert np.isfinite(a).all() and np.abs(a - plain).max() > 1e-4
 
 
-def test_int8_shallow_part_keeps_the_quantization(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("shortcut_split", [False, True])
+def test_int8_shallow_part_keeps_the_quantization(tiny_model_dir, tmp_path, shortcut_split):
     from edge_dm.configs import CalibrationConfig, QuantizeConfig, SamplingConfig
     from edge_dm.jobs import quantize
     from edge_dm.quantize import op_counts
 
     bundle, _ = quantize(QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "q"), eval_trajectories=1,
-                                        calibration=CalibrationConfig(num_samples=8, sampling=SamplingConfig(steps=10))), progress=False)
-    _, shallow = split_ir(bundle.read_model())
+                                        calibration=CalibrationConfig(num_samples=8, sampling=SamplingConfig(steps=10)),
+                                        split_shortcut=shortcut_split), progress=False)
+    full, shallow = split_ir(bundle.read_model())
     assert op_counts(shallow)["fake_quantize"] > 0
+    x = inputs(2)
+    eps, cache = infer(full, **x)
+    (again,) = infer(shallow, **x, **{CACHE_INPUT: cache})
+    np.testing.assert_allclose(again, eps, atol=1e-5)  # the cut passes the block's input to every reader
 
 
 def test_bad_branches_and_foreign_irs():

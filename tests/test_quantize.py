@@ -128,6 +128,36 @@ def test_first_last_convolutions_and_time_embedding_stay_float(int8, tiny_model_
     assert QuantizeConfig.from_dict(old_recipe).keep_float == ()  # older bundles quantized everything
 
 
+def test_split_shortcut_gives_each_part_of_a_skip_concatenation_its_own_quantizer(int8, tiny_model_dir, tiny_bundle,
+                                                                                  tmp_path):
+    from edge_dm.families.shortcut_split import split_shortcuts
+    from edge_dm.models import load_model
+
+    bundle, _ = int8
+    cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "split"), eval_trajectories=2,
+                         calibration_set=str(bundle.path / "calibration.npz"), split_shortcut=True)
+    split, s = quantize(cfg, progress=False)
+    assert split.recipe["config"]["split_shortcut"] is True
+    assert split.recipe["split_convs"] == split_shortcuts(load_model(cfg.model).unet)[1] > 0
+    assert 0 <= s["mean_rel_l2"] < 1
+    # the fp32 IR it was quantized from is the same function as the plain export
+    x = {"sample": np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32),
+         "timestep": np.array([700, 20], np.int64)}
+    from edge_dm.denoiser import OpenVINOModel
+
+    want, got = (OpenVINOModel(m, precision_hint="f32").run(x)[0]
+                 for m in (tiny_bundle.read_model(), split.read_model(split.fp32_ir)))
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    # each half of a split shortcut reads its input through a FakeQuantize of its own
+    convs = {op.get_friendly_name(): op for op in split.read_model().get_ops() if op.get_type_name() == "Convolution"}
+    pairs = [(op, convs[name.replace("conv_shortcut.a/", "conv_shortcut.b/")])
+             for name, op in convs.items() if "conv_shortcut.a/" in name]
+    assert pairs and len(pairs) == sum(".conv_shortcut" in n for n in convs) / 2
+    quantizers = [tuple(c.input_value(0).get_node() for c in pair) for pair in pairs]
+    assert all(a.get_type_name() == b.get_type_name() == "FakeQuantize" for a, b in quantizers)
+    assert all(a.get_friendly_name() != b.get_friendly_name() for a, b in quantizers)
+
+
 def test_saved_calibration_set_is_reused(int8, tiny_model_dir, tmp_path):
     bundle, _ = int8
     cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "again"), eval_trajectories=1,

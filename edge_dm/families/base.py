@@ -139,6 +139,14 @@ class Family:
         return recipe fields (inputs, ...) and the fp32 denoiser as an openvino.Model."""
         raise NotImplementedError
 
+    def for_quantization(self, m: LoadedModel, cfg) -> tuple[LoadedModel, dict]:
+        """The model `edge-dm quantize` exports, calibrates and quantizes: `m`, rewritten as the
+        QuantizeConfig `cfg` asks into the same function, and recipe fields saying what changed.
+        ConfigError for a rewrite this family does not offer."""
+        if cfg.split_shortcut:
+            raise ConfigError(f"--split-shortcut is for unet2d models, not {self.name}")
+        return m, {}
+
     # --- bundles -------------------------------------------------------------------------------
     def scheduler_config(self, folder: Path) -> dict:
         try:
@@ -233,6 +241,6 @@ class Family:
         raise NotImplementedError
 
     # --- quantization -----------------------------------------------------------------------------
-    def cache_concats(self, model) -> dict:
-        """DeepCache: for each up block k, the Concat whose input 0 is the block's input."""
+    def cache_features(self, model) -> dict:
+        """DeepCache: for each up block k, the output (an openvino Output) that is the block's input."""
         return {}

@@ -252,10 +252,10 @@ class StableDiffusion(Family):
                 model = ov.Core().read_model(Path(folder) / self.components[component])
                 self.write_component(folder, compress_weights(model), component)
 
-    def cache_concats(self, model) -> dict:
+    def cache_features(self, model) -> dict:
         from edge_dm.families.unet2d import UNet2D
 
-        return UNet2D().cache_concats(model)
+        return UNet2D().cache_features(model)
 
 
 def convert_tokenizer(folder: Path) -> None:

@@ -6,6 +6,7 @@ scheduler_config.json, recipe.json; an int8 bundle also keeps unet_fp32.xml/.bin
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -117,6 +118,16 @@ class UNet2D(Family):
         spec = f"random:{arch}"
         return LoadedModel(spec, spec, self, {"unet": UNet2DModel(**ARCHITECTURES[arch]).eval()}, dict(sched))
 
+    def for_quantization(self, m: LoadedModel, cfg) -> tuple[LoadedModel, dict]:
+        """With cfg.split_shortcut, a copy whose up path convolves each skip concatenation's parts
+        apart (edge_dm.families.shortcut_split); the recipe records how many convolutions split."""
+        if not cfg.split_shortcut:
+            return m, {}
+        from edge_dm.families.shortcut_split import split_shortcuts
+
+        unet, n = split_shortcuts(m.unet)
+        return dataclasses.replace(m, modules={**m.modules, "unet": unet}), dict(split_convs=n)
+
     def model_sample_shape(self, m: LoadedModel) -> tuple:
         c = m.unet.config
         size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]
@@ -150,12 +161,23 @@ class UNet2D(Family):
         ov.save_model(fp32, Path(folder) / self.fp32_copy, compress_to_fp16=False)
         self.write_component(folder, int8)
 
-    def cache_concats(self, model) -> dict:
-        """Each up block's first skip Concat, by the names OpenVINO's PyTorch frontend gives."""
-        first: dict = {}
+    def cache_features(self, model) -> dict:
+        """Each up block's input: the output of the mid block or of the up block before it that ops of
+        the block read (through a FakeQuantize in int8 IRs), found by the names OpenVINO's PyTorch
+        frontend gives. Whether the block concatenates it with a skip or, split (shortcut_split),
+        convolves it directly does not matter."""
+        features: dict = {}
         for op in model.get_ordered_ops():
-            match = re.fullmatch(r"__module\.up_blocks\.(\d+)/aten::cat/Concat(_\d+)?", op.get_friendly_name())
-            if match and op.get_type_name() == "Concat":
-                first.setdefault(int(match.group(1)), op)
-        return first
-
+            match = re.match(r"__module\.up_blocks\.(\d+)[./]", op.get_friendly_name())
+            if not match:
+                continue
+            k = int(match.group(1))
+            before = re.compile(rf"__module\.up_blocks\.{k - 1}[./]" if k else r"__module\.mid_block[./]")
+            for value in op.input_values():
+                while value.get_node().get_type_name() == "FakeQuantize":
+                    value = value.get_node().input_value(0)
+                if before.match(value.get_node().get_friendly_name()):
+                    features.setdefault(k, {})[(value.get_node().get_friendly_name(), value.get_index())] = value
+        if any(len(found) != 1 for found in features.values()):
+            return {}  # not a UNet whose blocks these names tell apart
+        return {k: next(iter(found.values())) for k, found in features.items()}

@@ -1,0 +1,73 @@
+"""Q-Diffusion's shortcut split (edge_dm.families.shortcut_split): the same function, in torch and as
+exported IR, with the up path's skip concatenations convolved apart."""
+import numpy as np
+import pytest
+import torch
+
+from edge_dm.configs import QuantizeConfig
+from edge_dm.errors import ConfigError
+from edge_dm.families import get
+from edge_dm.families.shortcut_split import SplitConv, SplitResnet, split_shortcuts
+from edge_dm.families.unet2d import convert_unet
+from tiny import build_tiny_unet
+
+
+def _inputs(seed=0, n=3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 8, 8, generator=g), torch.tensor([900, 400, 30][:n])
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_split_unet_is_the_same_function(attention):
+    unet = build_tiny_unet(seed=3, attention=attention)
+    split, n = split_shortcuts(unet)
+    x, t = _inputs()
+    with torch.no_grad():
+        want, got = unet(x, t).sample, split(x, t).sample
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    # every up-path resnet has its shortcut split, and only that
+    resnets = [r for block in split.up_blocks for r in block.resnets]
+    assert resnets and all(isinstance(r, SplitResnet) and isinstance(r.conv_shortcut, SplitConv) for r in resnets)
+    assert n == len(resnets) == sum(isinstance(m, SplitConv) for m in split.modules())
+    assert not any(isinstance(r.conv1, SplitConv) for r in resnets)
+    assert all(type(b).__name__ != "SplitUpBlock" for b in unet.up_blocks)  # the original is left alone
+
+
+def test_conv_split_shares_the_bias():
+    torch.manual_seed(0)
+    conv, a, b = torch.nn.Conv2d(5, 4, 3, padding=1), torch.randn(2, 2, 6, 6), torch.randn(2, 3, 6, 6)
+    split = SplitConv(conv, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(split(a, b), conv(torch.cat([a, b], 1)), atol=1e-6, rtol=0)
+    # both parts keep a bias (NNCF's bias correction needs one), together the original one
+    torch.testing.assert_close(split.a.bias + split.b.bias, conv.bias, atol=0, rtol=0)
+    assert split.a.bias.abs().min() > 0 and split.b.bias.abs().min() > 0
+    with pytest.raises(ValueError):
+        SplitConv(conv, 5)  # nothing left for b
+
+
+def test_exported_ir_is_the_same_function_and_no_shortcut_reads_a_concat():
+    import openvino as ov
+
+    unet = build_tiny_unet(seed=4)
+    plain, split = (convert_unet(u, (3, 8, 8)) for u in (unet, split_shortcuts(unet)[0]))
+    x, t = (v.numpy() for v in _inputs(1))
+    core = ov.Core()
+    want, got = (core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({"sample": x, "timestep": t})[0]
+                 for m in (plain, split))
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        np.testing.assert_allclose(got, unet(*_inputs(1)).sample.numpy(), atol=1e-5, rtol=0)
+
+    def reads_concat(model):
+        return [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() == "Convolution"
+                and op.input_value(0).get_node().get_type_name() == "Concat"]
+
+    assert reads_concat(plain) and not reads_concat(split)  # the shortcuts read a and b themselves
+
+
+def test_only_unet2d_offers_it():
+    cfg = QuantizeConfig(split_shortcut=True)
+    with pytest.raises(ConfigError, match="unet2d"):
+        get("stable-diffusion").for_quantization(None, cfg)
+    assert get("stable-diffusion").for_quantization("m", QuantizeConfig()) == ("m", {})
