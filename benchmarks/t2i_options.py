@@ -12,11 +12,11 @@ The JSON is rewritten after every row, so an interrupted run keeps what it measu
 import argparse
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
+from unet_profile import profile  # noqa: E402
 
 # name -> QuantizeConfig fields that differ from edge-dm's defaults
 VARIANTS = {
@@ -33,20 +33,6 @@ VARIANTS = {
 
 def _log(*a):
     print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
-
-
-def profile(compiled_model, inputs: dict, runs: int = 3) -> dict:
-    """Milliseconds per call summed by layer type and by kernel (OpenVINO's PERF_COUNT), top 12 each."""
-    req = compiled_model.create_infer_request()
-    by_type, by_kernel = defaultdict(float), defaultdict(float)
-    for _ in range(runs):
-        req.infer(inputs)
-    for info in req.profiling_info:
-        ms = info.real_time.total_seconds() * 1e3
-        by_type[info.node_type] += ms
-        by_kernel[info.exec_type] += ms
-    top = lambda d: {k: round(v, 2) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:12]}  # noqa: E731
-    return dict(total_ms=round(sum(by_type.values()), 2), by_layer_type=top(by_type), by_kernel=top(by_kernel))
 
 
 def unet_row(name, model, shape, net_batch, hint, iterations, with_profile) -> dict:

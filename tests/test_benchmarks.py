@@ -21,3 +21,23 @@ def test_unet_throughput_writes_json_with_deepcache_parts(tiny_bundle, tmp_path)
     assert {row["part"] for row in result["rows"]} == {"unet", "full", "shallow"}
     assert result["best"]["images_per_s"] > 0 and "isa" in result["machine"]
     assert set(result["cache_interval_images_per_s"]) == {str(n) for n in range(1, 9)}
+
+
+def test_unet_profile_sums_layer_times_of_float_and_int8(tiny_model_dir, tmp_path):
+    from edge_dm.configs import CalibrationConfig, QuantizeConfig, SamplingConfig
+    from edge_dm.jobs import quantize
+
+    int8 = tmp_path / "int8"
+    quantize(QuantizeConfig(model=tiny_model_dir, output=str(int8), eval_trajectories=1,
+                            calibration=CalibrationConfig(num_samples=8, sampling=SamplingConfig(steps=5))), progress=False)
+    out = tmp_path / "p.json"
+    r = subprocess.run([sys.executable, str(BENCHMARKS / "unet_profile.py"), "--model", tiny_model_dir, "--int8", str(int8),
+                        "--batch", "2", "--runs", "2", "--output", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"bf16", "f32", "int8"}
+    for row in rows.values():
+        assert row["total_ms"] > 0 and abs(sum(row["by_layer_type"].values()) - row["total_ms"]) <= 0.05 * row["total_ms"] + 0.1
+    # int8 kernels run only in the int8 IR
+    int8_kernel = lambda row: any(k.lower().endswith(("_i8", "_u8")) for k in row["by_kernel"])  # noqa: E731
+    assert int8_kernel(rows["int8"]) and not int8_kernel(rows["f32"])

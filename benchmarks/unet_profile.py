@@ -1,0 +1,65 @@
+"""Where a UNet call's time goes: OpenVINO's per-layer counters (PERF_COUNT, what `benchmark_app -pc`
+prints), summed by layer type and by kernel, for the fp32 IR at bf16 and f32 and for an int8 IR,
+at one batch size, one LATENCY request on all cores.
+
+    python benchmarks/unet_profile.py --int8 INT8_BUNDLE [--model edm-cifar10-ddpm] [--batch 1] [--output FILE.json]
+
+The fp32 bundle is the model's cached one, exported if missing. The counters are those of the last
+of `--runs` calls after the first. Backs docs/BENCHMARKS.md, table (b') (why int8 is not faster
+than bf16 at batch 1 on AMX).
+"""
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit  # noqa: E402
+
+
+def profile(compiled_model, inputs: dict, runs: int = 3) -> dict:
+    """Milliseconds of the last of `runs` calls, summed by layer type and by kernel, top 12 each."""
+    req = compiled_model.create_infer_request()
+    by_type, by_kernel = defaultdict(float), defaultdict(float)
+    for _ in range(runs):
+        req.infer(inputs)
+    for info in req.profiling_info:
+        ms = info.real_time.total_seconds() * 1e3
+        by_type[info.node_type] += ms
+        by_kernel[info.exec_type] += ms
+    top = lambda d: {k: round(v, 2) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:12]}  # noqa: E731
+    return dict(total_ms=round(sum(by_type.values()), 2), by_layer_type=top(by_type), by_kernel=top(by_kernel))
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="edm-cifar10-ddpm")
+    ap.add_argument("--int8", required=True, help="int8 bundle folder")
+    ap.add_argument("--batch", type=int, default=1, help="images a call")
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--output")
+    a = ap.parse_args(argv)
+    from edge_dm import jobs
+    from edge_dm.benchmark import example_inputs, machine_info
+    from edge_dm.bundle import Bundle, BundleError
+    from edge_dm.configs import ExportConfig, SamplingConfig
+    from edge_dm.denoiser import compile_model
+
+    try:
+        fp32 = Bundle.from_pretrained(a.model, "fp32")
+    except BundleError:
+        fp32 = jobs.export(ExportConfig(model=a.model))
+    int8 = Bundle.from_pretrained(a.int8)
+    s = SamplingConfig()
+    shape, net_batch = fp32.family.sample_shape(fp32, s), fp32.family.net_batch(s)
+    result = dict(recipe="benchmarks/unet_profile.py", argv=sys.argv[1:] if argv is None else argv,
+                  machine=machine_info(), model=a.model, batch=a.batch, rows={})
+    for name, bundle, hint in (("bf16", fp32, "bf16"), ("f32", fp32, "f32"), ("int8", int8, None)):
+        model = bundle.read_model()
+        compiled = compile_model(model, "CPU", a.batch * net_batch, "LATENCY", hint, {"PERF_COUNT": True})
+        result["rows"][name] = profile(compiled, example_inputs(model, a.batch, shape, net_batch), a.runs)
+    return emit(result, a.output)
+
+
+if __name__ == "__main__":
+    main()
