@@ -415,7 +415,7 @@ def _train_classifier(cfg, run, device, log) -> Path:
     x_all = torch.from_numpy(images).to(device)
     y_all = torch.from_numpy(labels).to(device)
     fwd = torch.compile(model) if cfg.compile else model
-    eye = torch.eye(2, 3, device=device)
+    eye = torch.eye(2, device=device)
 
     def loss_fn():
         x, idx = _batch(x_all, cfg, gen)
