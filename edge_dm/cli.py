@@ -173,9 +173,9 @@ def generate(prompt, prompts_file, **kwargs):
 @click.option("--data", required=True, type=click.Path(), help="image folder or tar(.gz), e.g. CIFAR-10")
 @click.option("--output", required=True, type=click.Path())
 @_opt(TrainConfig, "minutes", type=float, help="wall-time budget of this call")
-@_opt(TrainConfig, "batch_size", type=int)
-@_opt(TrainConfig, "lr", type=float)
-@_opt(TrainConfig, "warmup_steps", type=int)
+@_opt(TrainConfig, "batch_size", type=int, help="stable-diffusion: the stage's own default unless given (edge_dm.train_t2i.STAGE_DEFAULTS)")
+@_opt(TrainConfig, "lr", type=float, help="stable-diffusion: the stage's own default unless given (edge_dm.train_t2i.STAGE_DEFAULTS)")
+@_opt(TrainConfig, "warmup_steps", type=int, help="stable-diffusion: the stage's own default unless given (edge_dm.train_t2i.STAGE_DEFAULTS)")
 @_opt(TrainConfig, "dropout", type=float)
 @click.option("--init", type=click.Path(),
               help="start from this UNet folder (fresh optimizer); a deeper one gives its blocks by position")
@@ -183,8 +183,8 @@ def generate(prompt, prompts_file, **kwargs):
 @_opt(TrainConfig, "distill", type=float,
       help="weight of the teacher's prediction in the target (the rest: the drawn noise)")
 @click.option("--channels", default=",".join(map(str, default(TrainConfig, "block_out_channels"))), show_default=True,
-              help="UNet block_out_channels")
-@_opt(TrainConfig, "layers_per_block", type=int)
+              help="UNet block_out_channels (stable-diffusion: 64,128,128 unless given)")
+@_opt(TrainConfig, "layers_per_block", type=int, help="(stable-diffusion: 1 unless given)")
 @click.option("--attention-level", default=str(default(TrainConfig, "attention_level")), show_default=True,
               help="the level with self-attention (0 = full resolution), or 'none'")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the UNet (CUDA)")
