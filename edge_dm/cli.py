@@ -18,6 +18,10 @@ from edge_dm.configs import (CALIBRATION_KINDS, COMPONENT_MODES, DEFAULT_MODEL, 
                              GenerateConfig, QuantizeConfig, SamplingConfig, default)
 from edge_dm.targets import TARGETS
 from edge_dm.train import TrainConfig
+from edge_dm.train_t2i import STAGES as T2I_STAGES
+
+T2I_ONLY = ("cross_attention_levels", "vae_channels", "text_width", "text_layers", "empty_caption_rate",
+            "classifier_channels", "eval_data")
 
 
 def library_errors(fn):
@@ -169,9 +173,9 @@ def generate(prompt, prompts_file, **kwargs):
 @click.option("--data", required=True, type=click.Path(), help="image folder or tar(.gz), e.g. CIFAR-10")
 @click.option("--output", required=True, type=click.Path())
 @_opt(TrainConfig, "minutes", type=float, help="wall-time budget of this call")
-@_opt(TrainConfig, "batch_size", type=int)
-@_opt(TrainConfig, "lr", type=float)
-@_opt(TrainConfig, "warmup_steps", type=int)
+@_opt(TrainConfig, "batch_size", type=int, help="stable-diffusion: the stage's own default unless given (edge_dm.train_t2i.STAGE_DEFAULTS)")
+@_opt(TrainConfig, "lr", type=float, help="stable-diffusion: the stage's own default unless given (edge_dm.train_t2i.STAGE_DEFAULTS)")
+@_opt(TrainConfig, "warmup_steps", type=int, help="stable-diffusion: the stage's own default unless given (edge_dm.train_t2i.STAGE_DEFAULTS)")
 @_opt(TrainConfig, "dropout", type=float)
 @click.option("--init", type=click.Path(),
               help="start from this UNet folder (fresh optimizer); a deeper one gives its blocks by position")
@@ -179,19 +183,64 @@ def generate(prompt, prompts_file, **kwargs):
 @_opt(TrainConfig, "distill", type=float,
       help="weight of the teacher's prediction in the target (the rest: the drawn noise)")
 @click.option("--channels", default=",".join(map(str, default(TrainConfig, "block_out_channels"))), show_default=True,
-              help="UNet block_out_channels")
-@_opt(TrainConfig, "layers_per_block", type=int)
+              help="UNet block_out_channels (stable-diffusion: 64,128,128 unless given)")
+@_opt(TrainConfig, "layers_per_block", type=int, help="(stable-diffusion: 1 unless given)")
 @click.option("--attention-level", default=str(default(TrainConfig, "attention_level")), show_default=True,
               help="the level with self-attention (0 = full resolution), or 'none'")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the UNet (CUDA)")
+@click.option("--family", type=click.Choice(["unet2d", "stable-diffusion"]), default="unet2d", show_default=True,
+              help="unet2d: an unconditional pixel DDPM; stable-diffusion: a text-to-image pipeline on class "
+                   "captions of labelled data (<class>/<image>), trained in --stage steps")
+@click.option("--stage", type=click.Choice(list(T2I_STAGES)),
+              help="stable-diffusion: vae, then unet (text encoder with it; writes OUTPUT/pipeline), and classifier")
+@click.option("--cross-attention-levels", help="stable-diffusion: UNet levels with cross-attention  [default: 1]")
+@click.option("--vae-channels", help="stable-diffusion: VAE block_out_channels  [default: 32,64]")
+@click.option("--text-width", type=int, help="stable-diffusion: text encoder width  [default: 128]")
+@click.option("--text-layers", type=int, help="stable-diffusion: text encoder layers  [default: 2]")
+@click.option("--empty-caption-rate", type=float, help="stable-diffusion: share of empty captions  [default: 0.1]")
+@click.option("--classifier-channels", help="stable-diffusion --stage classifier: widths  [default: 48,96,192]")
+@click.option("--eval-data", type=click.Path(), help="--stage classifier: labelled held-out images to score")
 @library_errors
-def train(data, output, channels, attention_level, compile_, **kwargs):
-    """Train a small DDPM (resumes from OUTPUT/checkpoint.pt)."""
+def train(data, output, channels, attention_level, compile_, family, stage, **kwargs):
+    """Train a small DDPM (resumes from OUTPUT/checkpoint.pt), or with --family stable-diffusion one
+    stage of a text-to-image pipeline (resumes from OUTPUT/STAGE/checkpoint.pt)."""
+    from edge_dm.errors import ConfigError
     from edge_dm.train import attention_level as level, train as run
 
+    source = click.get_current_context().get_parameter_source
+    t2i = {k: kwargs.pop(k) for k in T2I_ONLY}
+    if family == "stable-diffusion":
+        return _train_text_to_image(data, output, channels, attention_level, compile_, stage, t2i, kwargs, source)
+    given = [k for k, v in t2i.items() if v is not None] + (["stage"] if stage else [])
+    if given:
+        raise ConfigError(f"--{given[0].replace('_', '-')} is an option of --family stable-diffusion")
     cfg = TrainConfig(data=data, output=output, compile=compile_, block_out_channels=_int_list(channels, "--channels"),
                       attention_level=level(attention_level), **kwargs)
     click.echo(f"EMA model: {run(cfg, log=click.echo)}")
+
+
+def _train_text_to_image(data, output, channels, attention_level, compile_, stage, t2i, kwargs, source):
+    """`edge-dm train --family stable-diffusion`: options left at the DDPM's defaults take the stage's."""
+    from edge_dm.errors import ConfigError
+    from edge_dm.train_t2i import TextToImageTrainConfig, train_text_to_image
+
+    if stage is None:
+        raise ConfigError(f"--family stable-diffusion trains in stages: give --stage ({', '.join(T2I_STAGES)})")
+    ddpm_only = [k for k in ("init", "teacher", "distill", "dropout", "attention_level")
+                 if source(k) != click.core.ParameterSource.DEFAULT]
+    if ddpm_only:
+        raise ConfigError(f"--{ddpm_only[0].replace('_', '-')} is an option of --family unet2d only")
+    given = {k: v for k, v in kwargs.items() if k in ("minutes", "batch_size", "lr", "warmup_steps", "layers_per_block")
+             and (k == "minutes" or source(k) != click.core.ParameterSource.DEFAULT)}
+    if source("channels") != click.core.ParameterSource.DEFAULT:
+        given["block_out_channels"] = _int_list(channels, "--channels")
+    for k in ("cross_attention_levels", "vae_channels", "classifier_channels"):
+        if t2i[k] is not None:
+            given[k] = _int_list(t2i[k], f"--{k.replace('_', '-')}")
+    given.update({k: t2i[k] for k in ("text_width", "text_layers", "empty_caption_rate", "eval_data")
+                  if t2i[k] is not None})
+    cfg = TextToImageTrainConfig(data=data, output=output, stage=stage, compile=compile_, **given)
+    click.echo(f"{stage}: {train_text_to_image(cfg, log=click.echo)}")
 
 
 def _speedups(text: str | None) -> float | dict | None:

@@ -28,6 +28,35 @@ def _decode(data: bytes, name: str, size: int | None) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+def _image_files(path: Path, limit: int | None, pattern: str):
+    """(name, bytes) of every image under `path` (folder or tar), sorted by name; the first `limit`."""
+    if not path.exists():
+        raise DataError(f"image data not found: {path}")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
+        for p in files[:limit]:
+            yield p.relative_to(path).as_posix(), p.read_bytes()
+    elif tarfile.is_tarfile(path):
+        with tarfile.open(path) as tar:
+            members = sorted(
+                (m for m in tar.getmembers() if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES),
+                key=lambda m: m.name,
+            )
+            for m in members[:limit]:
+                yield m.name, tar.extractfile(m).read()
+    else:
+        raise DataError(f"not an image folder or a tar archive: {path}")
+
+
+def _stack(arrays: list, path: Path) -> np.ndarray:
+    if not arrays:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {path}")
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise DataError(f"images in {path} differ in size {sorted(shapes)}; pass a size to resize them")
+    return np.stack(arrays)
+
+
 def load_images(path: str | Path, limit: int | None = None, size: int | None = None,
                 pattern: str = "*") -> np.ndarray:
     """Every image under `path` (a folder, searched recursively for names matching `pattern`, or a
@@ -37,27 +66,29 @@ def load_images(path: str | Path, limit: int | None = None, size: int | None = N
     files give the same array, and `limit` takes the same first images every time.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"image data not found: {path}")
-    arrays = []
-    if path.is_dir():
-        files = sorted(p for p in path.rglob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
-        for p in files[:limit]:
-            arrays.append(_decode(p.read_bytes(), str(p), size))
-    elif tarfile.is_tarfile(path):
-        with tarfile.open(path) as tar:
-            members = sorted(
-                (m for m in tar.getmembers() if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES),
-                key=lambda m: m.name,
-            )
-            for m in members[:limit]:
-                arrays.append(_decode(tar.extractfile(m).read(), m.name, size))
-    else:
-        raise DataError(f"not an image folder or a tar archive: {path}")
-    if not arrays:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {path}")
-    shapes = {a.shape for a in arrays}
-    if len(shapes) != 1:
-        raise DataError(f"images in {path} differ in size {sorted(shapes)}; pass a size to resize them")
-    return np.stack(arrays)
+    return _stack([_decode(data, name, size) for name, data in _image_files(path, limit, pattern)], path)
 
+
+def load_labelled_images(path: str | Path, size: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images with their class, as CIFAR-10's copy is laid out: `.../<class>/<image>` (a folder or a tar).
+
+    Returns (uint8 N,H,W,3 images, int64 labels, the class names sorted; label i is names[i]). The
+    class of an image is its folder's name; DataError when an image lies outside a class folder or
+    there are fewer than two classes (data without labels).
+    """
+    path = Path(path)
+    arrays, classes = [], []
+    for name, data in _image_files(path, None, "*"):
+        parts = Path(name).parts
+        if len(parts) < 2:
+            raise DataError(f"{path}: image {name} lies in no class folder; labelled data is laid out as "
+                            "<class>/<image> (e.g. cifar10/train/horse/0001.jpg)")
+        arrays.append(_decode(data, name, size))
+        classes.append(parts[-2])
+    images = _stack(arrays, path)
+    names = sorted(set(classes))
+    if len(names) < 2:
+        raise DataError(f"{path}: every image lies in the one folder {names[0]!r}, so the data holds no labels; "
+                        "labelled data has one folder per class (e.g. cifar10/train/horse/0001.jpg)")
+    index = {n: i for i, n in enumerate(names)}
+    return images, np.array([index[c] for c in classes], dtype=np.int64), names

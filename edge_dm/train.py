@@ -36,6 +36,8 @@ DEFAULT_UNET = dict(
     attention_head_dim=None,
     dropout=0.0,
 )
+# Ho et al.'s noise schedule, shared by every model edge-dm trains
+DDPM_BETAS = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,72 @@ def _check_train_output(output) -> Path:
     return out
 
 
+def resume(ckpt: Path, model, emas, opt, device: str, options: str) -> int:
+    """Load the checkpoint `ckpt` into `model`, its EMAs and the optimizer; returns its step. A model of
+    another architecture is a ConfigError naming `options` (the options that set it)."""
+    import torch
+
+    try:
+        state = torch.load(ckpt, map_location=device)
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise DataError(f"cannot read the checkpoint {ckpt}: {library_reason(exc)}") from None
+    try:
+        model.load_state_dict(state["model"])
+        for ema, ema_state in zip(emas, state["emas"]):
+            ema.load_state_dict(ema_state)
+    except RuntimeError:
+        raise ConfigError(f"{ckpt} was made with another architecture ({options}): pass the options it was "
+                          "trained with, or another --output") from None
+    opt.load_state_dict(state["opt"])
+    torch.set_rng_state(state["rng_cpu"].cpu())  # map_location moved it to the GPU
+    return state["step"]
+
+
+def fit(cfg, model, emas, opt, step: int, loss_fn, ckpt: Path, log, ema_warmup: bool = True,
+        log_every: int = 500) -> tuple[int, float | None]:
+    """The training loop every edge-dm model shares: `loss_fn()` (a batch's loss) minimised by `opt`
+    with linear lr warm-up over `cfg.warmup_steps` to `cfg.lr`, gradients clipped to norm 1, one EMA
+    of `model` per decay in `cfg.ema_decays` (decay warmed up as min(d, (1 + s) / (10 + s)) where
+    `ema_warmup`), until `cfg.max_steps` or `cfg.minutes` of this call; checkpoints to `ckpt` every
+    `cfg.checkpoint_minutes` and at the end. Returns (step, mean loss of the steps since the last log)."""
+    import torch
+
+    def save():
+        _save_checkpoint(ckpt, dict(model=model.state_dict(), emas=[e.state_dict() for e in emas],
+                                    opt=opt.state_dict(), step=step, rng_cpu=torch.get_rng_state()))
+
+    start, last_ckpt, losses, mean = time.time(), time.time(), [], None
+    model.train()
+    model_params = list(model.parameters())
+    ema_params = [list(ema.parameters()) for ema in emas]
+    while step < cfg.max_steps and time.time() - start < cfg.minutes * 60:
+        loss = loss_fn()
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model_params, 1.0)
+        opt.step()
+        step += 1
+        with torch.no_grad():
+            for params, ema_decay in zip(ema_params, cfg.ema_decays):
+                decay = min(ema_decay, (1 + step) / (10 + step)) if ema_warmup else ema_decay
+                torch._foreach_lerp_(params, model_params, 1 - decay)
+        losses.append(loss.detach())
+        if step % log_every == 0:
+            mean = torch.stack(losses).mean().item()
+            losses = []
+            log(f"step {step} loss {mean:.4f} {(time.time() - start) / 60:.1f} min")
+        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+            save()
+            last_ckpt = time.time()
+    save()
+    model.eval()
+    if losses:  # the mean loss of the steps since the last log line
+        mean = torch.stack(losses).mean().item()
+    return step, mean
+
+
 def train(cfg: TrainConfig, log=print) -> Path:
     """Train until `cfg.minutes` of wall time (this call) or `cfg.max_steps`; returns the EMA model dir."""
     import copy
@@ -209,24 +277,12 @@ def train(cfg: TrainConfig, log=print) -> Path:
     teacher = _load_unet(cfg.teacher, "--teacher").eval().requires_grad_(False) if cfg.teacher else None
     model = model.to(device)
     emas = [copy.deepcopy(model).eval().requires_grad_(False) for _ in cfg.ema_decays]
-    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+    sched = DDPMScheduler(**DDPM_BETAS)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=device == "cuda")
     step = 0
     if ckpt.exists():
-        try:
-            state = torch.load(ckpt, map_location=device)
-        except (OSError, RuntimeError, EOFError, ValueError) as exc:
-            raise DataError(f"cannot read the checkpoint {ckpt}: {library_reason(exc)}") from None
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError:
-            raise ConfigError(f"{ckpt} was made with another architecture (--channels, --layers-per-block, "
-                              "--attention-level): pass the options it was trained with, or another --output") from None
-        for ema, ema_state in zip(emas, state["emas"]):
-            ema.load_state_dict(ema_state)
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
-        torch.set_rng_state(state["rng_cpu"].cpu())  # map_location moved it to the GPU
+        step = resume(ckpt, model, emas, opt, device,
+                      "--channels, --layers-per-block, --attention-level")
         said.append(f"resumed at step {step}")
     t0 = time.time()
     images = torch.from_numpy(load_images(cfg.data)).to(device)  # N,H,W,3 uint8, all on the device
@@ -244,16 +300,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
         log(f"distilling from {cfg.teacher} (weight {cfg.distill})")
     alphas = sched.alphas_cumprod.to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + step)
-    start, last_ckpt, losses, mean = time.time(), time.time(), [], None
 
-    def save():
-        _save_checkpoint(ckpt, dict(model=model.state_dict(), emas=[e.state_dict() for e in emas], opt=opt.state_dict(),
-                                    step=step, rng_cpu=torch.get_rng_state()))
-
-    model.train()
-    model_params = list(model.parameters())
-    ema_params = [list(ema.parameters()) for ema in emas]
-    while step < cfg.max_steps and time.time() - start < cfg.minutes * 60:
+    def loss_fn():
         idx = torch.randint(0, len(images), (cfg.batch_size,), device=device, generator=gen)
         x0 = images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         flip = torch.rand(cfg.batch_size, device=device, generator=gen) < 0.5
@@ -268,34 +316,14 @@ def train(cfg: TrainConfig, log=print) -> Path:
             if teacher is not None:
                 with torch.no_grad():
                     target = cfg.distill * teach(xt, t).sample.float() + (1 - cfg.distill) * noise
-        loss = torch.nn.functional.mse_loss(pred.float(), target)
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        with torch.no_grad():
-            for params, ema_decay in zip(ema_params, cfg.ema_decays):
-                decay = ema_decay if cfg.init else min(ema_decay, (1 + step) / (10 + step))
-                torch._foreach_lerp_(params, model_params, 1 - decay)
-        losses.append(loss.detach())
-        if step % 500 == 0:
-            mean = torch.stack(losses).mean().item()
-            losses = []
-            log(f"step {step} loss {mean:.4f} {(time.time() - start) / 60:.1f} min")
-        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
-            save()
-            last_ckpt = time.time()
-    save()
+        return torch.nn.functional.mse_loss(pred.float(), target)
+
+    step, mean = fit(cfg, model, emas, opt, step, loss_fn, ckpt, log, ema_warmup=not cfg.init)
     for ema, ema_decay in zip(emas, cfg.ema_decays):
         ema.save_pretrained(out / f"ema-{ema_decay}")
     ema_dir = out / "ema"
     emas[0].save_pretrained(ema_dir)
     sched.save_pretrained(out / "scheduler")
-    if losses:  # the mean loss of the steps since the last log line
-        mean = torch.stack(losses).mean().item()
     (out / "train_state.json").write_text(json.dumps(dict(step=step, params=n_params, loss=mean)))
     log(f"saved EMA weights at step {step} to {ema_dir}")
     return ema_dir
