@@ -42,6 +42,27 @@ VARIANTS = {
 LATENCY_VARIANTS = ("all", "io-float", "io-temb-float", "split-shortcut")
 
 
+def run(*args):
+    """`edge-dm ARGS` in a subprocess (this Python), its stdout dropped; the command goes to stderr."""
+    print("$ edge-dm " + " ".join(args), file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-m", "edge_dm", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def reference(w: Path, model: str, images: list) -> None:
+    """Export `model`'s fp32 IR to w/fp32 and generate the reference images from it, f32 forced, in w/fp32-f32."""
+    run("export", "--model", model, "--output", str(w / "fp32"), "--overwrite")
+    run("generate", "--model", str(w / "fp32"), "--precision-hint", "f32", *images, "--output",
+        str(w / "fp32-f32"), "--overwrite")
+
+
+def paired_drift(w: Path, samples: Path, num_images: int) -> dict:
+    """`edge-dm evaluate --compare` of the images in `samples` against w/fp32-f32 (same seeds)."""
+    out = w / f"{samples.name}.drift.json"
+    run("evaluate", "--samples", str(samples), "--compare", str(w / "fp32-f32"), "--num-images",
+        str(num_images), "--output", str(out))
+    return json.loads(out.read_text())["drift"]
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="edm-cifar10-ddpm")
@@ -58,22 +79,12 @@ def main(argv=None) -> dict:
 
     w = Path(a.workdir or tempfile.mkdtemp(prefix="edge-dm-drift-"))
     w.mkdir(parents=True, exist_ok=True)
-    edge_dm = [sys.executable, "-m", "edge_dm"]
     images = ["--num-images", str(a.num_images), "--steps", str(a.steps)]
 
-    def run(*args):
-        print("$ edge-dm " + " ".join(args), file=sys.stderr, flush=True)
-        subprocess.run([*edge_dm, *args], check=True, stdout=subprocess.DEVNULL)
-
     def drift(samples: Path) -> dict:
-        out = w / f"{samples.name}.drift.json"
-        run("evaluate", "--samples", str(samples), "--compare", str(w / "fp32-f32"), "--num-images",
-            str(a.num_images), "--output", str(out))
-        return json.loads(out.read_text())["drift"]
+        return paired_drift(w, samples, a.num_images)
 
-    run("export", "--model", a.model, "--output", str(w / "fp32"), "--overwrite")
-    run("generate", "--model", str(w / "fp32"), "--precision-hint", "f32", *images, "--output",
-        str(w / "fp32-f32"), "--overwrite")
+    reference(w, a.model, images)
     run("generate", "--model", str(w / "fp32"), "--precision-hint", "bf16", *images, "--output",
         str(w / "fp32-bf16"), "--overwrite")
     rows = [dict(variant="fp32 IR, bf16 inference", drift=drift(w / "fp32-bf16"))]
