@@ -304,7 +304,7 @@ def _int_list(text: str, option: str) -> tuple:
               help="a module left in float (repeat; 'none' quantizes them all)  [default: the model family's]")
 @_opt(QuantizeConfig, "split_shortcut", "--split-shortcut/--no-split-shortcut",
       help="unet2d: convolve each up-path skip concatenation's two parts apart (same function), "
-           "so each gets its own int8 scale")
+           "so each gets its own int8 scale  [default: the family's: on for unet2d int8]")
 @_opt(QuantizeConfig, "eval_trajectories", type=int)
 @_opt(QuantizeConfig, "max_drop", type=float,
       help="quality budget: the most mean held-out error (relative L2 of the noise prediction against fp32) the "

@@ -38,6 +38,8 @@ def test_summary_and_recipe(int8):
     assert all(0 <= e["rel_l2"] < 1 for e in s["noise_prediction_rel_l2"])
     r = json.loads((bundle.path / "recipe.json").read_text())
     assert r["precision"] == "int8" and r["summary"]["calibration_s"] == s["calibration_s"]
+    # unet2d int8 splits the up path's shortcut convolutions unless told not to (the family's default)
+    assert r["config"]["split_shortcut"] is None and r["split_convs"] > 0
     cfg = QuantizeConfig.from_dict(r["config"])
     assert cfg.calibration.mu == 400 and cfg.calibration.kind == "dntc"
     assert QuantizeConfig.from_dict(cfg.to_dict()) == cfg
@@ -171,7 +173,7 @@ def test_weights_only_mode(tiny_model_dir, tmp_path):
     b, s = quantize(QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "w"), mode="weights",
                                    eval_trajectories=1), progress=False)
     assert s["ops"]["fake_quantize"] == 0 and s["ops"]["int8_constants"] > 0
-    assert b.recipe["precision"] == "int8-weights"
+    assert b.recipe["precision"] == "int8-weights" and b.recipe["split_convs"] == 0  # no activation scales to split for
 
 
 def test_bad_input_writes_nothing(tiny_model_dir, tmp_path):

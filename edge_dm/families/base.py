@@ -147,6 +147,13 @@ class Family:
             raise ConfigError(f"--split-shortcut is for unet2d models, not {self.name}")
         return m, {}
 
+    split_shortcut = False  # whether `quantize` splits shortcut convolutions by default (int8 mode only)
+
+    def splits_shortcuts(self, cfg) -> bool:
+        """Whether the QuantizeConfig `cfg` splits shortcut convolutions (its own choice, else the
+        family's default for int8; weight compression has no activation scales to separate)."""
+        return self.split_shortcut and cfg.mode == "int8" if cfg.split_shortcut is None else cfg.split_shortcut
+
     # --- bundles -------------------------------------------------------------------------------
     def scheduler_config(self, folder: Path) -> dict:
         try:

@@ -10,7 +10,7 @@ the bias on each: see SplitConv), so NNCF gives a and b a quantizer each.
 `conv1` stays as it is: it reads norm1+SiLU of the concatenation, whose GroupNorm brings both parts
 to like ranges. Splitting it as well is exact where no GroupNorm group straddles the boundary (10
 of the shipped model's 12 up-path resnets); on the shipped model that gave the same held-out error
-for 70 more CPU kernels a call (docs/QUANTIZATION.md, "Q-Diffusion's shortcut split").
+for 70 more CPU kernels a call (CHANGELOG.md, "Q-Diffusion's shortcut split").
 
 Only blocks this module can mirror exactly are rewritten: `UpBlock2D` and `AttnUpBlock2D` with conv
 upsamplers and no FreeU, whose resnets are plain `ResnetBlock2D`s with a shortcut convolution and the
