@@ -1,27 +1,17 @@
 import json
-import tarfile
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from edge_dm.data import load_images
 from edge_dm.images import to_model_range, to_uint8
 from edge_dm.errors import ConfigError, DataError, ModelNotFoundError
 from edge_dm.train import TrainConfig, train
+from tiny import write_cifar_tar
 
 
 @pytest.fixture
 def tiny_tar(tmp_path):
-    folder = tmp_path / "cifar10" / "train" / "cat"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
-    path = tmp_path / "cifar.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        tar.add(tmp_path / "cifar10", arcname="cifar10")
-    return path
+    return write_cifar_tar(tmp_path, {"cat": 6})
 
 
 def test_images_from_tar_and_folder_agree(tiny_tar, tmp_path):

@@ -1,7 +1,6 @@
 """Text-to-image training (edge_dm.train_t2i) and the classifier, on a few random 32x32 images of
 three classes, a few steps a stage on the CPU."""
 import json
-import tarfile
 from dataclasses import replace
 
 import numpy as np
@@ -10,6 +9,7 @@ from PIL import Image
 
 from edge_dm.errors import ConfigError, DataError
 from edge_dm.train_t2i import TEMPLATES, TextToImageTrainConfig, caption_tokenizer, captions, train_text_to_image
+from tiny import write_cifar_tar
 
 CLASSES = ("cat", "airplane", "sea_turtle")
 TINY = dict(max_steps=2, batch_size=4, warmup_steps=1, vae_channels=(32, 32), block_out_channels=(32, 32),
@@ -19,16 +19,7 @@ quiet = dict(log=lambda s: None)
 
 @pytest.fixture
 def labelled_tar(tmp_path):
-    rng = np.random.default_rng(0)
-    for name in CLASSES:
-        folder = tmp_path / "cifar10" / "train" / name
-        folder.mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
-    path = tmp_path / "labelled.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        tar.add(tmp_path / "cifar10", arcname="cifar10")
-    return path
+    return write_cifar_tar(tmp_path, dict.fromkeys(CLASSES, 3), "labelled.tar.gz")
 
 
 def test_captions_have_one_token_a_word(tmp_path):

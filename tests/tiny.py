@@ -22,3 +22,23 @@ def save_pipeline(unet, path, num_train_timesteps: int = 1000) -> Path:
     sched = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear")
     DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(path)
     return Path(path)
+
+
+def write_cifar_tar(tmp_path, counts: dict, name: str = "cifar.tar.gz") -> Path:
+    """Seeded random 32x32 PNGs laid out as CIFAR-10's copy is (`tmp_path/cifar10/train/<class>/NNNN.png`,
+    `counts[class]` of each, drawn in the order of `counts`), and a .tar.gz of them named `name`."""
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls, n in counts.items():
+        folder = tmp_path / "cifar10" / "train" / cls
+        folder.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+    path = tmp_path / name
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(tmp_path / "cifar10", arcname="cifar10")
+    return path
