@@ -143,7 +143,7 @@ class Family:
         """The model `edge-dm quantize` exports, calibrates and quantizes: `m`, rewritten as the
         QuantizeConfig `cfg` asks into the same function, and recipe fields saying what changed.
         ConfigError for a rewrite this family does not offer."""
-        if cfg.split_shortcut:
+        if self.splits_shortcuts(cfg):
             raise ConfigError(f"--split-shortcut is for unet2d models, not {self.name}")
         return m, {}
 
