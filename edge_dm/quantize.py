@@ -102,7 +102,7 @@ def nncf_options(cfg: QuantizeConfig, model, keep_float) -> dict:
                 advanced_parameters=AdvancedQuantizationParameters(**adv))
 
 
-def quantize_model(model, calibration: CalibrationSet | None, cfg: QuantizeConfig = QuantizeConfig(),
+def quantize_model(model, calibration: CalibrationSet | None, cfg: QuantizeConfig | None = None,
                    keep_float: tuple | None = None):
     """The int8 openvino.Model of `model` (left unchanged): W8A8 with NNCF on `calibration` for the CPU
     class cfg.target (auto: this CPU), or with cfg.mode "weights" int8 weight compression (no
@@ -111,6 +111,7 @@ def quantize_model(model, calibration: CalibrationSet | None, cfg: QuantizeConfi
     (edge_dm.targets.made_for)."""
     import nncf
 
+    cfg = cfg or QuantizeConfig()
     if cfg.mode == "weights":
         return compress_weights(model.clone())
     check_quantizable(model, cfg, calibration, keep_float)
