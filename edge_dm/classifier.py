@@ -53,14 +53,32 @@ def save_classifier(model, folder, channels, classes: list[str], image_size: int
     return folder
 
 
-def load_classifier(folder):
-    """(the fp32 classifier in eval mode, its config) from a folder `save_classifier` wrote."""
+SHIPPED = "edm-cifar10-classifier"  # models/edm-cifar10-classifier: CIFAR-10's ten classes
+
+
+def classifier_config(spec) -> tuple[Path, dict]:
+    """(folder, config) of the classifier `spec`: a folder `save_classifier` wrote, or the shipped
+    name; ModelNotFoundError if there is none. Reads no weights."""
+    if str(spec) == SHIPPED:
+        from edge_dm.resources import shipped_model_dir
+
+        spec = shipped_model_dir(SHIPPED)
+    folder = Path(spec)
+    if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
+        raise ModelNotFoundError(f"{folder}: no classifier there ({CONFIG} + {WEIGHTS}); "
+                                 f"edge-dm ships one as {SHIPPED}")
+    try:
+        return folder, json.loads((folder / CONFIG).read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"{folder / CONFIG}: not a classifier config ({exc})") from None
+
+
+def load_classifier(spec):
+    """(the fp32 classifier in eval mode, its config) from a folder `save_classifier` wrote, or the
+    shipped name."""
     from safetensors.torch import load_file
 
-    folder = Path(folder)
-    if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
-        raise ModelNotFoundError(f"{folder}: no classifier there ({CONFIG} + {WEIGHTS})")
-    config = json.loads((folder / CONFIG).read_text())
+    folder, config = classifier_config(spec)
     model = build_classifier(tuple(config["channels"]), len(config["classes"]))
     model.load_state_dict({k: v.float() for k, v in load_file(folder / WEIGHTS).items()})
     return model.eval(), config
@@ -80,13 +98,33 @@ def predict(model, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-def class_accuracy(folder, images: np.ndarray, class_names: list[str]) -> float:
-    """The fraction of `images` that the classifier in `folder` puts in the class named beside each
-    (e.g. the class word of the prompt each image was generated from)."""
+def named_classes(prompts, classes: list[str]) -> list[str]:
+    """The class each prompt names: the one of `classes` whose words ("sea_turtle": "sea turtle")
+    stand in it as whole words. DataError for a prompt that names none of them, or several."""
+    import re
+
+    from edge_dm.errors import DataError
+
+    words = {c: c.replace("_", " ").replace("-", " ").lower() for c in classes}
+    out = []
+    for p in prompts:
+        found = [c for c, w in words.items() if re.search(rf"\b{re.escape(w)}\b", p.lower())]
+        if len(found) != 1:
+            raise DataError(f"the prompt {p!r} names {'none' if not found else 'several'} of the classifier's "
+                            f"classes ({', '.join(classes)}): class accuracy needs exactly one per prompt")
+        out.append(found[0])
+    return out
+
+
+def class_accuracy(folder, images: np.ndarray, class_names: list[str]) -> dict:
+    """How often the classifier in `folder` puts `images` in the class named beside each (e.g. the
+    class its prompt names): {"accuracy": fraction of all, "by_class": {class: fraction of its images}}."""
     model, config = load_classifier(folder)
     index = {n: i for i, n in enumerate(config["classes"])}
     unknown = sorted(set(class_names) - set(index))
     if unknown:
         raise ConfigError(f"the classifier in {folder} knows no class {unknown}; it knows {config['classes']}")
     want = np.array([index[n] for n in class_names])
-    return float((predict(model, images) == want).mean())
+    right = predict(model, images) == want
+    return dict(accuracy=float(right.mean()),
+                by_class={n: float(right[want == i].mean()) for n, i in index.items() if (want == i).any()})

@@ -349,6 +349,8 @@ def quantize(bias_correction, keep_float, **kwargs):
 @click.option("--reference", help="FID reference: stats .npz, an image folder / tar (stats cached), "
                                   "or a shipped name (cifar10-train)")
 @click.option("--compare", help="paired mode: a second bundle or folder with the same seeds (e.g. fp32)")
+@click.option("--classifier", help="class accuracy: a classifier folder or edm-cifar10-classifier; each image's "
+                                   "class is the one its prompt names (prompts cycle over the images)")
 @_opt(EvaluateConfig, "num_images", type=int)
 @prompt_options
 @image_sampling
@@ -359,7 +361,7 @@ def quantize(bias_correction, keep_float, **kwargs):
 @overwrite_option
 @library_errors
 def evaluate(prompt, prompts_file, **kwargs):
-    """Sample quality: FID and sFID against a reference, and int8-vs-fp32 drift (PSNR, SSIM)."""
+    """Sample quality: FID and sFID against a reference, class accuracy, and int8-vs-fp32 drift (PSNR, SSIM)."""
     from edge_dm.evaluate import evaluate as run
 
     sampling, runtime = SamplingConfig(**_pick(SamplingConfig, kwargs)), DeviceConfig(**_pick(DeviceConfig, kwargs))
@@ -374,6 +376,10 @@ def evaluate(prompt, prompts_file, **kwargs):
         click.echo(f"drift PSNR {d['psnr_db']:.2f} dB, SSIM {d['ssim']:.4f}, mean |diff| {d['mean_abs_diff']:.2f}/255")
     if "fid" in r:
         click.echo("IS    n/a  (" + r["inception_score_note"] + ")")
+    if "class_accuracy" in r:
+        a = r["class_accuracy"]
+        click.echo(f"class accuracy {a['accuracy']:.4f}  ({r['num_images']} images; worst "
+                   + ", ".join(f"{c} {v:.3f}" for c, v in sorted(a["by_class"].items(), key=lambda kv: kv[1])[:3]) + ")")
     for what, tm in r["timings"].items():
         rate = f", {tm['images_per_s']:.1f} images/s" if "images_per_s" in tm else ""
         click.echo(f"time  {what} {tm['seconds']:.1f} s{rate}")

@@ -335,7 +335,8 @@ class EvaluateConfig(Config):
     overwrite: bool = False
     compare: str | None = None  # a second bundle or folder: paired drift mode
     num_images: int = 1000
-    prompts: tuple = ()  # text-to-image bundles: as GenerateConfig.prompts
+    prompts: tuple = ()  # the prompts of the images (text-to-image): image i has prompt i, cycling through them
+    classifier: str | None = None  # class accuracy: a classifier folder or edm-cifar10-classifier; class = the prompt's
     feature_device: str = "openvino"  # Inception on OpenVINO's CPU (f32), or a torch device: cpu, cuda
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     runtime: DeviceConfig = field(default_factory=DeviceConfig)
@@ -348,8 +349,11 @@ class EvaluateConfig(Config):
         if not re.fullmatch(r"openvino|cpu|cuda(:\d+)?", self.feature_device):
             raise ConfigError(f"unknown feature device {self.feature_device!r}; "
                               "choose openvino, cpu, cuda or cuda:N")
-        if self.reference is None and self.compare is None:
-            raise ConfigError("pass --reference (FID/sFID) or --compare (paired drift), or both")
+        if self.reference is None and self.compare is None and self.classifier is None:
+            raise ConfigError("pass --reference (FID/sFID), --compare (paired drift) or --classifier, or several")
+        if self.classifier is not None and not self.prompts:
+            raise ConfigError("--classifier scores each image against the class its prompt names: "
+                              "give the prompts (--prompt or --prompts FILE)")
         if self.reference is not None and self.num_images < 2:
             raise ConfigError(f"FID needs at least 2 images (thousands for a meaningful one), got {self.num_images}")
 

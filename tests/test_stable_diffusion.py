@@ -156,6 +156,31 @@ def test_bad_text_to_image_input_is_one_line_and_writes_nothing(sd_int8, tiny_bu
     assert not (tmp_path / "out").exists()
 
 
+def test_class_accuracy_scores_each_image_against_its_prompts_class(sd_int8, tmp_path):
+    """evaluate --classifier: image i against the class prompt i names (prompts cycling), the same as
+    running the classifier on the pipeline's own images; a prompt naming no class fails before any work."""
+    from edge_dm.classifier import build_classifier, load_classifier, predict, save_classifier
+    from edge_dm.configs import DeviceConfig, EvaluateConfig
+    from edge_dm.evaluate import evaluate
+    from edge_dm.pipeline import Pipeline
+
+    bundle, _ = sd_int8
+    torch.manual_seed(0)
+    folder = save_classifier(build_classifier((8, 16), 2), tmp_path / "clf", (8, 16), ["horse", "ship"], IMAGE)
+    prompts, s = ("a photo of a horse", "a blurry photo of a ship"), SamplingConfig(steps=2, seed=3)
+    r = evaluate(EvaluateConfig(samples=str(bundle.path), classifier=str(folder), prompts=prompts, num_images=5,
+                                sampling=s, runtime=DeviceConfig(batch_size=2)), progress=False)
+    images = Pipeline(bundle).sample(5, s, [prompts[i % 2] for i in range(5)])
+    right = predict(load_classifier(folder)[0], images) == np.array([0, 1, 0, 1, 0])
+    assert r["class_accuracy"] == dict(accuracy=float(right.mean()),
+                                       by_class=dict(horse=float(right[::2].mean()), ship=float(right[1::2].mean())))
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["evaluate", "--samples", str(bundle.path), "--classifier", str(folder),
+                                    "--prompt", "a red car", "--num-images", "2", "--output", str(out)])
+    assert res.exit_code == 1 and res.output.startswith("Error: the prompt 'a red car' names none"), res.output
+    assert not out.exists()
+
+
 def test_prompt_file_errors():
     from edge_dm.families.stable_diffusion import read_prompts
 

@@ -83,9 +83,22 @@ def test_classifier_trains_and_predicts(labelled_tar, tmp_path):
     pred = predict(model, images)
     assert pred.shape == labels.shape and set(pred) <= set(range(len(names)))
     acc = class_accuracy(folder, images, [names[i] for i in labels])
-    assert acc == float((pred == labels).mean())
+    assert acc["accuracy"] == float((pred == labels).mean())
+    assert acc["by_class"] == {n: float((pred[labels == i] == i).mean()) for i, n in enumerate(names)}
     with pytest.raises(ConfigError):
         class_accuracy(folder, images[:1], ["horse"])
+
+
+def test_named_classes_reads_the_class_word_of_each_prompt():
+    from edge_dm.classifier import named_classes
+    from edge_dm.errors import DataError
+
+    classes = ["cat", "dog", "sea_turtle"]
+    assert named_classes(["a photo of a cat", "A blurry photo of a Sea Turtle", "dog"], classes) == \
+        ["cat", "sea_turtle", "dog"]
+    for bad in ("a photo of a catamaran", "a cat and a dog", ""):  # whole words only; exactly one class
+        with pytest.raises(DataError, match="class accuracy needs exactly one"):
+            named_classes([bad], classes)
 
 
 def test_data_without_labels_is_one_clear_error(tmp_path):
