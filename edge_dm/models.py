@@ -36,6 +36,9 @@ REGISTRY = {
     for e in [
         RegistryEntry("edm-cifar10-ddpm", "models/edm-cifar10-ddpm",
                       "edge-dm's own CIFAR-10 DDPM, 9.0M params, shipped in models/ (offline default)"),
+        RegistryEntry("edm-cifar10-t2i", "models/edm-cifar10-t2i",
+                      "edge-dm's own text-to-image CIFAR-10 Stable Diffusion pipeline ('a photo of a horse'), "
+                      "6.6M params, 32x32, shipped in models/"),
         RegistryEntry("ddpm-cifar10", "google/ddpm-cifar10-32",
                       "Ho et al.'s CIFAR-10 DDPM, 35.7M params, from the Hugging Face hub"),
         RegistryEntry("ddpm-celebahq", "google/ddpm-celebahq-256", "CelebA-HQ 256x256 DDPM, from the hub"),

@@ -1,4 +1,5 @@
-"""Files edge-dm ships beside its code: the default model and the FID reference statistics.
+"""Files edge-dm ships beside its code: its models (the default unconditional one, the text-to-image
+one and the classifier that scores it), the FID reference statistics and prompt files.
 
 In the repository they live in the top-level folders `models/` and `datasets/`. pyproject.toml maps
 those folders onto the data-only packages `edge_dm.assets.models` and `edge_dm.assets.datasets`
@@ -19,16 +20,24 @@ from pathlib import Path
 
 from edge_dm.errors import DataError, ModelNotFoundError
 
-SHIPPED_MODELS = ("edm-cifar10-ddpm",)
+# the shipped models and the files loading each needs (the install carries exactly these)
+_T2I = ("model_index.json", "scheduler/scheduler_config.json", "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors", "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/tokenizer.json",
+        "tokenizer/tokenizer_config.json")
+SHIPPED_MODELS = {
+    "edm-cifar10-ddpm": ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                         "scheduler/scheduler_config.json"),
+    "edm-cifar10-t2i": _T2I,
+    "edm-cifar10-classifier": ("config.json", "model.safetensors"),  # edge_dm.classifier's folder
+}
 # short names of the shipped FID reference statistics (`--reference NAME`) and their files
 SHIPPED_STATS = {"cifar10-train": "cifar10_train_jpeg_fid_stats.npz"}
-# text-to-image prompts written for edge-dm: calibration, and held out for error tables and reports
-SHIPPED_PROMPTS = ("prompts.txt", "prompts-heldout.txt")
+# text-to-image prompts written for edge-dm: calibration, and held out for error tables and reports;
+# edm-cifar10-t2i's: its ten classes in its ten caption templates
+SHIPPED_PROMPTS = ("prompts.txt", "prompts-heldout.txt", "cifar10-prompts.txt")
 
 _PACKAGES = {"models": "edge_dm.assets.models", "datasets": "edge_dm.assets.datasets"}
-# what loading the shipped model needs (the install carries exactly these)
-_MODEL_FILES = ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-                "scheduler/scheduler_config.json")
 
 
 def _candidates(kind: str, name: str) -> list[Path]:
@@ -49,12 +58,13 @@ def _candidates(kind: str, name: str) -> list[Path]:
 
 
 def shipped_model_dir(name: str) -> Path:
-    """The folder of the shipped model `name` (a diffusers pipeline folder), or ModelNotFoundError."""
+    """The folder of the shipped model `name` (a diffusers pipeline folder, or the classifier's), or
+    ModelNotFoundError."""
     if name not in SHIPPED_MODELS:
         raise ModelNotFoundError(f"no shipped model {name!r}; shipped: {', '.join(SHIPPED_MODELS)}")
     places = _candidates("models", name)
     for path in places:
-        if all((path / f).is_file() for f in _MODEL_FILES):
+        if all((path / f).is_file() for f in SHIPPED_MODELS[name]):
             return path
     where = ", ".join(str(p) for p in places) or f"package {_PACKAGES['models']} not importable"
     raise ModelNotFoundError(f"the shipped model {name!r} is missing from this edge-dm install "

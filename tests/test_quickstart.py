@@ -14,3 +14,19 @@ def test_quantize_then_generate_on_the_shipped_model(tmp_path):
                                   "--steps", "10", "--output", str(tmp_path / "s")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "s" / "grid.png").exists()
+
+
+@pytest.mark.slow
+def test_quantize_then_generate_on_the_shipped_text_to_image_model(tmp_path):
+    """The README's text-to-image line (fewer calibration samples and steps; about 2 minutes on 2 cores)."""
+    from edge_dm.resources import shipped_dataset
+
+    r = CliRunner().invoke(main, ["quantize", "--model", "edm-cifar10-t2i", "--prompts",
+                                  str(shipped_dataset("cifar10-prompts.txt")), "--num-samples", "16",
+                                  "--eval-trajectories", "1", "--steps", "10"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["generate", "--model", "edm-cifar10-t2i", "--prompt", "a photo of a horse",
+                                  "--guidance-scale", "3", "--steps", "10", "--num-images", "2",
+                                  "--output", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "s" / "grid.png").exists()

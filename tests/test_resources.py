@@ -14,6 +14,26 @@ def test_shipped_model_dir_holds_what_loading_needs():
               "scheduler/scheduler_config.json"):
         assert (d / f).is_file(), f
     assert resolve("edm-cifar10-ddpm") == str(d)
+    assert resolve("edm-cifar10-t2i") == str(resources.shipped_model_dir("edm-cifar10-t2i"))
+
+
+def test_shipped_text_to_image_model_and_classifier_load_and_stay_small():
+    """The issue's budgets: pipeline <= 15 MB, classifier <= 2 MB (the checkout travels to the GPU machine)."""
+    from diffusers import StableDiffusionPipeline
+
+    from edge_dm.classifier import load_classifier
+    from edge_dm.families import for_folder
+
+    t2i, clf = (resources.shipped_model_dir(n) for n in ("edm-cifar10-t2i", "edm-cifar10-classifier"))
+    assert sum(f.stat().st_size for f in t2i.rglob("*") if f.is_file()) <= 15e6
+    assert sum(f.stat().st_size for f in clf.rglob("*") if f.is_file()) <= 2e6
+    pipe = StableDiffusionPipeline.from_pretrained(t2i)
+    assert pipe.tokenizer("a photo of a horse").input_ids[1:-1] == [
+        pipe.tokenizer.convert_tokens_to_ids(w + "</w>") for w in "a photo of a horse".split()]  # a token a word
+    assert for_folder(t2i).name == "stable-diffusion"
+    model, config = load_classifier("edm-cifar10-classifier")
+    assert len(config["classes"]) == 10 and config["test_accuracy"] >= 0.85
+    assert (resources.shipped_dataset("cifar10-prompts.txt").read_text().splitlines()[7] == "a photo of a horse")
 
 
 def test_reference_short_name_reads_the_shipped_stats():
