@@ -41,3 +41,31 @@ def test_unet_profile_sums_layer_times_of_float_and_int8(tiny_model_dir, tmp_pat
     # int8 kernels run only in the int8 IR
     int8_kernel = lambda row: any(k.lower().endswith(("_i8", "_u8")) for k in row["by_kernel"])  # noqa: E731
     assert int8_kernel(rows["int8"]) and not int8_kernel(rows["f32"])
+
+
+def test_t2i_guidance_scores_class_accuracy_per_guidance_scale(tmp_path):
+    """The guidance recipe on the tiny text-to-image pipeline and a random classifier of its two prompt
+    classes: one row per guidance scale, each accuracy the fraction of images classed as prompted."""
+    import torch
+
+    from edge_dm.classifier import build_classifier, save_classifier
+    from tiny_sd import IMAGE, build_tiny_sd
+
+    if not (BENCHMARKS / "t2i_guidance.py").is_file():
+        pytest.skip("benchmarks/ is not beside the tests")
+    sd = build_tiny_sd(tmp_path / "sd")
+    torch.manual_seed(0)
+    clf = save_classifier(build_classifier((8, 16), 2), tmp_path / "clf", (8, 16), ["horse", "ship"], IMAGE)
+    (tmp_path / "p.txt").write_text("a photo of a horse\na photo of a ship\n")
+    out = tmp_path / "g.json"
+    r = subprocess.run([sys.executable, str(BENCHMARKS / "t2i_guidance.py"), "--model", str(sd), "--guidance", "1,2",
+                        "--steps", "2", "--num-images", "6", "--batch-size", "4", "--prompts", str(tmp_path / "p.txt"),
+                        "--classifier", str(clf), "--reference", "none", "--device", "cpu", "--output", str(out)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["guidance"], row["steps"]) for row in rows] == [(1.0, 2), (2.0, 2)]
+    for row in rows:
+        acc = row["class_accuracy"]
+        assert acc["accuracy"] * 6 == pytest.approx(round(acc["accuracy"] * 6))  # a fraction of 6 images
+        assert set(acc["by_class"]) == {"horse", "ship"} and "fid" not in row
