@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_dm.errors import ConfigError, ModelNotFoundError
+from edge_dm.errors import ConfigError, DataError, ModelNotFoundError
 
 DEFAULT_CHANNELS = (48, 96, 192)
 CONFIG = "config.json"
@@ -98,14 +98,17 @@ def predict(model, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
+def class_word(name: str) -> str:
+    """The words of a class folder's name ("sea_turtle" -> "sea turtle"), as captions and prompts say it."""
+    return name.replace("_", " ").replace("-", " ").strip().lower()
+
+
 def named_classes(prompts, classes: list[str]) -> list[str]:
-    """The class each prompt names: the one of `classes` whose words ("sea_turtle": "sea turtle")
-    stand in it as whole words. DataError for a prompt that names none of them, or several."""
+    """The class each prompt names: the one of `classes` whose words (class_word) stand in it as whole
+    words. DataError for a prompt that names none of them, or several."""
     import re
 
-    from edge_dm.errors import DataError
-
-    words = {c: c.replace("_", " ").replace("-", " ").lower() for c in classes}
+    words = {c: class_word(c) for c in classes}
     out = []
     for p in prompts:
         found = [c for c, w in words.items() if re.search(rf"\b{re.escape(w)}\b", p.lower())]

@@ -369,8 +369,7 @@ def image_classes(cfg) -> list | None:
     from edge_dm.classifier import classifier_config, named_classes
 
     _, config = classifier_config(cfg.classifier)
-    named = named_classes(cfg.prompts, config["classes"])
-    return [named[i % len(named)] for i in range(cfg.num_images)]
+    return cycled(named_classes(cfg.prompts, config["classes"]), cfg.num_images)
 
 
 def check_sources(cfg) -> dict:

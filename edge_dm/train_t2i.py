@@ -57,7 +57,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edge_dm.classifier import DEFAULT_CHANNELS as CLASSIFIER_CHANNELS
+from edge_dm.classifier import DEFAULT_CHANNELS as CLASSIFIER_CHANNELS, class_word
 from edge_dm.errors import ConfigError, ModelNotFoundError
 from edge_dm.train import DDPM_BETAS, _check_train_output, fit, resume
 
@@ -153,11 +153,6 @@ class TextToImageTrainConfig:
 
 
 # --- captions and their tokenizer ------------------------------------------------------------------
-def class_word(name: str) -> str:
-    """The words of a class folder's name ("sea_turtle" -> "sea turtle")."""
-    return name.replace("_", " ").replace("-", " ").strip().lower()
-
-
 def captions(class_name: str) -> list[str]:
     """The class in every template (index = template), with "an" before a vowel."""
     c = class_word(class_name)
