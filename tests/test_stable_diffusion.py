@@ -178,6 +178,9 @@ def test_class_accuracy_scores_each_image_against_its_prompts_class(sd_int8, tmp
     res = CliRunner().invoke(main, ["evaluate", "--samples", str(bundle.path), "--classifier", str(folder),
                                     "--prompt", "a red car", "--num-images", "2", "--output", str(out)])
     assert res.exit_code == 1 and res.output.startswith("Error: the prompt 'a red car' names none"), res.output
+    res = CliRunner().invoke(main, ["evaluate", "--samples", str(bundle.path), "--classifier", str(tmp_path / "none"),
+                                    "--prompt", PROMPT, "--num-images", "2", "--output", str(out)])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1 and "no classifier there" in res.output
     assert not out.exists()
 
 
