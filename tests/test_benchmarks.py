@@ -69,3 +69,51 @@ def test_t2i_guidance_scores_class_accuracy_per_guidance_scale(tmp_path):
         acc = row["class_accuracy"]
         assert acc["accuracy"] * 6 == pytest.approx(round(acc["accuracy"] * 6))  # a fraction of 6 images
         assert set(acc["by_class"]) == {"horse", "ship"} and "fid" not in row
+
+
+def test_t2i_table5_rows_share_prompts_and_seeds(tmp_path):
+    """The Table 5 recipe on the tiny text-to-image pipeline: every row's bundle (edge-dm's three
+    calibrations and optimum-intel's two quantizations) is int8 and runs in edge-dm's loop; images come
+    back whole from their parts, the fp32 row's are the Pipeline's own for seeds 0.. and prompts cycled,
+    and each int8 row is scored against them."""
+    import numpy as np
+    import torch
+
+    from edge_dm.bundle import Bundle
+    from edge_dm.classifier import build_classifier, save_classifier
+    from edge_dm.configs import DeviceConfig, SamplingConfig
+    from edge_dm.pipeline import Pipeline
+    from tiny_sd import IMAGE, build_tiny_sd
+
+    if not (BENCHMARKS / "t2i_table5.py").is_file():
+        pytest.skip("benchmarks/ is not beside the tests")
+    sd = build_tiny_sd(tmp_path / "sd")
+    torch.manual_seed(0)
+    clf = save_classifier(build_classifier((8, 16), 2), tmp_path / "clf", (8, 16), ["horse", "ship"], IMAGE)
+    prompts = ["a photo of a horse", "a photo of a ship", "a blurry photo of a horse"]
+    (tmp_path / "p.txt").write_text("\n".join(prompts) + "\n")
+    out, work = tmp_path / "t5.json", tmp_path / "w"
+    r = subprocess.run([sys.executable, str(BENCHMARKS / "t2i_table5.py"), "all", "--workdir", str(work),
+                        "--model", str(sd), "--prompts", str(tmp_path / "p.txt"), "--steps", "2", "--num-images", "5",
+                        "--batch-size", "2", "--part-size", "3", "--num-samples", "4", "--optimum-samples", "4",
+                        "--iterations", "2", "--rounds", "1", "--classifier", str(clf), "--reference", "none", "--output", str(out)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = {row["row"]: row for row in result["rows"]}
+    assert {(t["row"], t["images"]) for t in result["unet_latency"]["rows"]} == {(n, k) for n in rows for k in (1, 16)}
+    assert list(rows) == ["fp32", "dntc", "uniform", "pipeline", "optimum-hybrid", "optimum-int8"]
+    assert sorted(p.name for p in (work / "images").glob("fp32.*.npz")) == ["fp32.0.npz", "fp32.1.npz"]
+    for name, row in rows.items():
+        assert row["num_images"] == 5 and set(row["class_accuracy"]["by_class"]) == {"horse", "ship"}
+        unet = Bundle.from_pretrained(work / "bundles" / name).read_model()
+        timestep = next(i for i in unet.inputs if i.get_partial_shape().rank.get_length() == 1)
+        assert timestep.get_partial_shape().is_dynamic  # optimum's [1] re-saved as one per sample
+        assert (row["ops"]["fake_quantize"] > 0) == (name != "fp32")
+        assert ("drift_from_fp32" in row) == (name != "fp32")
+    assert rows["optimum-hybrid"]["optimum"]["config"]["quant_method"] == "hybrid"
+    assert rows["dntc"]["calibration"]["kind"] == "dntc" and rows["pipeline"]["calibration"]["kind"] == "pipeline"
+    fp32 = np.concatenate([np.load(work / "images" / f"fp32.{k}.npz")["images"] for k in (0, 1)])
+    pipe = Pipeline(Bundle.from_pretrained(work / "bundles" / "fp32"), DeviceConfig(batch_size=2, precision_hint="f32"))
+    own = pipe.sample(5, SamplingConfig(steps=2, guidance_scale=3.0), [prompts[i % 3] for i in range(5)])
+    np.testing.assert_array_equal(fp32, own)

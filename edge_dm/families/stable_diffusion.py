@@ -141,11 +141,7 @@ class StableDiffusion(Family):
                 model = ov.Core().read_model(Path(folder) / self.components[component])
                 self.write_component(folder, model, component, fp16=True)
         convert_tokenizer(Path(folder) / "tokenizer")
-        unet = ov.Core().read_model(Path(folder) / self.components["unet"])
-        # optimum exports the timestep as [1], broadcast over the batch; one per sample lets a request
-        # hold images at different steps, and optimum-intel and OpenVINO GenAI run it unchanged
-        name = next(i.get_any_name() for i in unet.inputs if i.get_partial_shape().rank.get_length() <= 1)
-        unet.reshape({name: ov.PartialShape([-1])})
+        unet = per_sample_timestep(ov.Core().read_model(Path(folder) / self.components["unet"]))
         self.write_component(folder, unet, fp16=precision == "fp16")
         shapes = {i.get_any_name(): str(i.get_partial_shape()) for i in unet.inputs}
         return dict(inputs=shapes, sample_shape=list(m.sample_shape)), unet
@@ -256,6 +252,17 @@ class StableDiffusion(Family):
         from edge_dm.families.unet2d import UNet2D
 
         return UNet2D().cache_features(model)
+
+
+def per_sample_timestep(unet):
+    """`unet` (an openvino.Model of optimum-intel's export) with its timestep input reshaped from [1],
+    broadcast over the batch, to [-1], one per sample: a request can then hold images at different
+    steps, and optimum-intel and OpenVINO GenAI still run it unchanged. Returns the same model."""
+    import openvino as ov
+
+    name = next(i.get_any_name() for i in unet.inputs if i.get_partial_shape().rank.get_length() <= 1)
+    unet.reshape({name: ov.PartialShape([-1])})
+    return unet
 
 
 def convert_tokenizer(folder: Path) -> None:
