@@ -33,6 +33,15 @@ def sd_int8(sd_dir, tmp_path_factory):
     return quantize(cfg, progress=False)
 
 
+@pytest.fixture(scope="module")
+def sd_fp32(sd_dir, tmp_path_factory):
+    from edge_dm.bundle import Bundle
+    from edge_dm.configs import ExportConfig
+    from edge_dm.jobs import export
+
+    return Bundle.from_pretrained(export(ExportConfig(model=sd_dir, output=str(tmp_path_factory.mktemp("e") / "fp32"))).path)
+
+
 def diffusers_latents(sd_dir, prompts, seeds, guidance, steps=STEPS):
     """Latents of diffusers' own StableDiffusionPipeline (torch) after each step, per image."""
     from diffusers import StableDiffusionPipeline
@@ -46,22 +55,35 @@ def diffusers_latents(sd_dir, prompts, seeds, guidance, steps=STEPS):
     return seen
 
 
-def test_edge_dm_loop_equals_diffusers_pipeline(sd_dir, sd_int8, tmp_path):
+def test_edge_dm_loop_equals_diffusers_pipeline(sd_dir, sd_fp32):
     """edge-dm's own loop on the fp32 OpenVINO UNet, with guidance, gives diffusers' latents."""
-    from edge_dm.bundle import Bundle
-    from edge_dm.jobs import export
     from edge_dm.pipeline import Pipeline
-    from edge_dm.configs import DeviceConfig, ExportConfig
+    from edge_dm.configs import DeviceConfig
     from edge_dm.sampling import generate, make_scheduler
 
-    fp32 = export(ExportConfig(model=sd_dir, output=str(tmp_path / "fp32")))
-    pipe = Pipeline(Bundle.from_pretrained(fp32.path), DeviceConfig(precision_hint="f32"))
+    pipe = Pipeline(sd_fp32, DeviceConfig(precision_hint="f32"))
     s = SamplingConfig(steps=STEPS, seed=3, guidance_scale=5.0)
     cond = pipe.family.encode(pipe, [PROMPT, "a red car"], s)
     ours = generate(pipe.denoiser(s), make_scheduler("ddim", pipe.bundle.scheduler_config), 2, 2, STEPS, 3,
                     pipe.family.sample_shape(pipe.bundle, s), cond=cond)
     ref = diffusers_latents(sd_dir, [PROMPT, "a red car"], [3, 4], 5.0)[-1].numpy()
     np.testing.assert_allclose(ours, ref, atol=2e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("runtime", [dict(batch_size=2), dict(batch_size=5), dict(batch_size=3, parallel=2)])
+def test_an_image_depends_on_its_seed_not_on_the_batching(sd_fp32, runtime):
+    """As tests/test_pipeline.py asks of the unconditional UNet, with prompts and guidance: one batch
+    of 5 runs on one stream of all cores, batches of 1 or 2 on the device's several streams."""
+    from edge_dm.configs import DeviceConfig
+    from edge_dm.pipeline import Pipeline
+
+    prompts = [PROMPT, "a photo of a ship", "a blurry photo of a horse", PROMPT, "a photo of a ship"]
+    s = SamplingConfig(steps=2, seed=10, guidance_scale=3.0)
+    reference = Pipeline(sd_fp32, DeviceConfig(batch_size=1, precision_hint="f32")).sample(5, s, prompts)
+    images = Pipeline(sd_fp32, DeviceConfig(precision_hint="f32", **runtime)).sample(5, s, prompts)
+    np.testing.assert_array_equal(images, reference)  # byte-identical pixels
+    tail = Pipeline(sd_fp32, DeviceConfig(precision_hint="f32", **runtime)).sample(2, s.replace(seed=13), prompts[3:])
+    np.testing.assert_array_equal(tail, reference[3:])  # seeds 13, 14 alone: the same images
 
 
 def test_each_dntc_record_equals_an_independent_pipeline_run(sd_dir, sd_int8):
