@@ -183,7 +183,9 @@ def latency(a) -> dict:
             x = example_inputs(model, images, family.sample_shape(bundle, sampling), per_image)
             hints = (["f32"] + (["bf16"] if "amx_bf16" in isa else [])) if row == "fp32" else [None]
             for hint in hints:
-                request = compile_model(model, "CPU", per_image * images, "LATENCY", hint).create_infer_request()
+                shapes = {k: v.shape[1:] for k, v in x.items()}  # all static, as the pipeline compiles it
+                request = compile_model(model, "CPU", per_image * images, "LATENCY", hint,
+                                        shapes=shapes).create_infer_request()
                 for _ in range(20):  # warm-up
                     request.infer(x)
                 requests[(images, row, hint or "default")] = (request, x, [])
@@ -234,7 +236,7 @@ def scores(a) -> dict:
         info = json.loads((folder / f"{row}.json").read_text())
         r = dict(row=row, num_images=len(x))
         if ref is not None:
-            r.update(fid(inception_features(x, batch_size=500, device=a.feature_device), ref))
+            r.update(fid(inception_features(x, device=a.feature_device), ref))
         r["class_accuracy"] = class_accuracy(a.classifier, x, named_classes(cycled(_prompts(a), len(x)), names))
         if fp32 is not None and row != "fp32":
             r["drift_from_fp32"] = drift(fp32[:len(x)], x[:len(fp32)])
