@@ -23,7 +23,7 @@ def test_quantize_then_generate_on_the_shipped_text_to_image_model(tmp_path):
 
     r = CliRunner().invoke(main, ["quantize", "--model", "edm-cifar10-t2i", "--prompts",
                                   str(shipped_dataset("cifar10-prompts.txt")), "--num-samples", "16",
-                                  "--eval-trajectories", "1", "--steps", "10"])
+                                  "--eval-trajectories", "1", "--guidance-scale", "3", "--steps", "10"])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["generate", "--model", "edm-cifar10-t2i", "--prompt", "a photo of a horse",
                                   "--guidance-scale", "3", "--steps", "10", "--num-images", "2",
