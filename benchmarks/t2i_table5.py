@@ -46,11 +46,17 @@ def _sampling(a):
     return SamplingConfig(steps=a.steps, guidance_scale=a.guidance_scale, seed=0)
 
 
-def _prompts(a) -> list:
-    from edge_dm.families.stable_diffusion import read_prompts
+def _prompt_file(a) -> str:
+    """--prompts, or the shipped caption prompts."""
     from edge_dm.resources import shipped_dataset
 
-    return read_prompts(a.prompts or shipped_dataset("cifar10-prompts.txt"))
+    return a.prompts or str(shipped_dataset("cifar10-prompts.txt"))
+
+
+def _prompts(a) -> list:
+    from edge_dm.families.stable_diffusion import read_prompts
+
+    return read_prompts(_prompt_file(a))
 
 
 def _rows(a) -> list:
@@ -73,7 +79,7 @@ def bundles(a) -> dict:
     from edge_dm.configs import CalibrationConfig, ExportConfig, QuantizeConfig
 
     out, took = Path(a.workdir) / "bundles", {}
-    prompts = a.prompts or str(_prompt_file())
+    prompts = _prompt_file(a)
     for row in _rows(a):
         if (out / row / "recipe.json").exists():
             continue
@@ -93,12 +99,6 @@ def bundles(a) -> dict:
     return took
 
 
-def _prompt_file() -> Path:
-    from edge_dm.resources import shipped_dataset
-
-    return shipped_dataset("cifar10-prompts.txt")
-
-
 def _optimum(a, base: str, seed: int, out: Path) -> None:
     """optimum-intel's quantization of the pipeline through its API, put into an edge-dm bundle."""
     import tempfile
@@ -111,9 +111,9 @@ def _optimum(a, base: str, seed: int, out: Path) -> None:
     from edge_dm.families.stable_diffusion import per_sample_timestep
     from edge_dm.models import resolve
 
-    n = a.optimum_samples
-    config = (OVWeightQuantizationConfig(bits=8, quant_method="hybrid", dataset=_prompts(a), num_samples=n)
-              if base == "optimum-hybrid" else OVQuantizationConfig(dataset=_prompts(a), num_samples=n))
+    n, prompts = a.optimum_samples, _prompts(a)
+    config = (OVWeightQuantizationConfig(bits=8, quant_method="hybrid", dataset=prompts, num_samples=n)
+              if base == "optimum-hybrid" else OVQuantizationConfig(dataset=prompts, num_samples=n))
     torch.manual_seed(seed)  # optimum's calibration pipeline draws its noise from torch's global generator
     pipe = OVStableDiffusionPipeline.from_pretrained(resolve(a.model), export=True, compile=False,
                                                      quantization_config=config)
@@ -181,9 +181,9 @@ def latency(a) -> dict:
             model, family = bundle.read_model(), bundle.family
             per_image = family.net_batch(sampling)
             x = example_inputs(model, images, family.sample_shape(bundle, sampling), per_image)
+            shapes = {k: v.shape[1:] for k, v in x.items()}  # all static, as the pipeline compiles it
             hints = (["f32"] + (["bf16"] if "amx_bf16" in isa else [])) if row == "fp32" else [None]
             for hint in hints:
-                shapes = {k: v.shape[1:] for k, v in x.items()}  # all static, as the pipeline compiles it
                 request = compile_model(model, "CPU", per_image * images, "LATENCY", hint,
                                         shapes=shapes).create_infer_request()
                 for _ in range(20):  # warm-up
@@ -210,23 +210,17 @@ def _load(folder: Path, row: str):
     return np.concatenate([np.load(p)["images"] for p in parts]) if parts else None
 
 
-def _ops(bundle: Path) -> dict | None:
-    """FakeQuantize and int8-constant counts of a row's UNet IR (edge_dm.quantize.op_counts)."""
-    from edge_dm.bundle import Bundle
-    from edge_dm.quantize import op_counts
-
-    return op_counts(Bundle.from_pretrained(bundle).read_model()) if bundle.exists() else None
-
-
 def scores(a) -> dict:
     """FID/sFID, class accuracy and drift from fp32 of every row with images."""
+    from edge_dm.bundle import Bundle
     from edge_dm.classifier import class_accuracy, classifier_config, named_classes
     from edge_dm.evaluate import cycled, drift, inception_features, reference_stats
     from edge_dm.evaluate import scores as fid
+    from edge_dm.quantize import op_counts
 
     folder = Path(a.workdir) / "images"
     ref = None if a.reference == "none" else reference_stats(a.reference, a.feature_device)
-    names = classifier_config(a.classifier)[1]["classes"]
+    classes = named_classes(_prompts(a), classifier_config(a.classifier)[1]["classes"])
     fp32 = _load(folder, "fp32")
     result = []
     for row in _rows(a):
@@ -237,13 +231,14 @@ def scores(a) -> dict:
         r = dict(row=row, num_images=len(x))
         if ref is not None:
             r.update(fid(inception_features(x, device=a.feature_device), ref))
-        r["class_accuracy"] = class_accuracy(a.classifier, x, named_classes(cycled(_prompts(a), len(x)), names))
+        r["class_accuracy"] = class_accuracy(a.classifier, x, cycled(classes, len(x)))
         if fp32 is not None and row != "fp32":
             r["drift_from_fp32"] = drift(fp32[:len(x)], x[:len(fp32)])
-        recipe = json.loads((Path(a.workdir) / "bundles" / row / "recipe.json").read_text()) \
-            if (Path(a.workdir) / "bundles" / row).exists() else {}
-        r.update(images=info, ops=_ops(Path(a.workdir) / "bundles" / row), calibration=recipe.get("calibration"),
-                 optimum=recipe.get("optimum"))
+        path = Path(a.workdir) / "bundles" / row
+        bundle = Bundle.from_pretrained(path) if path.exists() else None  # images may travel without it
+        r.update(images=info, ops=op_counts(bundle.read_model()) if bundle else None,
+                 calibration=bundle.recipe.get("calibration") if bundle else None,
+                 optimum=bundle.recipe.get("optimum") if bundle else None)
         result.append(r)
         print(f"{row}: FID {r.get('fid', float('nan')):.2f} sFID {r.get('sfid', float('nan')):.2f} "
               f"class acc {r['class_accuracy']['accuracy']:.3f}", file=sys.stderr)
