@@ -130,6 +130,10 @@ class OpenVINOCachedNet:
     def parallel(self) -> int:
         return self.full_net.parallel
 
+    def reset_stats(self) -> None:
+        self.full_net.reset_stats()
+        self.shallow_net.reset_stats()
+
     # UNet calls, images through it and seconds in it, summed over both parts
     calls = property(lambda self: self.full_net.calls + self.shallow_net.calls)
     images = property(lambda self: self.full_net.images + self.shallow_net.images)

@@ -124,8 +124,11 @@ class OpenVINOModel:
         self._lock = threading.Lock()
         self._parallel: int | None = None
         self._executor = None
-        # calls, images through the model, seconds summed over calls (concurrent calls overlap),
-        # and the seconds spent compiling (not in `seconds`)
+        self.reset_stats()
+
+    def reset_stats(self) -> None:
+        """Zero the call statistics: calls, images through the model, seconds summed over calls
+        (concurrent calls overlap), and the seconds spent compiling (not in `seconds`)."""
         self.calls, self.images, self.seconds, self.compile_seconds = 0, 0, 0.0, 0.0
 
     def _key(self, batch: int, inputs: dict | None = None) -> tuple:

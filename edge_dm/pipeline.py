@@ -65,6 +65,7 @@ class Pipeline:
         check_precision_hint(runtime.device, runtime.precision_hint)
         warn_overflow_risk(bundle, runtime.device)
         self._components: dict = {}
+        self._nets: dict = {}  # compiled UNets by their compile options, reused by later calls
         self.last_denoiser = None  # the denoiser of the latest call, with its UNet call statistics
 
     @classmethod
@@ -90,7 +91,10 @@ class Pipeline:
         (default: the device's optimal number). Every dimension of the sample is compiled static (the
         size `sampling` asks): see edge_dm.denoiser.compile_model. Known gap: the one-batch case's
         stream has more threads than the several-batch case's, and some UNets (the shipped int8 t2i
-        one) give different bits on a stream of different thread counts."""
+        one) give different bits on a stream of different thread counts.
+
+        The compiled UNet is kept for later calls with the same compile options (as a diffusers
+        pipeline keeps its modules): only the first call of a size pays for compiling."""
         model = self.bundle.read_model()
         r = self.runtime
         one_batch = num_images is not None and num_images <= r.batch_size
@@ -98,15 +102,18 @@ class Pipeline:
                        request_batch=r.batch_size * self.family.net_batch(sampling),
                        streams=1 if one_batch and r.parallel is None else r.parallel,
                        shapes=self._shapes(model, sampling))
-        if sampling.cache_interval > 1:
-            from edge_dm.caching import OpenVINOCachedNet
+        cached = sampling.cache_interval > 1
+        key = (cached and sampling.cache_branch, *((k, str(v)) for k, v in sorted(options.items())))
+        if key not in self._nets:
+            if cached:
+                from edge_dm.caching import OpenVINOCachedNet
 
-            net = OpenVINOCachedNet(model, sampling.cache_branch, self.family, **options)
-        else:
-            from edge_dm.denoiser import OpenVINOModel
+                self._nets[key] = OpenVINOCachedNet(model, sampling.cache_branch, self.family, **options)
+            else:
+                from edge_dm.denoiser import OpenVINOModel
 
-            net = OpenVINOModel(model, **options)
-        return self._denoiser(net, sampling)
+                self._nets[key] = OpenVINOModel(model, **options)
+        return self._denoiser(self._nets[key], sampling)
 
     def reference_denoiser(self, sampling: SamplingConfig):
         """The denoiser in f32 on the CPU, each call one request on all cores: what calibration and the
@@ -153,6 +160,7 @@ class Pipeline:
         if len(prompts) == 1:
             prompts = prompts * num_images
         denoiser = self.denoiser(sampling, num_images)
+        denoiser.net.reset_stats()  # the call statistics are this call's (calls sharing a Pipeline: theirs together)
         self.last_denoiser = denoiser
         cond = self.family.encode(self, prompts, sampling)
         batches = math.ceil(num_images / self.runtime.batch_size)
