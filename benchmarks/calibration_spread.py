@@ -31,7 +31,9 @@ VARIANTS = {
     "dntc": ["--no-split-shortcut"],  # the defaults before the shortcut split
     "split-shortcut": [],  # today's defaults: DNTC plus Q-Diffusion's shortcut split
     "uniform": ["--calibration", "uniform", "--no-split-shortcut"],
+    "uniform-split": ["--calibration", "uniform"],  # today's defaults, uniform calibration
     "exact": ["--samples-per-trajectory", "1", "--num-samples", "1024", "--no-split-shortcut"],  # PTQ4DM's
+    "exact-split": ["--samples-per-trajectory", "1", "--num-samples", "1024"],  # PTQ4DM's, today's defaults
 }  # the slowest last: on 2 cores the JSON rewritten after each seed keeps what finished
 METRICS = ("psnr_db", "ssim", "mean_rel_l2")
 
