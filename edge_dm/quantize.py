@@ -83,12 +83,12 @@ def check_ignored(model, cfg: QuantizeConfig) -> None:
 
 
 def nncf_options(cfg: QuantizeConfig, model, keep_float) -> dict:
-    """nncf.quantize's keyword arguments for cfg (its target resolved: QuantizeConfig.for_target),
-    with `keep_float` module names in float."""
+    """nncf.quantize's keyword arguments for cfg, whose target the caller has resolved
+    (QuantizeConfig.for_target), with `keep_float` module names in float."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
-    enums = nncf_enums(cfg.for_target())
+    enums = nncf_enums(cfg)
     adv = dict(activations_range_estimator_params=enums["range_estimator"], overflow_fix=enums["overflow_fix"])
     if cfg.smooth_quant_alpha is not None:
         adv["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=cfg.smooth_quant_alpha)

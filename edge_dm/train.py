@@ -208,6 +208,32 @@ def resume(ckpt: Path, model, emas, opt, device: str, options: str) -> int:
     return state["step"]
 
 
+def start(model, ema_decays, lr: float, device: str, ckpt: Path, options: str):
+    """(model on `device`, one EMA copy of it per decay, AdamW over its trainable parameters, step):
+    step 0, or the checkpoint's where `ckpt` exists, resumed into all three (`options`: see resume)."""
+    import copy
+
+    import torch
+
+    model = model.to(device)
+    emas = [copy.deepcopy(model).eval().requires_grad_(False) for _ in ema_decays]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=device == "cuda")
+    step = resume(ckpt, model, emas, opt, device, options) if ckpt.exists() else 0
+    return model, emas, opt, step
+
+
+def random_batch(images, batch_size: int, gen):
+    """(`batch_size` random images of uint8 N,H,W,3 `images` as floats in [-1, 1], NCHW, each flipped
+    left-right with probability 1/2; their indices), drawn from the torch generator `gen`."""
+    import torch
+
+    idx = torch.randint(0, len(images), (batch_size,), device=images.device, generator=gen)
+    x = images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    flip = torch.rand(batch_size, device=images.device, generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x), idx
+
+
 def fit(cfg, model, emas, opt, step: int, loss_fn, ckpt: Path, log, ema_warmup: bool = True,
         log_every: int = 500) -> tuple[int, float | None]:
     """The training loop every edge-dm model shares: `loss_fn()` (a batch's loss) minimised by `opt`
@@ -255,8 +281,6 @@ def fit(cfg, model, emas, opt, step: int, loss_fn, ckpt: Path, log, ema_warmup: 
 
 def train(cfg: TrainConfig, log=print) -> Path:
     """Train until `cfg.minutes` of wall time (this call) or `cfg.max_steps`; returns the EMA model dir."""
-    import copy
-
     import numpy as np
     import torch
     from diffusers import DDPMScheduler, UNet2DModel
@@ -275,15 +299,11 @@ def train(cfg: TrainConfig, log=print) -> Path:
     if cfg.init and not ckpt.exists():
         said.append(_load_init(model, cfg.init))
     teacher = _load_unet(cfg.teacher, "--teacher").eval().requires_grad_(False) if cfg.teacher else None
-    model = model.to(device)
-    emas = [copy.deepcopy(model).eval().requires_grad_(False) for _ in cfg.ema_decays]
-    sched = DDPMScheduler(**DDPM_BETAS)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=device == "cuda")
-    step = 0
-    if ckpt.exists():
-        step = resume(ckpt, model, emas, opt, device,
-                      "--channels, --layers-per-block, --attention-level")
+    model, emas, opt, step = start(model, cfg.ema_decays, cfg.lr, device, ckpt,
+                                   "--channels, --layers-per-block, --attention-level")
+    if step:
         said.append(f"resumed at step {step}")
+    sched = DDPMScheduler(**DDPM_BETAS)
     t0 = time.time()
     images = torch.from_numpy(load_images(cfg.data)).to(device)  # N,H,W,3 uint8, all on the device
     for line in [*said, f"loaded {len(images)} images in {time.time() - t0:.1f}s"]:
@@ -302,10 +322,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + step)
 
     def loss_fn():
-        idx = torch.randint(0, len(images), (cfg.batch_size,), device=device, generator=gen)
-        x0 = images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        flip = torch.rand(cfg.batch_size, device=device, generator=gen) < 0.5
-        x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
+        x0, _ = random_batch(images, cfg.batch_size, gen)
         t = torch.randint(0, 1000, (cfg.batch_size,), device=device, generator=gen)
         noise = torch.randn(x0.shape, device=device, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)

@@ -59,7 +59,7 @@ from pathlib import Path
 
 from edge_dm.classifier import DEFAULT_CHANNELS as CLASSIFIER_CHANNELS, class_word
 from edge_dm.errors import ConfigError, ModelNotFoundError
-from edge_dm.train import DDPM_BETAS, _check_train_output, fit, resume
+from edge_dm.train import DDPM_BETAS, _check_train_output, fit, random_batch, start
 
 STAGES = ("vae", "unet", "classifier")
 TEMPLATES = (
@@ -216,11 +216,7 @@ def _start(cfg, run: Path, model, device: str, log, said: list, options: str):
 
     folder = run / cfg.stage
     ckpt = folder / "checkpoint.pt"
-    model = model.to(device)
-    emas = [copy.deepcopy(model).eval().requires_grad_(False) for _ in cfg.ema_decays]
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, fused=device == "cuda")
-    step = resume(ckpt, model, emas, opt, device, options) if ckpt.exists() else 0
+    model, emas, opt, step = start(model, cfg.ema_decays, cfg.lr, device, ckpt, options)
     if step:
         said.append(f"resumed {cfg.stage} at step {step}")
     for line in said:
@@ -231,21 +227,6 @@ def _start(cfg, run: Path, model, device: str, log, said: list, options: str):
     log(f"{cfg.stage}: {n / 1e6:.2f}M parameters on {device}")
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + step)
     return folder, ckpt, emas, opt, step, gen
-
-
-def _flip(x, gen):
-    import torch
-
-    flip = torch.rand(len(x), device=x.device, generator=gen) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
-
-
-def _batch(images, cfg, gen):
-    """A random batch of uint8 N,H,W,3 `images` as floats in [-1, 1], NCHW, randomly flipped; and its indices."""
-    import torch
-
-    idx = torch.randint(0, len(images), (cfg.batch_size,), device=images.device, generator=gen)
-    return _flip(images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0, gen), idx
 
 
 def _train_vae(cfg, run, device, log) -> Path:
@@ -261,7 +242,7 @@ def _train_vae(cfg, run, device, log) -> Path:
     folder, ckpt, emas, opt, step, gen = _start(cfg, run, model, device, log, said, "--vae-channels")
 
     def loss_fn():  # the VAE is small and this stage short: no torch.compile
-        x, _ = _batch(images, cfg, gen)
+        x, _ = random_batch(images, cfg.batch_size, gen)
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
             posterior = model.encode(x).latent_dist
             z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, device=device, generator=gen)
@@ -413,7 +394,7 @@ def _train_classifier(cfg, run, device, log) -> Path:
     eye = torch.eye(2, device=device)
 
     def loss_fn():
-        x, idx = _batch(x_all, cfg, gen)
+        x, idx = random_batch(x_all, cfg.batch_size, gen)
         shift = torch.randint(-4, 5, (len(x), 2), device=device, generator=gen).float() * 2 / x.shape[-1]
         theta = torch.cat([eye.expand(len(x), 2, 2), shift[:, :, None]], 2)  # +-4 pixel shifts, mirrored edges
         x = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), mode="nearest",

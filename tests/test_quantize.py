@@ -77,7 +77,7 @@ def test_the_target_decides_the_overflow_fix_unless_it_is_given(int8, tiny_bundl
     assert widest(target="avx2") <= 64
     assert widest(target="vnni") > 100
     assert widest(target="vnni", overflow_fix="enable") <= 64  # an explicit option wins (tests/test_targets.py)
-    spr = nncf_options(QuantizeConfig(target="amx"), tiny_bundle.read_model(), ())["target_device"]
+    spr = nncf_options(QuantizeConfig(target="amx").for_target(), tiny_bundle.read_model(), ())["target_device"]
     assert spr.value == "CPU_SPR"
 
 
