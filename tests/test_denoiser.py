@@ -131,3 +131,56 @@ def test_calls_from_several_threads_share_the_requests(tiny_bundle):
         np.testing.assert_allclose(out.numpy(), one(x, t).numpy(), rtol=1e-4, atol=1e-5)
     assert den.calls == 12 and den.images == 36 and den.parallel == 3
     assert 1 <= sum(len(v) for v in den.net._idle.values()) <= 4  # requests are reused, not made per call
+
+
+def _group_norms():
+    """An openvino.Model of two torch GroupNorms (seeded affine): one on [N, 8, 4, 4], one on [N, 8, 16]."""
+    import openvino as ov
+    import torch
+
+    class Norms(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.GroupNorm(4, 8, eps=1e-6), torch.nn.GroupNorm(2, 8)
+            for gn in (self.a, self.b):
+                torch.nn.init.normal_(gn.weight)
+                torch.nn.init.normal_(gn.bias)
+
+        def forward(self, x):
+            return self.b(self.a(x).flatten(2))
+
+    torch.manual_seed(0)
+    net = Norms().eval()
+    x = torch.randn(2, 8, 4, 4) * 3 + 1
+    with torch.no_grad():
+        return ov.convert_model(net, example_input=x, input=[ov.PartialShape([-1, 8, 4, 4])]), x.numpy(), net(x).numpy()
+
+
+def _types(model) -> list[str]:
+    return [op.get_type_name() for op in model.get_ordered_ops()]
+
+
+def test_group_norm_as_mvn_is_the_same_function():
+    import openvino as ov
+
+    from edge_dm.denoiser import group_norm_as_mvn
+
+    model, x, expected = _group_norms()
+    assert _types(model).count("GroupNormalization") == 2
+    assert group_norm_as_mvn(model) == 2
+    assert "GroupNormalization" not in _types(model) and _types(model).count("MVN") == 2
+    got = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_compile_normalizes_each_group_over_one_axis():
+    """On the CPU, compile_model runs each GroupNorm as one MVN over [N, groups, C/groups * H * W] (the
+    plugin's own decomposition normalizes [N * groups, C/groups, H, W], slowly), with the same result."""
+    from edge_dm.denoiser import compile_model
+
+    model, x, expected = _group_norms()
+    compiled = compile_model(model, "CPU", 2, precision_hint="f32")
+    mvn_inputs = sorted(list(op.input(0).get_shape()) for op in compiled.get_runtime_model().get_ordered_ops()
+                        if op.get_rt_info()["layerType"].astype(str) == "MVN")
+    assert mvn_inputs == [[2, 2, 64], [2, 4, 32]]
+    np.testing.assert_allclose(compiled(x)[0], expected, rtol=1e-5, atol=1e-5)
