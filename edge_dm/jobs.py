@@ -44,7 +44,8 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
     from edge_dm.configs import DeviceConfig
     from edge_dm.models import load_model
     from edge_dm.pipeline import Pipeline
-    from edge_dm.quantize import check_quantizable, error_table, held_out_items, hold_budget, op_counts, quantize_model
+    from edge_dm.quantize import (check_quantizable, error_table, held_out_items, hold_budget, kept_float, op_counts,
+                                  quantize_model)
     from edge_dm.sampling import check_steps
     from edge_dm.targets import made_for
 
@@ -56,6 +57,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
     check_steps(s.scheduler, m.scheduler_config, s.steps)
     cal = CalibrationSet.load(cfg.calibration_set) if cfg.calibration_set else None
     m, rewritten = family.for_quantization(m, cfg)
+    keep = family.keep_float_for(m, cfg)
     with atomic_output(out, cfg.overwrite) as tmp:
         fields, fp32 = _fp32_export(m, tmp)
         fields.update(rewritten)
@@ -64,7 +66,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
         fp32_bundle = Bundle(tmp, dict(family=family.name), {ir: fp32})  # in memory: no second read
         fp32_pipe = Pipeline(fp32_bundle, DeviceConfig(precision_hint="f32"))
         family.check_sampling(fp32_bundle, s)
-        check_quantizable(fp32, cfg, cal, family.default_keep_float)
+        check_quantizable(fp32, cfg, cal, keep)
         timings = {}
 
         t0 = time.perf_counter()
@@ -74,7 +76,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
         timings["calibration_s"] = round(time.perf_counter() - t0, 2)
 
         t0 = time.perf_counter()
-        q = quantize_model(fp32, cal, cfg, family.default_keep_float)
+        q = quantize_model(fp32, cal, cfg, keep)
         timings["quantization_s"] = round(time.perf_counter() - t0, 2)
 
         t0 = time.perf_counter()
@@ -86,7 +88,7 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
         budget = None
         if cfg.max_drop is not None:
             t0 = time.perf_counter()
-            q, errors, budget = hold_budget(fp32, q, errors, cal, items, cfg, family.default_keep_float)
+            q, errors, budget = hold_budget(fp32, q, errors, cal, items, cfg, keep)
             timings["accuracy_control_s"] = round(time.perf_counter() - t0, 2)
 
         family.write_quantized(tmp, fp32, q)
@@ -100,7 +102,8 @@ def quantize(cfg: QuantizeConfig, progress: bool = True) -> tuple[Bundle, dict]:
         if cal is not None:
             summary.update(calibration_samples=len(cal), calibration_t_mean=round(float(cal.t.mean()), 1))
         precision = "int8" if cfg.mode == "int8" else "int8-weights"
-        recipe = _bundle_recipe("quantize", m, precision, cfg, dict(fields, summary=summary, target=made_for(q),
+        recipe = _bundle_recipe("quantize", m, precision, cfg, dict(fields, kept_float=list(kept_float(cfg, keep)),
+                                                                     summary=summary, target=made_for(q),
                                                                      calibration=cal.recipe if cal else None))
         report = family.report_images if cfg.report_images is None else cfg.report_images
         if report and family.conditional:

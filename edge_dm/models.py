@@ -10,6 +10,7 @@ The family (edge_dm.families) is told by the folder's layout.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -29,13 +30,19 @@ class RegistryEntry:
     name: str
     source: str  # a hub id, or a path relative to the project
     description: str
+    keep_float: tuple | None = None  # what quantize keeps in float by default (None: the family's default)
 
 
 REGISTRY = {
     e.name: e
     for e in [
+        # Its family's three, and the six full-resolution up-path convolutions `--max-drop 0.012` returned
+        # to float: int8 FID at 10k from +0.87 to +0.18 over fp32 (docs/QUANTIZATION.md, Table 5).
         RegistryEntry("edm-cifar10-ddpm", "models/edm-cifar10-ddpm",
-                      "edge-dm's own CIFAR-10 DDPM, 9.0M params, shipped in models/ (offline default)"),
+                      "edge-dm's own CIFAR-10 DDPM, 9.0M params, shipped in models/ (offline default)",
+                      keep_float=("conv_in", "conv_out", "time_emb", "up_blocks.3.resnets.0.conv1",
+                                  "up_blocks.3.resnets.0.conv_shortcut.a", "up_blocks.3.resnets.1.conv_shortcut",
+                                  "up_blocks.3.resnets.2.conv_shortcut")),
         RegistryEntry("edm-cifar10-t2i", "models/edm-cifar10-t2i",
                       "edge-dm's own text-to-image CIFAR-10 Stable Diffusion pipeline ('a photo of a horse'), "
                       "6.6M params, 32x32, shipped in models/"),
@@ -99,6 +106,12 @@ def _check_scheduler(m: LoadedModel, where) -> None:
 
 
 def load_model(spec: str) -> LoadedModel:
+    m = _load(spec)
+    entry = REGISTRY.get(spec)
+    return dataclasses.replace(m, keep_float=entry.keep_float) if entry and entry.keep_float else m
+
+
+def _load(spec: str) -> LoadedModel:
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()  # no "install accelerate" advice on every load

@@ -67,3 +67,20 @@ def test_random_architecture_for_timing():
     assert sum(p.numel() for p in m.unet.parameters()) == pytest.approx(35.7e6, rel=0.01)
     with pytest.raises(ModelNotFoundError, match="unknown architecture"):
         load_model("random:sd-xl")
+
+
+def test_shipped_model_quantizes_with_its_measured_float_set():
+    """The registry's float-kept set for the shipped model: the family's default and more, every name a
+    module of the model quantize converts, split or not (unsplit, a half names the whole convolution)."""
+    from edge_dm.configs import QuantizeConfig
+
+    m = load_model("edm-cifar10-ddpm")
+    assert m.keep_float == REGISTRY["edm-cifar10-ddpm"].keep_float
+    assert set(m.family.default_keep_float) < set(m.keep_float)
+    assert load_model(str(shipped_model_dir("edm-cifar10-ddpm"))).keep_float is None  # a folder: the family's
+    for cfg in (QuantizeConfig(), QuantizeConfig(split_shortcut=False)):
+        converted, _ = m.family.for_quantization(m, cfg)
+        names = [n for n, _ in converted.unet.named_modules()]
+        kept = m.family.keep_float_for(m, cfg)
+        assert all(any(n.startswith(k) or f".{k}" in n for n in names) for k in kept), kept
+        assert any(k.endswith(".conv_shortcut.a") for k in kept) == (cfg.split_shortcut is not False)

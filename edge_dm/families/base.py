@@ -27,6 +27,7 @@ class LoadedModel:
     modules: dict  # torch modules by component name ("unet", ...)
     scheduler_config: dict
     extra: dict = field(default_factory=dict)  # family-specific facts (default image size, ...)
+    keep_float: tuple | None = None  # what quantize keeps in float by default (None: the family's default)
 
     @property
     def unet(self):
@@ -146,6 +147,11 @@ class Family:
         if self.splits_shortcuts(cfg):
             raise ConfigError(f"--split-shortcut is for unet2d models, not {self.name}")
         return m, {}
+
+    def keep_float_for(self, m: LoadedModel, cfg) -> tuple:
+        """The modules `quantize` keeps in float unless the QuantizeConfig `cfg` names its own: the
+        model's measured set (its registry entry, edge_dm.models), else the family's default."""
+        return self.default_keep_float if m.keep_float is None else m.keep_float
 
     split_shortcut = False  # whether `quantize` splits shortcut convolutions by default (int8 mode only)
 

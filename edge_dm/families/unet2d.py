@@ -133,6 +133,14 @@ class UNet2D(Family):
         unet, n = split_shortcuts(m.unet)
         return dataclasses.replace(m, modules={**m.modules, "unet": unet}), dict(split_convs=n)
 
+    def keep_float_for(self, m: LoadedModel, cfg) -> tuple:
+        """As Family's; where quantize does not split shortcut convolutions, a half of one named in the
+        model's set (`conv_shortcut.a`) keeps the whole convolution in float."""
+        names = super().keep_float_for(m, cfg)
+        if self.splits_shortcuts(cfg):
+            return names
+        return tuple(dict.fromkeys(re.sub(r"\.conv_shortcut\.[ab]$", ".conv_shortcut", n) for n in names))
+
     def model_sample_shape(self, m: LoadedModel) -> tuple:
         c = m.unet.config
         size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]
