@@ -23,13 +23,19 @@ def test_unet_throughput_writes_json_with_deepcache_parts(tiny_bundle, tmp_path)
     assert set(result["cache_interval_images_per_s"]) == {str(n) for n in range(1, 9)}
 
 
-def test_unet_profile_sums_layer_times_of_float_and_int8(tiny_model_dir, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_int8(tiny_model_dir, tmp_path_factory):
     from edge_dm.configs import CalibrationConfig, QuantizeConfig, SamplingConfig
     from edge_dm.jobs import quantize
 
-    int8 = tmp_path / "int8"
+    int8 = tmp_path_factory.mktemp("q") / "int8"
     quantize(QuantizeConfig(model=tiny_model_dir, output=str(int8), eval_trajectories=1,
                             calibration=CalibrationConfig(num_samples=8, sampling=SamplingConfig(steps=5))), progress=False)
+    return int8
+
+
+def test_unet_profile_sums_layer_times_of_float_and_int8(tiny_model_dir, tiny_int8, tmp_path):
+    int8 = tiny_int8
     out = tmp_path / "p.json"
     r = subprocess.run([sys.executable, str(BENCHMARKS / "unet_profile.py"), "--model", tiny_model_dir, "--int8", str(int8),
                         "--batch", "2", "--runs", "2", "--output", str(out)], capture_output=True, text=True, cwd=tmp_path)
@@ -41,6 +47,18 @@ def test_unet_profile_sums_layer_times_of_float_and_int8(tiny_model_dir, tmp_pat
     # int8 kernels run only in the int8 IR
     int8_kernel = lambda row: any(k.lower().endswith(("_i8", "_u8")) for k in row["by_kernel"])  # noqa: E731
     assert int8_kernel(rows["int8"]) and not int8_kernel(rows["f32"])
+
+
+def test_groupnorm_times_each_ir_as_exported_and_as_edge_dm_compiles_it(tiny_model_dir, tiny_int8, tmp_path):
+    out = tmp_path / "g.json"
+    r = subprocess.run([sys.executable, str(BENCHMARKS / "groupnorm.py"), "--model", tiny_model_dir, "--int8",
+                        str(tiny_int8), "--batch", "2", "--rounds", "1", "--iterations", "3", "--seconds", "0.2",
+                        "--output", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert sorted((row["variant"], row["groupnorm"]) for row in rows) == sorted(
+        (v, g) for v in ("bf16", "f32", "int8") for g in ("as exported", "one MVN a group"))
+    assert all(row["b1_ms"] > 0 and row["images_per_s"] > 0 for row in rows)
 
 
 def test_t2i_guidance_scores_class_accuracy_per_guidance_scale(tmp_path):
