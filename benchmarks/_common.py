@@ -10,3 +10,18 @@ def emit(result: dict, output: str | None) -> dict:
     else:
         print(text)
     return result
+
+
+def fp32_and_int8(model: str, int8_path: str):
+    """The model's cached fp32 bundle (exported if missing), the int8 bundle at `int8_path`, and the
+    sample shape and inputs per image at the default sampling: what the per-IR recipes compare."""
+    from edge_dm import jobs
+    from edge_dm.bundle import Bundle, BundleError
+    from edge_dm.configs import ExportConfig, SamplingConfig
+
+    try:
+        fp32 = Bundle.from_pretrained(model, "fp32")
+    except BundleError:
+        fp32 = jobs.export(ExportConfig(model=model))
+    s = SamplingConfig()
+    return fp32, Bundle.from_pretrained(int8_path), fp32.family.sample_shape(fp32, s), fp32.family.net_batch(s)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit  # noqa: E402
+from _common import emit, fp32_and_int8  # noqa: E402
 
 
 def compiled(model, rewrite: bool, images: int, net_batch: int, hint: str, precision: str | None):
@@ -56,18 +56,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--seconds", type=float, default=4.0, help="time a throughput measurement runs")
     ap.add_argument("--output")
     a = ap.parse_args(argv)
-    from edge_dm import jobs
     from edge_dm.benchmark import _latency, example_inputs, machine_info
-    from edge_dm.bundle import Bundle, BundleError
-    from edge_dm.configs import ExportConfig, SamplingConfig
 
-    try:
-        fp32 = Bundle.from_pretrained(a.model, "fp32")
-    except BundleError:
-        fp32 = jobs.export(ExportConfig(model=a.model))
-    int8 = Bundle.from_pretrained(a.int8)
-    s = SamplingConfig()
-    shape, net_batch = fp32.family.sample_shape(fp32, s), fp32.family.net_batch(s)
+    fp32, int8, shape, net_batch = fp32_and_int8(a.model, a.int8)
     result = dict(recipe="benchmarks/groupnorm.py", argv=sys.argv[1:] if argv is None else argv,
                   machine=machine_info(), model=a.model, batch=a.batch, rows=[])
     for rnd in range(a.rounds):

@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit  # noqa: E402
+from _common import emit, fp32_and_int8  # noqa: E402
 
 
 def profile(compiled_model, inputs: dict, runs: int = 3) -> dict:
@@ -39,19 +39,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--output")
     a = ap.parse_args(argv)
-    from edge_dm import jobs
     from edge_dm.benchmark import example_inputs, machine_info
-    from edge_dm.bundle import Bundle, BundleError
-    from edge_dm.configs import ExportConfig, SamplingConfig
     from edge_dm.denoiser import compile_model
 
-    try:
-        fp32 = Bundle.from_pretrained(a.model, "fp32")
-    except BundleError:
-        fp32 = jobs.export(ExportConfig(model=a.model))
-    int8 = Bundle.from_pretrained(a.int8)
-    s = SamplingConfig()
-    shape, net_batch = fp32.family.sample_shape(fp32, s), fp32.family.net_batch(s)
+    fp32, int8, shape, net_batch = fp32_and_int8(a.model, a.int8)
     result = dict(recipe="benchmarks/unet_profile.py", argv=sys.argv[1:] if argv is None else argv,
                   machine=machine_info(), model=a.model, batch=a.batch, rows={})
     for name, bundle, hint in (("bf16", fp32, "bf16"), ("f32", fp32, "f32"), ("int8", int8, None)):
