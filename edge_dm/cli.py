@@ -301,7 +301,8 @@ def _int_list(text: str, option: str) -> tuple:
                                            "first_layer_only, disable  [default: by --target, enable for avx2, "
                                            "else disable]")
 @click.option("--keep-float", multiple=True,
-              help="a module left in float (repeat; 'none' quantizes them all)  [default: the model family's]")
+              help="a module left in float (repeat; 'none' quantizes them all)  "
+                   "[default: the registry model's measured set, else its family's]")
 @_opt(QuantizeConfig, "split_shortcut", "--split-shortcut/--no-split-shortcut",
       help="unet2d: convolve each up-path skip concatenation's two parts apart (same function), "
            "so each gets its own int8 scale  [default: the family's: on for unet2d int8]")
