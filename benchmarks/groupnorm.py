@@ -1,7 +1,8 @@
 """GroupNorm on the CPU: each UNet compiled as exported (the CPU plugin decomposes GroupNormalization
 itself) and as edge-dm compiles it (edge_dm.denoiser.group_norm_as_mvn), in interleaved rounds: batch-1
 latency (LATENCY hint, one request) and images/s at `--batch` (THROUGHPUT hint, OpenVINO's optimal
-number of async requests), for the fp32 IR at bf16 and f32 and for an int8 IR.
+number of async requests, as `edge-dm benchmark` measures it), for the fp32 IR at bf16 and f32 and for
+an int8 IR.
 
     python benchmarks/groupnorm.py --int8 INT8_BUNDLE [--model edm-cifar10-ddpm] [--rounds 2] [--output FILE.json]
 
@@ -10,7 +11,6 @@ on the CPU".
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,21 +31,6 @@ def compiled(model, rewrite: bool, images: int, net_batch: int, hint: str, preci
     return ov.Core().compile_model(model, "CPU", config)
 
 
-def images_per_s(c, inputs: dict, images: int, seconds: float = 4.0) -> float:
-    import openvino as ov
-
-    queue = ov.AsyncInferQueue(c, int(c.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-    for _ in range(len(queue)):
-        queue.start_async(inputs)
-    queue.wait_all()
-    calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        queue.start_async(inputs)
-        calls += 1
-    queue.wait_all()
-    return round(calls * images / (time.perf_counter() - start), 1)
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="edm-cifar10-ddpm")
@@ -53,10 +38,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch", type=int, default=16, help="images a request for the throughput column")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--iterations", type=int, default=50, help="batch-1 calls timed")
-    ap.add_argument("--seconds", type=float, default=4.0, help="time a throughput measurement runs")
+    ap.add_argument("--calls", type=int, default=25, help="throughput calls timed (two rounds of requests at least)")
     ap.add_argument("--output")
     a = ap.parse_args(argv)
-    from edge_dm.benchmark import _latency, example_inputs, machine_info
+    from edge_dm.benchmark import _images_per_s, _latency, example_inputs, machine_info
 
     fp32, int8, shape, net_batch = fp32_and_int8(a.model, a.int8)
     result = dict(recipe="benchmarks/groupnorm.py", argv=sys.argv[1:] if argv is None else argv,
@@ -70,8 +55,8 @@ def main(argv=None) -> dict:
                 many = compiled(model, rewrite, a.batch, net_batch, "THROUGHPUT", precision)
                 row = dict(round=rnd, variant=name, groupnorm=form,
                            b1_ms=_latency(lambda: one.infer(x1), a.iterations)["median_ms"],
-                           images_per_s=images_per_s(many, example_inputs(model, a.batch, shape, net_batch), a.batch,
-                                                           a.seconds))
+                           images_per_s=_images_per_s(many, example_inputs(model, a.batch, shape, net_batch), a.batch,
+                                                      a.calls))
                 print(row, file=sys.stderr, flush=True)
                 result["rows"].append(row)
     return emit(result, a.output)

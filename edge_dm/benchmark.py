@@ -34,6 +34,25 @@ def _latency(fn, iterations: int, warmup: int = 5) -> dict:
     return dict(median_ms=round(float(np.median(ts)), 3), p90_ms=round(float(np.percentile(ts, 90)), 3))
 
 
+def _images_per_s(compiled, inputs: dict, images: int, calls: int) -> float:
+    """Images a second through `compiled` (a THROUGHPUT-compiled model taking `images` images a call):
+    `inputs` in flight on OpenVINO's optimal number of async requests, one round of them as warm-up,
+    then at least `calls` calls (two rounds at least) timed."""
+    import openvino as ov
+
+    n = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    queue = ov.AsyncInferQueue(compiled, n)
+    for _ in range(n):
+        queue.start_async(inputs)
+    queue.wait_all()
+    calls = max(2 * n, calls)
+    s = time.perf_counter()
+    for _ in range(calls):
+        queue.start_async(inputs)
+    queue.wait_all()
+    return round(calls * images / (time.perf_counter() - s), 2)
+
+
 PROMPT = "an astronaut riding a horse in photorealistic style"
 
 
@@ -61,8 +80,6 @@ def _ir_size(ir: Path) -> int:
 
 
 def _ov_variant(name, bundle, device, hint, cfg: BenchmarkConfig, sampling, size_bytes: int) -> dict:
-    import openvino as ov
-
     from edge_dm.configs import DeviceConfig
     from edge_dm.denoiser import compile_model
     from edge_dm.pipeline import Pipeline
@@ -84,18 +101,7 @@ def _ov_variant(name, bundle, device, hint, cfg: BenchmarkConfig, sampling, size
     row["throughput"] = {}
     for b in cfg.batch_sizes:
         c = compile_model(model, device, b * per_image, "THROUGHPUT", hint, shapes=shapes)
-        n = int(c.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        queue = ov.AsyncInferQueue(c, n)
-        xb = example_inputs(model, b, shape, per_image)
-        for _ in range(n):
-            queue.start_async(xb)
-        queue.wait_all()
-        calls = max(2 * n, cfg.iterations // 2)
-        s = time.perf_counter()
-        for _ in range(calls):
-            queue.start_async(xb)
-        queue.wait_all()
-        row["throughput"][str(b)] = round(calls * b / (time.perf_counter() - s), 2)
+        row["throughput"][str(b)] = _images_per_s(c, example_inputs(model, b, shape, per_image), b, cfg.iterations // 2)
     pipe = Pipeline(bundle, DeviceConfig(device=device, batch_size=cfg.images, precision_hint=hint))
     prompts = [PROMPT] if family.conditional else []
     e2e = dict(sampling=sampling, prompts=prompts)

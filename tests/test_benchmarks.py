@@ -52,7 +52,7 @@ def test_unet_profile_sums_layer_times_of_float_and_int8(tiny_model_dir, tiny_in
 def test_groupnorm_times_each_ir_as_exported_and_as_edge_dm_compiles_it(tiny_model_dir, tiny_int8, tmp_path):
     out = tmp_path / "g.json"
     r = subprocess.run([sys.executable, str(BENCHMARKS / "groupnorm.py"), "--model", tiny_model_dir, "--int8",
-                        str(tiny_int8), "--batch", "2", "--rounds", "1", "--iterations", "3", "--seconds", "0.2",
+                        str(tiny_int8), "--batch", "2", "--rounds", "1", "--iterations", "3", "--calls", "2",
                         "--output", str(out)], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
