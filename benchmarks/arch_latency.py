@@ -32,7 +32,7 @@ VARIANTS = {  # name: (block_out_channels, layers_per_block, attention level or 
 
 def unet_config(channels, layers, attn_level=1) -> dict:
     """The shipped model's UNet2DModel config with other widths, depth, attention (as `edge-dm train` builds it)."""
-    from edge_dm.train import TrainConfig
+    from edge_dm.jobs.training import TrainConfig
 
     return TrainConfig(data="-", output="-", block_out_channels=tuple(channels), layers_per_block=layers,
                        attention_level=attn_level).unet_config()
@@ -82,9 +82,9 @@ def main(argv=None) -> dict:
     import torch
     from diffusers import UNet2DModel
 
-    from edge_dm.benchmark import machine_info
+    from edge_dm.jobs.speed import machine_info
     from edge_dm.families.unet2d import convert_unet
-    from edge_dm.denoiser import compile_model as compile_unet
+    from edge_dm.runtime import compile_model as compile_unet
 
     names = [n for n in VARIANTS if "[shipped]" in n or not a.only or n in a.only]
     if set(a.only or ()) - set(VARIANTS):

@@ -76,7 +76,7 @@ def main(argv=None) -> dict:
                    help=f"time those of {', '.join(LATENCY_VARIANTS)} that run, at batch 1")
     p.add_argument("--output", help="write the JSON here instead of stdout")
     a = p.parse_args(argv)
-    from edge_dm.benchmark import machine_info
+    from edge_dm.jobs.speed import machine_info
 
     w = Path(a.workdir or tempfile.mkdtemp(prefix="edge-dm-drift-"))
     w.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,7 @@ def latency(bundles, rounds: int = 6, iters: int = 30) -> dict:
 
     from arch_latency import median_ms  # this folder's recipe
     from edge_dm.bundle import Bundle
-    from edge_dm.denoiser import compile_model as compile_unet
+    from edge_dm.runtime import compile_model as compile_unet
 
     reqs, shape = {}, None
     for b in bundles:

@@ -21,7 +21,7 @@ def compiled(model, rewrite: bool, images: int, net_batch: int, hint: str, preci
     """`model` at a static batch, compiled on the CPU as exported or with GroupNorm as edge-dm runs it."""
     import openvino as ov
 
-    from edge_dm.denoiser import group_norm_as_mvn
+    from edge_dm.runtime import group_norm_as_mvn
 
     model = model.clone()
     model.reshape({i.get_any_name(): [images * net_batch, *list(i.get_partial_shape())[1:]] for i in model.inputs})
@@ -41,7 +41,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--calls", type=int, default=25, help="throughput calls timed (two rounds of requests at least)")
     ap.add_argument("--output")
     a = ap.parse_args(argv)
-    from edge_dm.benchmark import _images_per_s, _latency, example_inputs, machine_info
+    from edge_dm.jobs.speed import _images_per_s, _latency, example_inputs, machine_info
 
     fp32, int8, shape, net_batch = fp32_and_int8(a.model, a.int8)
     result = dict(recipe="benchmarks/groupnorm.py", argv=sys.argv[1:] if argv is None else argv,

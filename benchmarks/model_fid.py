@@ -93,7 +93,7 @@ def main(argv=None) -> dict:
         Path(a.save_images).mkdir(parents=True, exist_ok=True)
         save_pngs(images, Path(a.save_images), start=a.seed)
     if a.reference != "none":
-        from edge_dm.evaluate import inception_features, reference_stats, scores
+        from edge_dm.metrics import inception_features, reference_stats, scores
 
         feature_device = a.feature_device or ("openvino" if dev == "cpu" else dev)
         feats = inception_features(images, batch_size=500, device=feature_device)

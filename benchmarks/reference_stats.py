@@ -24,7 +24,7 @@ def main(argv=None) -> dict:
     import torch
 
     from edge_dm.data import load_images
-    from edge_dm.evaluate import inception_features, save_stats
+    from edge_dm.metrics import inception_features, save_stats
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "openvino")
     t0 = time.perf_counter()

@@ -48,10 +48,10 @@ def main(argv=None) -> dict:
     import torch
     from diffusers import UNet2DModel
 
-    from edge_dm.benchmark import machine_info
+    from edge_dm.jobs.speed import machine_info
     from edge_dm.resources import shipped_model_dir
     from edge_dm.bundle import Bundle
-    from edge_dm.denoiser import compile_model as compile_unet
+    from edge_dm.runtime import compile_model as compile_unet
 
     names = [n for n in VARIANTS if n == SHIPPED or not a.only or n in a.only]
     if set(a.only or ()) - set(VARIANTS):

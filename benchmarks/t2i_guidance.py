@@ -41,7 +41,7 @@ def main(argv=None) -> dict:
     from diffusers import StableDiffusionPipeline
 
     from edge_dm.classifier import class_accuracy, classifier_config, named_classes
-    from edge_dm.evaluate import cycled
+    from edge_dm.metrics import cycled
     from edge_dm.families.stable_diffusion import read_prompts
     from edge_dm.models import resolve
     from edge_dm.resources import shipped_dataset
@@ -53,7 +53,7 @@ def main(argv=None) -> dict:
     pipe.set_progress_bar_config(disable=True)
     ref = None
     if a.reference != "none":
-        from edge_dm.evaluate import inception_features, reference_stats, scores
+        from edge_dm.metrics import inception_features, reference_stats, scores
 
         feature_device = a.feature_device or ("openvino" if dev == "cpu" else dev)
         ref = reference_stats(a.reference, feature_device)

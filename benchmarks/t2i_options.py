@@ -36,8 +36,8 @@ def _log(*a):
 
 
 def unet_row(name, model, shape, net_batch, hint, iterations, with_profile) -> dict:
-    from edge_dm.benchmark import _latency, example_inputs
-    from edge_dm.denoiser import compile_model
+    from edge_dm.jobs.speed import _latency, example_inputs
+    from edge_dm.runtime import compile_model
 
     inputs = example_inputs(model, 1, shape, net_batch)
     compiled = compile_model(model, "CPU", net_batch, "LATENCY", hint)
@@ -51,7 +51,7 @@ def unet_row(name, model, shape, net_batch, hint, iterations, with_profile) -> d
 
 def end_to_end(bundle, hint, sampling, images: int) -> float:
     """Seconds per image: prompt to pixels (text encoder, denoising loop, VAE decoder)."""
-    from edge_dm.benchmark import PROMPT
+    from edge_dm.jobs.speed import PROMPT
     from edge_dm.configs import DeviceConfig
     from edge_dm.pipeline import Pipeline
 
@@ -81,7 +81,7 @@ def main():
         ap.error(f"unknown variants {sorted(unknown)}")
 
     from edge_dm import jobs
-    from edge_dm.benchmark import float_baseline, machine_info
+    from edge_dm.jobs.speed import float_baseline, machine_info
     from edge_dm.bundle import Bundle, BundleError
     from edge_dm.calibration import calibrate, held_out
     from edge_dm.configs import CalibrationConfig, DeviceConfig, ExportConfig, QuantizeConfig, SamplingConfig

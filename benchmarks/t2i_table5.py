@@ -133,10 +133,10 @@ def images(a) -> dict:
     import numpy as np
     from tqdm import tqdm
 
-    from edge_dm.benchmark import machine_info
+    from edge_dm.jobs.speed import machine_info
     from edge_dm.bundle import Bundle
     from edge_dm.configs import DeviceConfig
-    from edge_dm.evaluate import cycled
+    from edge_dm.metrics import cycled
     from edge_dm.pipeline import Pipeline
 
     folder = Path(a.workdir) / "images"
@@ -169,9 +169,9 @@ def latency(a) -> dict:
     and at bf16 where AMX runs it (the float a user picks there); int8 rows at OpenVINO's default."""
     import numpy as np
 
-    from edge_dm.benchmark import example_inputs, machine_info
+    from edge_dm.jobs.speed import example_inputs, machine_info
     from edge_dm.bundle import Bundle
-    from edge_dm.denoiser import compile_model
+    from edge_dm.runtime import compile_model
 
     sampling, isa = _sampling(a), machine_info()["isa"]
     requests = {}
@@ -214,8 +214,8 @@ def scores(a) -> dict:
     """FID/sFID, class accuracy and drift from fp32 of every row with images."""
     from edge_dm.bundle import Bundle
     from edge_dm.classifier import class_accuracy, classifier_config, named_classes
-    from edge_dm.evaluate import cycled, drift, inception_features, reference_stats
-    from edge_dm.evaluate import scores as fid
+    from edge_dm.metrics import cycled, drift, inception_features, reference_stats
+    from edge_dm.metrics import scores as fid
     from edge_dm.quantize import op_counts
 
     folder = Path(a.workdir) / "images"

@@ -39,8 +39,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--output")
     a = ap.parse_args(argv)
-    from edge_dm.benchmark import example_inputs, machine_info
-    from edge_dm.denoiser import compile_model
+    from edge_dm.jobs.speed import example_inputs, machine_info
+    from edge_dm.runtime import compile_model
 
     fp32, int8, shape, net_batch = fp32_and_int8(a.model, a.int8)
     result = dict(recipe="benchmarks/unet_profile.py", argv=sys.argv[1:] if argv is None else argv,

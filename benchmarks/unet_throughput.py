@@ -71,9 +71,9 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     import openvino as ov
 
-    from edge_dm.benchmark import machine_info
+    from edge_dm.jobs.speed import machine_info
     from edge_dm.bundle import Bundle
-    from edge_dm.denoiser import compile_model as compile_unet
+    from edge_dm.runtime import compile_model as compile_unet
 
     bundle = Bundle.from_pretrained(a.bundle)
     models = {"unet": bundle.read_model()}

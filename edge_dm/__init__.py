@@ -1,27 +1,40 @@
 """edge-dm: post-training int8 quantization of diffusion models (PTQ4DM's DNTC) with NNCF and OpenVINO.
 
-The Python API, in diffusers' style (objects in, objects out; nothing is written unless asked):
+The Python API, in diffusers' and NNCF's style (objects in, objects out; nothing is written unless asked):
 
-    Pipeline.from_pretrained(bundle_or_model, device=...)(...)  images from a bundle on a device
-    load_model(spec)                                           a diffusers model and its family
-    calibrate(fp32_bundle, CalibrationConfig(...))             a CalibrationSet (DNTC by default)
-    quantize_model(ov_model, calibration_set, QuantizeConfig())  the int8 openvino.Model
-    Bundle.from_pretrained(...), bundle.with_model(...).save_pretrained(path)
+    load_model(spec)                                  a diffusers model and its family
+    Bundle.from_pretrained(...)                       an OpenVINO bundle edge-dm made (or export(...) one)
+    calibrate(fp32_bundle, CalibrationConfig(...))    a CalibrationSet (DNTC by default)
+    quantize_model(ov_model, calibration_set, QuantizeConfig())   the int8 openvino.Model
+    bundle.with_model(int8).save_pretrained(path)     write a bundle
+    Pipeline(bundle, DeviceConfig(...))(...)          images, on an OpenVINO device
 
-edge_dm.jobs holds what the CLI runs (export, quantize, generate), each writing its output.
+edge_dm.jobs holds what the CLI runs (export, quantize, generate, evaluate, benchmark), each writing
+its output.
 """
+from importlib.metadata import PackageNotFoundError, version
 
-__version__ = "0.2.0"
+try:
+    __version__ = version("edge-dm")
+except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+    __version__ = "unknown"
 
-from edge_dm import jobs  # noqa: E402
 from edge_dm.bundle import Bundle  # noqa: E402
 from edge_dm.calibration import CalibrationSet, calibrate  # noqa: E402
-from edge_dm.configs import (CalibrationConfig, DeviceConfig, ExportConfig, GenerateConfig,  # noqa: E402
-                             QuantizeConfig, SamplingConfig)
+from edge_dm.configs import (  # noqa: E402
+    CalibrationConfig,
+    DeviceConfig,
+    EvaluateConfig,
+    ExportConfig,
+    GenerateConfig,
+    QuantizeConfig,
+    QuantizeJobConfig,
+    SamplingConfig,
+)
 from edge_dm.models import load_model  # noqa: E402
 from edge_dm.pipeline import Pipeline, PipelineOutput  # noqa: E402
 from edge_dm.quantize import quantize_model  # noqa: E402
 
-__all__ = ["jobs", "Bundle", "CalibrationConfig", "CalibrationSet", "DeviceConfig", "ExportConfig", "GenerateConfig",
-           "Pipeline", "PipelineOutput", "QuantizeConfig", "SamplingConfig", "calibrate", "load_model",
-           "quantize_model"]
+__all__ = ["Bundle", "CalibrationConfig", "CalibrationSet", "DeviceConfig", "EvaluateConfig", "ExportConfig",
+           "GenerateConfig", "Pipeline", "PipelineOutput", "QuantizeConfig", "QuantizeJobConfig", "SamplingConfig",
+           "calibrate", "load_model", "quantize_model"]

@@ -19,6 +19,8 @@ Off by default: on the shipped model fewer steps beat it (docs/QUANTIZATION.md).
 from __future__ import annotations
 
 from edge_dm.errors import BundleError, ConfigError
+from edge_dm.families import get
+from edge_dm.runtime import OpenVINOModel, TorchNet
 
 CACHE_INPUT = "cache"
 
@@ -38,8 +40,6 @@ def split_ir(model, branch: int = 1, family=None):
     shallow: the same inputs and `cache`; computes only what noise_pred needs from them.
     """
     import openvino as ov
-
-    from edge_dm.families import get
 
     family = family or get(None)
     features = family.cache_features(model)
@@ -73,8 +73,6 @@ class TorchCachedNet:
     """
 
     def __init__(self, unet, branch: int = 1, device: str = "cpu", dtype=None):
-        from edge_dm.families.base import TorchNet
-
         block = unet.up_blocks[check_branch(len(unet.up_blocks), branch)]
         self._net = TorchNet(unet, device, dtype)
         self._mode, self._cache = None, None
@@ -118,8 +116,6 @@ class OpenVINOCachedNet:
     """
 
     def __init__(self, model, branch: int = 1, family=None, **options):
-        from edge_dm.denoiser import OpenVINOModel
-
         full, shallow = split_ir(model, branch, family)
         if options.get("device", "CPU") == "CPU":
             options["config"] = dict(options.get("config") or {}, ENABLE_CPU_PINNING=False)

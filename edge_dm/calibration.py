@@ -32,8 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_dm.configs import CalibrationConfig
+from edge_dm.bundle import Bundle
+from edge_dm.configs import CalibrationConfig, SamplingConfig
+from edge_dm.data import load_images
 from edge_dm.errors import DataError
+from edge_dm.families.base import TIMESTEP, Denoiser
+from edge_dm.images import to_model_range
+from edge_dm.outputs import write_atomic
+from edge_dm.runtime import OpenVINOModel
+from edge_dm.sampling import denoise, generators, initial_noise, make_scheduler, take
 
 INPUT_PREFIX = "input."
 
@@ -42,7 +49,7 @@ INPUT_PREFIX = "input."
 class CalibrationSet:
     inputs: dict  # input name -> (N, B, ...) array: record i is {name: inputs[name][i]}, B images each
     step: np.ndarray  # (N,) int64: index into the sampler's schedule (-1 where not from a trajectory)
-    recipe: dict  # how it was made; "roles" maps sample/timestep/text to input names
+    recipe: dict  # how it was made
 
     def __len__(self):
         return len(self.step)
@@ -50,7 +57,7 @@ class CalibrationSet:
     @property
     def t(self) -> np.ndarray:
         """(N,) the timestep each record's network receives."""
-        name = self.recipe.get("roles", {}).get("timestep", "timestep")
+        name = self.recipe.get("roles", {}).get("timestep", TIMESTEP)  # sets of 0.2.0 named their inputs' roles
         return self.inputs[name].reshape(len(self), -1)[:, 0].astype(np.int64)
 
     def record(self, i: int) -> dict:
@@ -63,8 +70,6 @@ class CalibrationSet:
         return buf.getvalue()
 
     def save(self, path: str | Path) -> None:
-        from edge_dm.outputs import write_atomic
-
         write_atomic(path, self.to_bytes())
 
     @classmethod
@@ -142,8 +147,6 @@ def collect_on_trajectories(denoiser, scheduler, steps_per_sample: np.ndarray, l
                             sample_shape, seed: int, num_steps: int, cond=None, progress=None) -> dict:
     """Run the FP sampler on the trajectories `lanes` (lane j: seed + j, cond's entry j); return the
     network's inputs at each sample's step, as {name: (N, B, ...)}."""
-    from edge_dm.sampling import denoise, generators, initial_noise, take
-
     n = len(steps_per_sample)
     records: list = [None] * n
     wanted: dict = {}  # step -> [(lane, sample)]
@@ -164,32 +167,41 @@ def collect_on_trajectories(denoiser, scheduler, steps_per_sample: np.ndarray, l
     return {name: np.stack([r[name] for r in records]) for name in records[0]}
 
 
-def calibrate(fp32, cfg: CalibrationConfig = CalibrationConfig(), progress=None) -> CalibrationSet:
-    """The calibration set of kind cfg.kind for `fp32`, a float bundle (edge_dm.bundle.Bundle) or a
-    Pipeline of one: its denoiser runs in f32 on the CPU at cfg.sampling, with the family's
-    calibration prompts (text-to-image)."""
-    from edge_dm.pipeline import Pipeline
+def reference_denoiser(bundle: Bundle, sampling: SamplingConfig) -> Denoiser:
+    """The bundle's denoiser in f32 on the CPU, each call one request on all cores: what calibration
+    and the held-out error table sample with (a few trajectories a call are too few to keep
+    OpenVINO's THROUGHPUT streams busy). `sampling` is resolved (Bundle.sampling)."""
+    c = bundle.family.conditioning
+    model = bundle.read_model()
+    net = OpenVINOModel(model, "CPU", "LATENCY", precision_hint="f32",
+                        shapes={"sample": c.sample_shape(bundle, sampling)})
+    return Denoiser(c, net, c.guidance(sampling))
 
-    pipe = fp32 if isinstance(fp32, Pipeline) else Pipeline(fp32)
-    s = cfg.sampling
-    pipe.family.check_sampling(pipe.bundle, s)
-    prompts, _ = pipe.family.prompts_for_calibration(cfg)
-    cal = collect(cfg, pipe.reference_denoiser(s), pipe.bundle.scheduler_config,
-                  pipe.family.sample_shape(pipe.bundle, s), pipe.family.encode(pipe, prompts, s), progress)
-    cal.recipe["family"] = pipe.family.name
+
+def calibrate(fp32: Bundle, cfg: CalibrationConfig = CalibrationConfig(), progress=None) -> CalibrationSet:
+    """The calibration set of kind cfg.kind for the float bundle `fp32`: its denoiser runs in f32 on
+    the CPU at cfg.sampling (the model's defaults where it leaves options open), with the family's
+    calibration prompts (text-to-image)."""
+    c = fp32.family.conditioning
+    s = fp32.sampling(cfg.sampling)
+    c.check_sampling(fp32, s)
+    prompts, _ = c.calibration_prompts(cfg.prompts)
+    cond = c.encode(fp32.components("CPU", "f32"), prompts, s)
+    cal = collect(cfg.replace(sampling=s), reference_denoiser(fp32, s), fp32.scheduler_config,
+                  c.sample_shape(fp32, s), cond, progress)
+    cal.recipe["family"] = fp32.family.name
     return cal
 
 
 def collect(cfg: CalibrationConfig, denoiser, scheduler_config: dict, sample_shape, cond: dict | None = None,
             progress=None) -> CalibrationSet:
     """The calibration set of kind cfg.kind from the FP `denoiser` (edge_dm.families.base.Denoiser),
-    sampled at cfg.sampling; `cond` holds one conditioning entry per prompt (text-to-image)."""
+    sampled at cfg.sampling (resolved); `cond` holds one conditioning entry per prompt (text-to-image)."""
     import torch
 
-    from edge_dm.sampling import make_scheduler
-
     t0 = time.perf_counter()
-    s = cfg.sampling
+    s = cfg.sampling.resolved(denoiser.conditioning.sampling_defaults)
+    cfg = cfg.replace(sampling=s)
     rng = np.random.default_rng(s.seed)
     T = int(scheduler_config.get("num_train_timesteps", 1000))
     cfg.check_timesteps(T)
@@ -226,9 +238,6 @@ def collect(cfg: CalibrationConfig, denoiser, scheduler_config: dict, sample_sha
                 for i in range(n)]
         inputs = {name: np.stack([r[name] for r in recs]) for name in recs[0]}
     else:  # forward: q(x_t | x_0) on real images, at the DNTC-drawn steps' timesteps
-        from edge_dm.data import load_images
-        from edge_dm.images import to_model_range
-
         images = load_images(cfg.data, size=sample_shape[-1])
         pick = rng.choice(len(images), n, replace=len(images) < n)
         x0 = torch.from_numpy(to_model_range(images[pick]))
@@ -238,7 +247,7 @@ def collect(cfg: CalibrationConfig, denoiser, scheduler_config: dict, sample_sha
         x = make_scheduler("ddpm", scheduler_config).add_noise(x0, noise, t)
         recs = [denoiser.inputs(x[i:i + 1], t[i:i + 1]) for i in range(n)]
         inputs = {name: np.stack([r[name] for r in recs]) for name in recs[0]}
-    cal = CalibrationSet(inputs, steps.astype(np.int64), dict(cfg.to_dict(), roles=denoiser.roles))
+    cal = CalibrationSet(inputs, steps.astype(np.int64), cfg.to_dict())
     cal.recipe.update(schedule_len=len(schedule), seconds=round(time.perf_counter() - t0, 2),
                       t_mean=float(np.mean(cal.t)), t_std=float(np.std(cal.t)))
     if drawn is not None:
@@ -249,25 +258,22 @@ def collect(cfg: CalibrationConfig, denoiser, scheduler_config: dict, sample_sha
 HELD_OUT_SEED = 1_000_003  # far from any calibration seed: held-out trajectories share no noise
 
 
-def held_out(fp32, cfg: CalibrationConfig, trajectories: int, progress=None) -> CalibrationSet:
-    """The error table's held-out records for `fp32` (a float bundle or a Pipeline of one):
-    `trajectories` trajectories at cfg.sampling from HELD_OUT_SEED, with the family's held-out prompts."""
-    from edge_dm.pipeline import Pipeline
-
-    pipe = fp32 if isinstance(fp32, Pipeline) else Pipeline(fp32)
-    s = cfg.sampling
-    _, prompts = pipe.family.prompts_for_calibration(cfg)
-    return held_out_set(pipe.reference_denoiser(s), pipe.bundle.scheduler_config,
-                        pipe.family.sample_shape(pipe.bundle, s), s, trajectories, HELD_OUT_SEED,
-                        pipe.family.encode(pipe, prompts, s), progress=progress)
+def held_out(fp32: Bundle, cfg: CalibrationConfig, trajectories: int, progress=None) -> CalibrationSet:
+    """The error table's held-out records for the float bundle `fp32`: `trajectories` trajectories at
+    cfg.sampling from HELD_OUT_SEED, with the family's held-out prompts."""
+    c = fp32.family.conditioning
+    s = fp32.sampling(cfg.sampling)
+    _, prompts = c.calibration_prompts(cfg.prompts)
+    return held_out_set(reference_denoiser(fp32, s), fp32.scheduler_config, c.sample_shape(fp32, s), s,
+                        trajectories, HELD_OUT_SEED, c.encode(fp32.components("CPU", "f32"), prompts, s),
+                        progress=progress)
 
 
 def held_out_set(denoiser, scheduler_config: dict, sample_shape, sampling, trajectories: int, seed: int,
                  cond: dict | None = None, points: int = 10, progress=None) -> CalibrationSet:
     """Held-out trajectory records at `points` steps spread evenly over the schedule (for error tables);
     `cond`: one entry per held-out prompt."""
-    from edge_dm.sampling import make_scheduler
-
+    sampling = sampling.resolved(denoiser.conditioning.sampling_defaults)
     scheduler = make_scheduler(sampling.scheduler, scheduler_config)
     scheduler.set_timesteps(sampling.steps)
     at = np.unique(np.linspace(0, len(scheduler.timesteps) - 1, points).round().astype(np.int64))
@@ -275,5 +281,4 @@ def held_out_set(denoiser, scheduler_config: dict, sample_shape, sampling, traje
     lanes = [list(range(j * len(at), (j + 1) * len(at))) for j in range(trajectories)]
     inputs = collect_on_trajectories(denoiser, scheduler, steps, lanes, sample_shape, seed, sampling.steps,
                                      lane_conditions(cond, trajectories), progress)
-    return CalibrationSet(inputs, steps, dict(kind="held-out", seed=seed, trajectories=trajectories,
-                                              roles=denoiser.roles))
+    return CalibrationSet(inputs, steps, dict(kind="held-out", seed=seed, trajectories=trajectories))

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_dm.errors import ConfigError, DataError, ModelNotFoundError
+from edge_dm.resources import shipped_model_dir
 
 DEFAULT_CHANNELS = (48, 96, 192)
 CONFIG = "config.json"
@@ -60,8 +61,6 @@ def classifier_config(spec) -> tuple[Path, dict]:
     """(folder, config) of the classifier `spec`: a folder `save_classifier` wrote, or the shipped
     name; ModelNotFoundError if there is none. Reads no weights."""
     if str(spec) == SHIPPED:
-        from edge_dm.resources import shipped_model_dir
-
         spec = shipped_model_dir(SHIPPED)
     folder = Path(spec)
     if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():

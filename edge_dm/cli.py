@@ -13,28 +13,47 @@ import click
 # optimum-intel also provides `optimum`): the CLI prints edge-dm's lines, not its dependencies' notes
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
-from edge_dm.configs import (CALIBRATION_KINDS, COMPONENT_MODES, DEFAULT_MODEL, PRECISIONS, QUANTIZE_MODES,
-                             SCHEDULERS, BenchmarkConfig, CalibrationConfig, DeviceConfig, EvaluateConfig,
-                             GenerateConfig, QuantizeConfig, SamplingConfig, default)
-from edge_dm.targets import TARGETS
-from edge_dm.train import TrainConfig
-from edge_dm.train_t2i import STAGES as T2I_STAGES
+from edge_dm import jobs  # noqa: E402
+from edge_dm.configs import (CALIBRATION_KINDS, COMPONENT_MODES, DEFAULT_MODEL, PRECISIONS,  # noqa: E402
+                             QUANTIZE_MODES, SCHEDULERS, BenchmarkConfig, CalibrationConfig, DeviceConfig,
+                             EvaluateConfig, ExportConfig, GenerateConfig, QuantizeConfig, QuantizeJobConfig,
+                             SamplingConfig, default)
+from edge_dm.data import read_prompts  # noqa: E402
+from edge_dm.errors import ConfigError, EdgeDMError  # noqa: E402
+from edge_dm.jobs.speed import markdown  # noqa: E402
+from edge_dm.jobs.training import TrainConfig  # noqa: E402
+from edge_dm.jobs.training import attention_level as parse_attention_level  # noqa: E402
+from edge_dm.jobs.training_t2i import STAGES as T2I_STAGES  # noqa: E402
+from edge_dm.jobs.training_t2i import TextToImageTrainConfig, train_text_to_image  # noqa: E402
+from edge_dm.models import REGISTRY  # noqa: E402
+from edge_dm.outputs import install_sigterm_handler  # noqa: E402
+from edge_dm.runtime import device_capabilities  # noqa: E402
+from edge_dm.targets import TARGETS  # noqa: E402
 
 T2I_ONLY = ("cross_attention_levels", "vae_channels", "text_width", "text_layers", "empty_caption_rate",
             "classifier_channels", "eval_data")
+# library parameters whose option is named otherwise than the parameter
+FLAGS = {"block_out_channels": "--channels", "fast_bias_correction": "--bias-correction", "model": "--model",
+         "samples": "--samples", "output": "--output", "overwrite": "--overwrite", "init": "--init"}
+
+
+def _flag(param: str) -> str:
+    """The current command's option for a library parameter name (its Python name where none)."""
+    ctx = click.get_current_context(silent=True)
+    for p in ctx.command.params if ctx else ():
+        if p.name == param and p.opts[0].startswith("--"):
+            return p.opts[0]
+    return FLAGS.get(param, param)
 
 
 def library_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from edge_dm.errors import EdgeDMError
-        from edge_dm.outputs import install_sigterm_handler
-
         install_sigterm_handler()
         try:
             return fn(*args, **kwargs)
         except EdgeDMError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(exc.render(_flag)) from None
         except KeyboardInterrupt:
             click.echo("\nAborted: nothing was written.", err=True)
             raise SystemExit(130) from None
@@ -69,12 +88,13 @@ overwrite_option = click.option("--overwrite", is_flag=True,
                                 help="replace an existing output that edge-dm wrote")
 
 image_sampling = _options(
-    _opt(SamplingConfig, "scheduler", type=click.Choice(list(SCHEDULERS))),
-    _opt(SamplingConfig, "steps", type=int, help="denoising steps"),
+    _opt(SamplingConfig, "scheduler", type=click.Choice(list(SCHEDULERS)), help="[default: the model's]"),
+    _opt(SamplingConfig, "steps", type=int, help="denoising steps  [default: the model's]"),
     _opt(SamplingConfig, "seed", type=int, help="image i comes from seed + i"),
-    _opt(SamplingConfig, "guidance_scale", type=float, help="text-to-image: classifier-free guidance"),
-    _opt(SamplingConfig, "height", type=int, help="text-to-image: image height in pixels"),
-    _opt(SamplingConfig, "width", type=int, help="text-to-image: image width in pixels"),
+    _opt(SamplingConfig, "guidance_scale", type=float,
+         help="text-to-image: classifier-free guidance, 1 for none  [default: the model's]"),
+    _opt(SamplingConfig, "height", type=int, help="text-to-image: image height in pixels  [default: the model's]"),
+    _opt(SamplingConfig, "width", type=int, help="text-to-image: image width in pixels  [default: the model's]"),
     _opt(SamplingConfig, "negative_prompt", help="text-to-image: what guidance steers away from"),
 )
 cache_options = _options(
@@ -90,15 +110,14 @@ device_options = _options(
     _opt(DeviceConfig, "precision_hint", help="OpenVINO INFERENCE_PRECISION_HINT (f32, bf16, f16)"),
 )
 prompt_options = _options(
-    click.option("--prompt", "prompt", multiple=True, help="text-to-image: the prompt (repeat: one per image)"),
-    click.option("--prompts", "prompts_file", type=click.Path(), help="text-to-image: a file, one prompt a line"),
+    click.option("--prompt", "prompt", multiple=True,
+                 help="text-to-image: the prompt (repeat: image i takes prompt i, cycling)"),
+    click.option("--prompts", "prompts_file", type=click.Path(),
+                 help="text-to-image: a file, one prompt a line (image i takes line i, cycling)"),
 )
 
 
 def _prompts(prompt: tuple, prompts_file: str | None) -> tuple:
-    from edge_dm.errors import ConfigError
-    from edge_dm.families.stable_diffusion import read_prompts
-
     if prompt and prompts_file:
         raise ConfigError("give --prompt or --prompts FILE, not both")
     return tuple(read_prompts(prompts_file)) if prompts_file else tuple(prompt)
@@ -114,8 +133,6 @@ def main():
 @library_errors
 def models():
     """List the registry names and where each model comes from."""
-    from edge_dm.models import REGISTRY
-
     for e in REGISTRY.values():
         click.echo(f"{e.name:18s} {e.source:44s} {e.description}")
 
@@ -124,8 +141,6 @@ def models():
 @library_errors
 def devices():
     """List the OpenVINO devices here and their capabilities."""
-    from edge_dm.denoiser import device_capabilities
-
     for d in device_capabilities():
         flags = " ".join(k.upper() for k in ("int8", "bf16", "fp16") if d[k])
         click.echo(f"{d['device']:8s} {d['name']}  [{flags}]  {', '.join(d['capabilities'])}")
@@ -139,10 +154,7 @@ def devices():
 @library_errors
 def export(**kwargs):
     """Convert a model to an OpenVINO IR bundle (fp32 or fp16)."""
-    from edge_dm.configs import ExportConfig
-    from edge_dm.jobs import export as run
-
-    b = run(ExportConfig(**kwargs))
+    b = jobs.export(ExportConfig(**kwargs))
     click.echo(f"wrote {b.precision} bundle {b.path} ({b.size_bytes() / 1e6:.1f} MB)")
 
 
@@ -158,24 +170,27 @@ def export(**kwargs):
 @library_errors
 def generate(prompt, prompts_file, **kwargs):
     """Generate images with a bundle (default: the int8 bundle of --model) on an OpenVINO device."""
-    from edge_dm.jobs import generate as run
-
     prompts = _prompts(prompt, prompts_file)
-    if prompts_file:  # one image a line
+    if prompts_file and _defaulted("num_images"):  # one image a line unless told how many
         kwargs["num_images"] = len(prompts)
     sampling, runtime = SamplingConfig(**_pick(SamplingConfig, kwargs)), DeviceConfig(**_pick(DeviceConfig, kwargs))
-    r = run(GenerateConfig(**kwargs, prompts=prompts, sampling=sampling, runtime=runtime))
+    r = jobs.generate(GenerateConfig(**kwargs, prompts=prompts, sampling=sampling, runtime=runtime))
     click.echo(f"{r['images']} images -> {r['output']}  ({r['precision']} on {r['device']})")
     click.echo(f"UNet {r['unet_ms_per_call']:.2f} ms/call ({r['parallel']} in flight), {r['images_per_s']:.2f} images/s")
+
+
+def _defaulted(param: str) -> bool:
+    """Whether the current command's option `param` was left at its default."""
+    return click.get_current_context().get_parameter_source(param) == click.core.ParameterSource.DEFAULT
 
 
 @main.command()
 @click.option("--data", required=True, type=click.Path(), help="image folder or tar(.gz), e.g. CIFAR-10")
 @click.option("--output", required=True, type=click.Path())
 @_opt(TrainConfig, "minutes", type=float, help="wall-time budget of this call")
-@_opt(TrainConfig, "batch_size", type=int, help="stable-diffusion: the stage's own default unless given (edge_dm.train_t2i.STAGE_DEFAULTS)")
-@_opt(TrainConfig, "lr", type=float, help="stable-diffusion: the stage's own default unless given (edge_dm.train_t2i.STAGE_DEFAULTS)")
-@_opt(TrainConfig, "warmup_steps", type=int, help="stable-diffusion: the stage's own default unless given (edge_dm.train_t2i.STAGE_DEFAULTS)")
+@_opt(TrainConfig, "batch_size", type=int, help="stable-diffusion: the stage's own default unless given (edge_dm.jobs.training_t2i.STAGE_DEFAULTS)")
+@_opt(TrainConfig, "lr", type=float, help="stable-diffusion: the stage's own default unless given (edge_dm.jobs.training_t2i.STAGE_DEFAULTS)")
+@_opt(TrainConfig, "warmup_steps", type=int, help="stable-diffusion: the stage's own default unless given (edge_dm.jobs.training_t2i.STAGE_DEFAULTS)")
 @_opt(TrainConfig, "dropout", type=float)
 @click.option("--init", type=click.Path(),
               help="start from this UNet folder (fresh optimizer); a deeper one gives its blocks by position")
@@ -204,9 +219,6 @@ def generate(prompt, prompts_file, **kwargs):
 def train(data, output, channels, attention_level, compile_, family, stage, **kwargs):
     """Train a small DDPM (resumes from OUTPUT/checkpoint.pt), or with --family stable-diffusion one
     stage of a text-to-image pipeline (resumes from OUTPUT/STAGE/checkpoint.pt)."""
-    from edge_dm.errors import ConfigError
-    from edge_dm.train import attention_level as level, train as run
-
     source = click.get_current_context().get_parameter_source
     t2i = {k: kwargs.pop(k) for k in T2I_ONLY}
     if family == "stable-diffusion":
@@ -215,15 +227,12 @@ def train(data, output, channels, attention_level, compile_, family, stage, **kw
     if given:
         raise ConfigError(f"--{given[0].replace('_', '-')} is an option of --family stable-diffusion")
     cfg = TrainConfig(data=data, output=output, compile=compile_, block_out_channels=_int_list(channels, "--channels"),
-                      attention_level=level(attention_level), **kwargs)
-    click.echo(f"EMA model: {run(cfg, log=click.echo)}")
+                      attention_level=parse_attention_level(attention_level), **kwargs)
+    click.echo(f"EMA model: {jobs.train(cfg, log=click.echo)}")
 
 
 def _train_text_to_image(data, output, channels, attention_level, compile_, stage, t2i, kwargs, source):
     """`edge-dm train --family stable-diffusion`: options left at the DDPM's defaults take the stage's."""
-    from edge_dm.errors import ConfigError
-    from edge_dm.train_t2i import TextToImageTrainConfig, train_text_to_image
-
     if stage is None:
         raise ConfigError(f"--family stable-diffusion trains in stages: give --stage ({', '.join(T2I_STAGES)})")
     ddpm_only = [k for k in ("init", "teacher", "distill", "dropout", "attention_level")
@@ -245,8 +254,6 @@ def _train_text_to_image(data, output, channels, attention_level, compile_, stag
 
 def _speedups(text: str | None) -> float | dict | None:
     """--min-int8-speedup: "1.2" (every CPU) or "avx2=0.6,vnni=0.9,amx=0.75" (per CPU class)."""
-    from edge_dm.errors import ConfigError
-
     if text is None:
         return None
     try:
@@ -259,8 +266,6 @@ def _speedups(text: str | None) -> float | dict | None:
 
 
 def _int_list(text: str, option: str) -> tuple:
-    from edge_dm.errors import ConfigError
-
     try:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
@@ -282,7 +287,7 @@ def _int_list(text: str, option: str) -> tuple:
 @_opt(CalibrationConfig, "prompts", type=click.Path(),
       help="text-to-image: calibration prompts, one a line (default: the shipped datasets/prompts.txt)")
 @image_sampling
-@_opt(QuantizeConfig, "calibration_set", type=click.Path(), help="reuse a saved calibration.npz")
+@_opt(QuantizeJobConfig, "calibration_set", type=click.Path(), help="reuse a saved calibration.npz")
 @_opt(QuantizeConfig, "mode", type=click.Choice(QUANTIZE_MODES))
 @_opt(QuantizeConfig, "preset", help="NNCF QuantizationPreset: performance or mixed")
 @_opt(QuantizeConfig, "model_type", help="NNCF ModelType (transformer) or none")
@@ -306,29 +311,28 @@ def _int_list(text: str, option: str) -> tuple:
 @_opt(QuantizeConfig, "split_shortcut", "--split-shortcut/--no-split-shortcut",
       help="unet2d: convolve each up-path skip concatenation's two parts apart (same function), "
            "so each gets its own int8 scale  [default: the family's: on for unet2d int8]")
-@_opt(QuantizeConfig, "eval_trajectories", type=int)
+@_opt(QuantizeJobConfig, "eval_trajectories", type=int)
 @_opt(QuantizeConfig, "max_drop", type=float,
       help="quality budget: the most mean held-out error (relative L2 of the noise prediction against fp32) the "
            "int8 model may have; NNCF returns the most sensitive operations to float until it holds")
 @_opt(QuantizeConfig, "max_iterations", type=int,
       help="--max-drop: the most groups of operations NNCF returns to float before it gives up  [default: no limit]")
-@_opt(QuantizeConfig, "report_images", type=int, help="text-to-image: prompts in report.png  [default: 4]")
-@_opt(QuantizeConfig, "text_encoder", type=click.Choice(COMPONENT_MODES))
-@_opt(QuantizeConfig, "vae", type=click.Choice(COMPONENT_MODES))
+@_opt(QuantizeJobConfig, "report_images", type=int, help="text-to-image: prompts in report.png  [default: 4]")
+@_opt(QuantizeJobConfig, "text_encoder", type=click.Choice(COMPONENT_MODES))
+@_opt(QuantizeJobConfig, "vae", type=click.Choice(COMPONENT_MODES))
 @library_errors
 def quantize(bias_correction, keep_float, **kwargs):
     """Calibrate (DNTC by default) and quantize a model's UNet to an int8 OpenVINO bundle."""
-    from edge_dm.jobs import quantize as run
-
     sampling = SamplingConfig(**_pick(SamplingConfig, kwargs))
     cal = CalibrationConfig(**_pick(CalibrationConfig, kwargs), sampling=sampling)
     keep = None if not keep_float else tuple(n for n in keep_float if n != "none")
-    cfg = QuantizeConfig(**kwargs, calibration=cal, fast_bias_correction=bias_correction == "fast", keep_float=keep)
-    bundle, s = run(cfg)
+    algorithm = QuantizeConfig(**_pick(QuantizeConfig, kwargs), fast_bias_correction=bias_correction == "fast",
+                               keep_float=keep)
+    bundle, s = jobs.quantize(QuantizeJobConfig(**kwargs, calibration=cal, quantization=algorithm))
     click.echo(f"int8 bundle: {bundle.path}")
     if bundle.recipe.get("target"):
         t = bundle.recipe["target"]
-        click.echo(f"target {t['name']}{' (this CPU)' if cfg.target == 'auto' else ''}: overflow fix "
+        click.echo(f"target {t['name']}{' (this CPU)' if algorithm.target == 'auto' else ''}: overflow fix "
                    f"{t['overflow_fix']}, NNCF target device {t['target_device']}")
     if "calibration_samples" in s:
         click.echo(f"calibration {s['calibration_s']:.1f} s ({s['calibration_samples']} samples, mean t "
@@ -363,10 +367,8 @@ def quantize(bias_correction, keep_float, **kwargs):
 @library_errors
 def evaluate(prompt, prompts_file, **kwargs):
     """Sample quality: FID and sFID against a reference, class accuracy, and int8-vs-fp32 drift (PSNR, SSIM)."""
-    from edge_dm.evaluate import evaluate as run
-
     sampling, runtime = SamplingConfig(**_pick(SamplingConfig, kwargs)), DeviceConfig(**_pick(DeviceConfig, kwargs))
-    r = run(EvaluateConfig(**kwargs, prompts=_prompts(prompt, prompts_file), sampling=sampling, runtime=runtime))
+    r = jobs.evaluate(EvaluateConfig(**kwargs, prompts=_prompts(prompt, prompts_file), sampling=sampling, runtime=runtime))
     for key in ("fid", "sfid"):
         if key in r:
             click.echo(f"{key.upper():5s} {r[key]:.3f}  ({r['num_images']} images)")
@@ -404,8 +406,6 @@ def evaluate(prompt, prompts_file, **kwargs):
 @library_errors
 def benchmark(batch_sizes, no_torch, min_int8_speedup, **kwargs):
     """Speed side by side: torch fp32, OpenVINO fp32/bf16/fp16 and int8, as ratios from one run."""
-    from edge_dm.benchmark import benchmark as run, markdown
-
     cfg = BenchmarkConfig(**kwargs, batch_sizes=_int_list(batch_sizes, "--batch-sizes"), torch_baseline=not no_torch,
                           min_int8_speedup=_speedups(min_int8_speedup))
-    click.echo(markdown(run(cfg, log=lambda s: click.echo(s, err=True))))
+    click.echo(markdown(jobs.benchmark(cfg, log=lambda s: click.echo(s, err=True))))

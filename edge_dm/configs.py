@@ -3,6 +3,11 @@
 A config is built by the CLI (or by a Python caller), validated on construction, passed to one
 library function, and saved into the artifact's recipe.json, so each output says how it was made.
 Each option is defined once, here; the CLI takes its defaults from these classes (`default`).
+
+Two kinds: the options of an algorithm (`SamplingConfig`, `DeviceConfig`, `CalibrationConfig`,
+`QuantizeConfig`: what `quantize_model`, `calibrate` and `Pipeline` take) and the options of a job,
+which wrap them with a model, an output and what the job reports (`ExportConfig`,
+`QuantizeJobConfig`, `GenerateConfig`, `EvaluateConfig`, `BenchmarkConfig`).
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from edge_dm.errors import ConfigError
-from edge_dm.targets import TARGETS
+from edge_dm.targets import TARGETS, nncf_defaults, resolve
 
 DEFAULT_MODEL = "edm-cifar10-ddpm"
 PRECISIONS = ("fp32", "fp16")
@@ -22,10 +27,13 @@ SCHEDULERS = {  # edge-dm's name -> the diffusers class, used unchanged
     "ddpm": "DDPMScheduler",
     "dpm-solver": "DPMSolverMultistepScheduler",
     "euler": "EulerDiscreteScheduler",
+    "euler-ancestral": "EulerAncestralDiscreteScheduler",
+    "lcm": "LCMScheduler",
 }
 CALIBRATION_KINDS = ("dntc", "uniform", "pipeline", "fixed", "noise", "forward")
 QUANTIZE_MODES = ("int8", "weights")
 COMPONENT_MODES = ("float", "int8-weights")
+RECIPE_FORMAT = 2  # recipe.json's layout: 1 (no "format" key) held one flat QuantizeConfig for a quantize job
 
 
 def default(cls, name: str):
@@ -65,8 +73,8 @@ class Config:
 
 def _positive(**values):
     for name, value in values.items():
-        if value is None or value < 1:
-            raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
 
 
 def _positive_if_set(**values):
@@ -76,38 +84,50 @@ def _positive_if_set(**values):
 
 def _finite(**values):
     for name, value in values.items():
-        if value is not None and not math.isfinite(value):
-            raise ConfigError(f"{name.replace('_', '-')} must be a finite number, got {value}")
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ConfigError(f"`{name}` must be a finite number, got {value!r}")
 
 
 def _choice(name, value, choices):
     if value not in choices:
-        raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, choices))}")
+        raise ConfigError(f"unknown `{name}` {value!r}; choose one of {', '.join(map(str, choices))}")
 
+
+# --- the algorithms' options -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class SamplingConfig(Config):
     """What defines the images, with the seed and the bundle: shared by generate, evaluate and
-    calibration (which samples at the settings the model is deployed with)."""
-    scheduler: str = "ddim"
-    steps: int = 100
+    calibration (which samples at the settings the model is deployed with). None: the model's own
+    default (its family's, or its registry entry's), filled in by `resolved`."""
+    scheduler: str | None = None  # a key of SCHEDULERS
+    steps: int | None = None
     seed: int = 0
-    guidance_scale: float | None = None  # text-to-image: classifier-free guidance (None: the model's default)
-    height: int | None = None  # text-to-image: image size in pixels (None: the model's default)
+    guidance_scale: float | None = None  # text-to-image: classifier-free guidance (1: none)
+    height: int | None = None  # text-to-image: image size in pixels
     width: int | None = None
     negative_prompt: str = ""  # text-to-image: what guidance steers away from
     cache_interval: int = 1  # DeepCache: run the whole UNet every N-th step, its shallow part between (1: off)
     cache_branch: int = 1  # DeepCache: how many levels the shallow part keeps (1: the full-resolution one)
 
     def __post_init__(self):
-        _choice("scheduler", self.scheduler, tuple(SCHEDULERS))
-        _positive(steps=self.steps, cache_interval=self.cache_interval, cache_branch=self.cache_branch)
-        _positive_if_set(height=self.height, width=self.width)
+        if self.scheduler is not None:
+            _choice("scheduler", self.scheduler, tuple(SCHEDULERS))
+        _positive(cache_interval=self.cache_interval, cache_branch=self.cache_branch)
+        _positive_if_set(steps=self.steps, height=self.height, width=self.width)
         _finite(guidance_scale=self.guidance_scale)
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 63:
+            raise ConfigError(f"`seed` must be an integer in [0, 2**63), got {self.seed!r}")
         if self.guidance_scale is not None and self.guidance_scale < 1:
-            raise ConfigError(f"guidance-scale must be >= 1 (1: no guidance), got {self.guidance_scale}")
+            raise ConfigError(f"`guidance_scale` must be >= 1 (1: no guidance), got {self.guidance_scale}")
+        if not isinstance(self.negative_prompt, str):
+            raise ConfigError(f"`negative_prompt` must be a string, got {type(self.negative_prompt).__name__}")
+
+    def resolved(self, defaults: dict) -> "SamplingConfig":
+        """This config with each option left None taken from `defaults` (a model's sampling defaults)."""
+        return self.replace(**{k: v for k, v in defaults.items() if getattr(self, k) is None and v is not None})
 
 
 @dataclass(frozen=True)
@@ -121,37 +141,8 @@ class DeviceConfig(Config):
     def __post_init__(self):
         _positive(batch_size=self.batch_size)
         _positive_if_set(parallel=self.parallel)
-        if not self.device.strip():
-            raise ConfigError("device must not be empty")
-
-
-@dataclass(frozen=True)
-class ExportConfig(Config):
-    model: str = DEFAULT_MODEL
-    output: str | None = None
-    precision: str = "fp32"
-    overwrite: bool = False
-
-    def __post_init__(self):
-        _choice("precision", self.precision, PRECISIONS)
-
-
-@dataclass(frozen=True)
-class GenerateConfig(Config):
-    model: str = DEFAULT_MODEL
-    output: str = "samples"
-    overwrite: bool = False
-    num_images: int = 16
-    prompts: tuple = ()  # text-to-image: one prompt for every image, or one per image
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    runtime: DeviceConfig = field(default_factory=DeviceConfig)
-    _nested = {"sampling": SamplingConfig, "runtime": DeviceConfig}
-
-    def __post_init__(self):
-        _positive(num_images=self.num_images)
-        if len(self.prompts) > 1 and len(self.prompts) != self.num_images:
-            raise ConfigError(f"{len(self.prompts)} prompts for {self.num_images} images: give one prompt, "
-                              "or one per image")
+        if not isinstance(self.device, str) or not self.device.strip():
+            raise ConfigError("`device` must name an OpenVINO device")
 
 
 @dataclass(frozen=True)
@@ -159,7 +150,7 @@ class CalibrationConfig(Config):
     """DNTC and the baselines. mu and sigma are in timesteps of the model's training schedule
     (checked against the model's number of training timesteps when it is loaded)."""
     kind: str = "dntc"
-    num_samples: int = 32  # N = 32, 64, 128 gave the same error table; 32 keeps quantize under a minute on 2 cores
+    num_samples: int = 32
     mu: float = 400.0
     sigma: float = 400.0
     fixed_t: int | None = None  # for kind "fixed": the timestep (default: mu)
@@ -170,26 +161,26 @@ class CalibrationConfig(Config):
     _nested = {"sampling": SamplingConfig}
 
     def __post_init__(self):
-        _choice("calibration kind", self.kind, CALIBRATION_KINDS)
+        _choice("calibration", self.kind, CALIBRATION_KINDS)
         _positive(num_samples=self.num_samples, samples_per_trajectory=self.samples_per_trajectory)
         _finite(mu=self.mu, sigma=self.sigma)
         if self.mu < 0:
-            raise ConfigError(f"mu must lie in [0, T], got {self.mu}")
+            raise ConfigError(f"`mu` must lie in [0, T], got {self.mu}")
         if self.sigma <= 0:
-            raise ConfigError(f"sigma must be > 0, got {self.sigma}")
+            raise ConfigError(f"`sigma` must be > 0, got {self.sigma}")
         if self.fixed_t is not None and self.fixed_t < 0:
-            raise ConfigError(f"fixed timestep must lie in [0, T], got {self.fixed_t}")
+            raise ConfigError(f"`fixed_t` must lie in [0, T], got {self.fixed_t}")
         if self.kind == "forward" and not self.data:
-            raise ConfigError("calibration 'forward' noises real images: pass --data with an image folder or tar")
+            raise ConfigError("`calibration` forward noises real images: give `data`, an image folder or tar")
         if self.data and self.kind != "forward":
-            raise ConfigError(f"--data is only used by --calibration forward, not {self.kind}")
+            raise ConfigError(f"`data` is only used by `calibration` forward, not {self.kind}")
 
     def check_timesteps(self, T: int) -> None:
         """mu and fixed_t against the model's T (called once the model is known, before any work)."""
         if self.mu > T:
-            raise ConfigError(f"mu must lie in [0, T] = [0, {T}], got {self.mu}")
+            raise ConfigError(f"`mu` must lie in [0, T] = [0, {T}], got {self.mu}")
         if self.fixed_t is not None and self.fixed_t > T:
-            raise ConfigError(f"fixed timestep must lie in [0, {T}], got {self.fixed_t}")
+            raise ConfigError(f"`fixed_t` must lie in [0, {T}], got {self.fixed_t}")
 
     @classmethod
     def from_dict(cls, data: dict):
@@ -203,7 +194,7 @@ class CalibrationConfig(Config):
 
 def _nncf_choice(option: str, value, choices: dict):
     if value not in choices:
-        raise ConfigError(f"unknown {option} {value!r}; NNCF offers {', '.join(choices)}")
+        raise ConfigError(f"unknown `{option}` {value!r}; NNCF offers {', '.join(choices)}")
     return choices[value]
 
 
@@ -218,28 +209,23 @@ def nncf_enums(cfg: "QuantizeConfig") -> dict:
     estimators = {a.lower().replace("_", "-"): getattr(R, a) for a in dir(R) if a.isupper()}
     return dict(
         preset=_nncf_choice("preset", cfg.preset, {p.value: p for p in nncf.QuantizationPreset}),
-        model_type=_nncf_choice("model type", cfg.model_type, {"none": None, **{m.value: m for m in nncf.ModelType}}),
-        range_estimator=_nncf_choice("range estimator", cfg.range_estimator, estimators),
-        overflow_fix=cfg.overflow_fix and _nncf_choice("overflow fix", cfg.overflow_fix,
+        model_type=_nncf_choice("model_type", cfg.model_type, {"none": None, **{m.value: m for m in nncf.ModelType}}),
+        range_estimator=_nncf_choice("range_estimator", cfg.range_estimator, estimators),
+        overflow_fix=cfg.overflow_fix and _nncf_choice("overflow_fix", cfg.overflow_fix,
                                                        {f.value: f for f in OverflowFix}),
-        target_device=cfg.target_device and _nncf_choice("target device", cfg.target_device,
+        target_device=cfg.target_device and _nncf_choice("target_device", cfg.target_device,
                                                          {d.value: d for d in nncf.TargetDevice}),
     )
 
 
 @dataclass(frozen=True)
 class QuantizeConfig(Config):
-    model: str = DEFAULT_MODEL
-    output: str | None = None
-    overwrite: bool = False
-    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    calibration_set: str | None = None  # reuse a saved calibration.npz
+    """What `quantize_model` does to one network: NNCF's options, the CPU class it is for, what stays
+    in float, and an optional quality budget. docs/QUANTIZATION.md says why each default is what it is."""
     mode: str = "int8"  # int8 (weights + activations) or weights (nncf.compress_weights, int8)
     preset: str = "mixed"  # NNCF's QuantizationPreset value
     model_type: str = "transformer"  # NNCF's ModelType value, or none
-    # the CPU class the int8 model is for: avx2, vnni, amx, or auto (the CPU that quantizes); it sets
-    # the overflow fix and the target device below where they are None (edge_dm/targets.py)
-    target: str = "auto"
+    target: str = "auto"  # the CPU class: avx2, vnni, amx, or auto (this CPU); edge_dm.targets
     target_device: str | None = None  # NNCF's TargetDevice value (None: by target, CPU_SPR for amx, else CPU)
     fast_bias_correction: bool = True
     smooth_quant_alpha: float | None = None
@@ -248,83 +234,123 @@ class QuantizeConfig(Config):
     ignored_patterns: tuple = ()
     ignored_types: tuple = ()
     range_estimator: str = "minmax"  # a RangeEstimatorParametersSet name, lower case with dashes
-    # NNCF's overflow fix: 7-bit weights, so int8 convolutions on CPUs without VNNI (AVX2's saturating
-    # vpmaddubsw) don't overflow. NNCF's default fixes the first layer only; on an AVX2-only CPU that left
-    # 3x the error and visibly broken images (docs/QUANTIZATION.md), so for target avx2 edge-dm fixes all
-    # layers; vnni and amx need no fix and keep 8-bit weights (None: by target).
-    overflow_fix: str | None = None
-    # Modules left in float, by name (None: the model family's default; for the unconditional UNet
-    # conv_in, conv_out and time_emb, chosen by drift from fp32 in docs/QUANTIZATION.md).
-    keep_float: tuple | None = None
-    # Q-Diffusion's shortcut split: each up-path shortcut convolution of a skip concatenation as two
-    # convolutions summed (the same function), so its two inputs get an int8 scale each (None: the model
-    # family's default, on for unet2d int8: it cut the shipped model's held-out error by 44% over three
-    # calibration seeds; docs/QUANTIZATION.md, "Calibration, measured with spread")
-    split_shortcut: bool | None = None
-    eval_trajectories: int = 4  # held-out trajectories, each sampled at 10 timesteps spread over [0, T]
-    # A quality budget: the most held-out error (summary.mean_rel_l2: the relative L2 error of the int8 noise
-    # prediction against fp32, averaged over the held-out timesteps) the int8 model may have; NNCF's accuracy
-    # control returns the most sensitive operations to float until it holds (None: no budget;
-    # docs/QUANTIZATION.md, "Accuracy-aware mode").
-    max_drop: float | None = None
-    # NNCF's max_num_iterations: the most steps its accuracy control takes, each returning one group of
-    # operations (those sharing a quantizer) to float; a budget not met within them is refused (None: no limit)
-    max_iterations: int | None = None
-    report_images: int | None = None  # text-to-image: prompts in report.png (None: the family's default; 0: none)
-    text_encoder: str = "float"  # text-to-image: the text encoder float, or NNCF int8 weight compression
-    vae: str = "float"  # text-to-image: the VAE likewise
-    _nested = {"calibration": CalibrationConfig}
+    overflow_fix: str | None = None  # NNCF's OverflowFix value (None: by target, enable for avx2, else disable)
+    keep_float: tuple | None = None  # module names left in float (None: the model's, else its family's set)
+    split_shortcut: bool | None = None  # Q-Diffusion's shortcut split (None: the family's default)
+    max_drop: float | None = None  # the most held-out error the int8 model may have (None: no budget)
+    max_iterations: int | None = None  # NNCF accuracy control's most steps for max_drop (None: no limit)
 
     def __post_init__(self):
-        _choice("quantization mode", self.mode, QUANTIZE_MODES)
+        _choice("mode", self.mode, QUANTIZE_MODES)
         _choice("target", self.target, TARGETS)
-        _choice("text-encoder mode", self.text_encoder, COMPONENT_MODES)
-        _choice("vae mode", self.vae, COMPONENT_MODES)
         _positive_if_set(subset_size=self.subset_size)
         _finite(smooth_quant_alpha=self.smooth_quant_alpha)
         if self.smooth_quant_alpha is not None and not (self.smooth_quant_alpha == -1 or 0 <= self.smooth_quant_alpha <= 1):
-            raise ConfigError("smooth-quant-alpha must lie in [0, 1] (or -1 to disable)")
-        _positive(eval_trajectories=self.eval_trajectories)
+            raise ConfigError("`smooth_quant_alpha` must lie in [0, 1] (or -1 to disable)")
         _finite(max_drop=self.max_drop)
         if self.max_drop is not None and self.max_drop <= 0:
-            raise ConfigError(f"max-drop must be > 0 (a held-out relative L2 error, e.g. 0.02), got {self.max_drop}")
+            raise ConfigError(f"`max_drop` must be > 0 (a held-out relative L2 error, e.g. 0.02), got {self.max_drop}")
         if self.max_drop is not None and self.mode != "int8":
-            raise ConfigError("--max-drop returns int8 operations to float: it needs --mode int8")
+            raise ConfigError("`max_drop` returns int8 operations to float: it needs `mode` int8")
         _positive_if_set(max_iterations=self.max_iterations)
         if self.max_iterations is not None and self.max_drop is None:
-            raise ConfigError("--max-iterations bounds the search for --max-drop: give a budget with --max-drop")
-        if self.report_images is not None and self.report_images < 0:
-            raise ConfigError(f"report-images must be >= 0, got {self.report_images}")
-        bad = [n for n in self.keep_float or () if not n or not all(c.isalnum() or c in "._" for c in n)]
+            raise ConfigError("`max_iterations` bounds the search for `max_drop`: give a budget with `max_drop`")
+        bad = [n for n in self.keep_float or () if not isinstance(n, str) or not n
+               or not all(c.isalnum() or c in "._" for c in n)]
         if bad:
-            raise ConfigError(f"keep-float takes module names such as conv_in, got {bad}")
-        if self.mode == "weights" and (self.calibration != CalibrationConfig() or self.calibration_set):
-            raise ConfigError("--mode weights compresses weights without calibration: drop the calibration options")
+            raise ConfigError(f"`keep_float` takes module names such as conv_in, got {bad}")
+        for p in self.ignored_patterns:
+            try:
+                re.compile(p)
+            except (re.error, TypeError) as exc:
+                raise ConfigError(f"`ignored_patterns` {p!r}: not a regular expression ({exc})") from None
         nncf_enums(self)  # unknown NNCF names fail here, before any work
 
     def for_target(self, isa=None) -> "QuantizeConfig":
         """This config with its target resolved (auto: the CPU whose ISA flags are `isa`, default this
         one) and the overflow fix and target device it sets, where not given explicitly."""
-        from edge_dm.targets import nncf_defaults, resolve
-
         target = resolve(self.target, isa)
         by_target = nncf_defaults(target)
         return self.replace(target=target, overflow_fix=self.overflow_fix or by_target["overflow_fix"],
                             target_device=self.target_device or by_target["target_device"])
 
+
+# --- the jobs' options -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExportConfig(Config):
+    model: str = DEFAULT_MODEL
+    output: str | None = None
+    precision: str = "fp32"
+    overwrite: bool = False
+
+    def __post_init__(self):
+        _choice("precision", self.precision, PRECISIONS)
+
+
+_JOB_FIELDS = ("model", "output", "overwrite", "calibration", "calibration_set", "eval_trajectories",
+               "report_images", "text_encoder", "vae")
+
+
+@dataclass(frozen=True)
+class QuantizeJobConfig(Config):
+    """`edge-dm quantize`: calibrate a model, quantize its denoiser, check it on held-out
+    trajectories and write an int8 bundle."""
+    model: str = DEFAULT_MODEL
+    output: str | None = None  # None: the bundle cache, where `generate` finds it
+    overwrite: bool = False
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    calibration_set: str | None = None  # reuse a saved calibration.npz
+    quantization: QuantizeConfig = field(default_factory=QuantizeConfig)
+    eval_trajectories: int = 4  # held-out trajectories, each sampled at 10 timesteps spread over [0, T]
+    report_images: int | None = None  # text-to-image: prompts in report.png (None: the family's default; 0: none)
+    text_encoder: str = "float"  # text-to-image: the text encoder float, or NNCF int8 weight compression
+    vae: str = "float"  # text-to-image: the VAE decoder likewise
+    _nested = {"calibration": CalibrationConfig, "quantization": QuantizeConfig}
+
+    def __post_init__(self):
+        _choice("text_encoder", self.text_encoder, COMPONENT_MODES)
+        _choice("vae", self.vae, COMPONENT_MODES)
+        _positive(eval_trajectories=self.eval_trajectories)
+        if self.report_images is not None and self.report_images < 0:
+            raise ConfigError(f"`report_images` must be >= 0, got {self.report_images}")
+        if self.quantization.mode == "weights" and (self.calibration != CalibrationConfig() or self.calibration_set):
+            raise ConfigError("`mode` weights compresses weights without calibration: drop the calibration options")
+
     @classmethod
-    def from_dict(cls, data: dict):
-        data = dict(data)
-        data.setdefault("keep_float", ())  # recipes from before keep_float quantized every module
-        data.setdefault("split_shortcut", False)  # and those from before --split-shortcut split nothing
-        if "target" not in data:  # recipes from before --target: what they were quantized with
-            data.setdefault("overflow_fix", "first_layer_only")  # NNCF's default, before --overflow-fix
-            data.setdefault("target_device", "ANY")
-        if data.get("overflow_fix") == "first-layer":  # the name before NNCF's own value was used
-            data["overflow_fix"] = "first_layer_only"
-        if data.get("range_estimator") == "quantile":
-            data["range_estimator"] = "mean-quantile"
-        return super().from_dict(data)
+    def from_recipe(cls, data: dict, format: int = RECIPE_FORMAT) -> "QuantizeJobConfig":
+        """The job config a recipe's "config" holds, in any recipe format edge-dm has written."""
+        if format >= 2:
+            return cls.from_dict(data)
+        data = dict(data)  # format 1: one flat config; its algorithm options, with what older ones lacked
+        algorithm = {k: data.pop(k) for k in list(data) if k not in _JOB_FIELDS}
+        algorithm.setdefault("keep_float", ())  # recipes from before keep_float quantized every module
+        algorithm.setdefault("split_shortcut", False)  # and those from before the split split nothing
+        if "target" not in algorithm:  # recipes from before targets: what they were quantized with
+            algorithm.setdefault("overflow_fix", "first_layer_only")  # NNCF's default then
+            algorithm.setdefault("target_device", "ANY")
+        if algorithm.get("overflow_fix") == "first-layer":  # the name before NNCF's own value was used
+            algorithm["overflow_fix"] = "first_layer_only"
+        if algorithm.get("range_estimator") == "quantile":
+            algorithm["range_estimator"] = "mean-quantile"
+        return cls.from_dict(dict(data, quantization=algorithm))
+
+
+@dataclass(frozen=True)
+class GenerateConfig(Config):
+    model: str = DEFAULT_MODEL
+    output: str = "samples"
+    overwrite: bool = False
+    num_images: int = 16
+    prompts: tuple = ()  # text-to-image: image i has prompt i, cycling through them
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    runtime: DeviceConfig = field(default_factory=DeviceConfig)
+    _nested = {"sampling": SamplingConfig, "runtime": DeviceConfig}
+
+    def __post_init__(self):
+        _positive(num_images=self.num_images)
+        if not all(isinstance(p, str) for p in self.prompts):
+            raise ConfigError("`prompts` must be strings")
 
 
 @dataclass(frozen=True)
@@ -345,15 +371,13 @@ class EvaluateConfig(Config):
     def __post_init__(self):
         _positive(num_images=self.num_images)
         if not self.samples:
-            raise ConfigError("pass --samples: an image folder or a bundle")
+            raise ConfigError("give `samples`: an image folder or a bundle")
         if not re.fullmatch(r"openvino|cpu|cuda(:\d+)?", self.feature_device):
-            raise ConfigError(f"unknown feature device {self.feature_device!r}; "
-                              "choose openvino, cpu, cuda or cuda:N")
+            raise ConfigError(f"unknown `feature_device` {self.feature_device!r}; choose openvino, cpu, cuda or cuda:N")
         if self.reference is None and self.compare is None and self.classifier is None:
-            raise ConfigError("pass --reference (FID/sFID), --compare (paired drift) or --classifier, or several")
+            raise ConfigError("give `reference` (FID/sFID), `compare` (paired drift) or `classifier`, or several")
         if self.classifier is not None and not self.prompts:
-            raise ConfigError("--classifier scores each image against the class its prompt names: "
-                              "give the prompts (--prompt or --prompts FILE)")
+            raise ConfigError("`classifier` scores each image against the class its prompt names: give the prompts")
         if self.reference is not None and self.num_images < 2:
             raise ConfigError(f"FID needs at least 2 images (thousands for a meaningful one), got {self.num_images}")
 
@@ -382,11 +406,11 @@ class BenchmarkConfig(Config):
         _positive(**{f"batch_size_{b}": b for b in self.batch_sizes})
         gates = self.min_int8_speedup
         for isa in gates if isinstance(gates, dict) else ():
-            _choice("CPU class in min-int8-speedup", isa, TARGETS[1:])
+            _choice("CPU class in min_int8_speedup", isa, TARGETS[1:])
         for ratio in gates.values() if isinstance(gates, dict) else [gates]:
             _finite(min_int8_speedup=ratio)
             if ratio is not None and ratio <= 0:
-                raise ConfigError(f"min-int8-speedup must be > 0, got {ratio}")
+                raise ConfigError(f"`min_int8_speedup` must be > 0, got {ratio}")
 
     def int8_gate(self, target: str) -> float | None:
         """The minimum int8 speed-up on a CPU of class `target` (avx2, vnni, amx), or None."""

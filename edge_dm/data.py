@@ -1,7 +1,8 @@
-"""Image datasets: CIFAR-10 (or any images) from a folder or a tar(.gz) of image files.
+"""Data from files: images (CIFAR-10, or any images) from a folder or a tar(.gz) of image files,
+and prompts from a text file.
 
-The loaders return uint8 arrays of shape (N, H, W, 3): training, FID statistics and calibration
-with real images (`--calibration forward`) all start from that; edge_dm.images converts them.
+The image loaders return uint8 arrays of shape (N, H, W, 3): training, FID statistics and
+calibration with real images (`--calibration forward`) all start from that; edge_dm.images converts them.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def _stack(arrays: list, path: Path) -> np.ndarray:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {path}")
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
-        raise DataError(f"images in {path} differ in size {sorted(shapes)}; pass a size to resize them")
+        raise DataError(f"images in {path} differ in size {sorted(shapes)}: give a folder of images of one size")
     return np.stack(arrays)
 
 
@@ -92,3 +93,21 @@ def load_labelled_images(path: str | Path, size: int | None = None) -> tuple[np.
                         "labelled data has one folder per class (e.g. cifar10/train/horse/0001.jpg)")
     index = {n: i for i, n in enumerate(names)}
     return images, np.array([index[c] for c in classes], dtype=np.int64), names
+
+
+def read_prompts(path) -> list[str]:
+    """The prompts in a UTF-8 text file, one a line (a byte-order mark and blank lines skipped);
+    DataError if there are none."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read the prompt file {path}: {exc}") from None
+    prompts = [ln.strip() for ln in lines if ln.strip()]
+    if not prompts:
+        raise DataError(f"the prompt file {path} holds no prompt")
+    return prompts
+
+
+def cycled(prompts, n: int) -> list:
+    """The prompt of each of n images: image i has prompt i, cycling through `prompts`."""
+    return [prompts[i % len(prompts)] for i in range(n)] if prompts else []

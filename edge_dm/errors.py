@@ -1,13 +1,28 @@
 """edge-dm's errors: one base class, one subclass per kind of bad input.
 
-The library raises these with a one-line message meant for a person; the CLI turns any of them into
-a click error (one line, exit code 1) and never shows a traceback for them.
+The library raises these with a one-line message meant for a person. A message names the options
+it is about in backticks, by their Python names (`keep_float`); `str(error)` shows those names, and
+the CLI shows the command's flag for each (`--keep-float`). The CLI turns any of these errors into
+one line and exit code 1, never a traceback.
 """
+from __future__ import annotations
+
 import re
+from typing import Callable
+
+_PARAM = re.compile(r"`(\w+)`")
 
 
 class EdgeDMError(Exception):
     """Base class of every error edge-dm raises on purpose."""
+
+    def __init__(self, message: str = ""):
+        self.template = message
+        super().__init__(self.render())
+
+    def render(self, name: Callable[[str], str] = str) -> str:
+        """The message with each `param` written as name(param) (default: the Python name)."""
+        return _PARAM.sub(lambda m: name(m.group(1)), self.template)
 
 
 class ConfigError(EdgeDMError, ValueError):
@@ -35,11 +50,24 @@ class OutputExistsError(EdgeDMError):
 
 
 class QuantizationError(EdgeDMError):
-    """Quantization ran but could not meet the quality budget it was asked to hold (--max-drop)."""
+    """Quantization ran but could not meet the quality budget it was asked to hold (`max_drop`)."""
 
 
 class BenchmarkError(EdgeDMError):
     """A benchmark ran but missed the speed-up it was asked to hold."""
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether a library error is a KeyboardInterrupt (Ctrl-C, or SIGTERM as edge-dm maps it) that the
+    library wrapped into an exception of its own (OpenVINO's converters and optimum's exporters carry
+    only its text), directly or as a cause."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt) or "KeyboardInterrupt" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 _SOURCE_LOCATION = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:)\s*")

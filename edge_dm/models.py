@@ -11,17 +11,15 @@ The family (edge_dm.families) is told by the folder's layout.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_dm.errors import ModelNotFoundError
-from edge_dm.families import FAMILIES, LoadedModel, for_folder
+from edge_dm.errors import ConfigError, ModelNotFoundError
+from edge_dm.families import FAMILIES, LoadedModel, for_folder, pipeline_classes
+from edge_dm.resources import shipped_model_dir
+from edge_dm.sampling import make_scheduler
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-MODELS_DIR = PROJECT_ROOT / "models"
 RANDOM_PREFIX = "random:"
 
 
@@ -31,6 +29,7 @@ class RegistryEntry:
     source: str  # a hub id, or a path relative to the project
     description: str
     keep_float: tuple | None = None  # what quantize keeps in float by default (None: the family's default)
+    sampling: dict = field(default_factory=dict)  # sampling defaults beyond the family's (its model card's)
 
 
 REGISTRY = {
@@ -58,17 +57,11 @@ REGISTRY = {
 }
 
 
-def slug(spec: str) -> str:
-    """A file-name-safe name for a model spec, used for its default bundle folder."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "--", str(spec).strip("/")) or "model"
-
-
 def resolve(spec: str) -> str:
     """The directory or hub id that `spec` names."""
     if spec in REGISTRY:
         src = REGISTRY[spec].source
         if src.startswith("models/"):  # shipped with edge-dm: found wherever the install put it
-            from edge_dm.resources import shipped_model_dir
             return str(shipped_model_dir(src.split("/", 1)[1]))
         return src
     return spec
@@ -78,11 +71,17 @@ def _hub_family(source: str):
     """The family of a hub model, from its model_index.json (cache first; offline: cache only)."""
     from huggingface_hub import hf_hub_download
 
-    index = json.loads(Path(hf_hub_download(source, "model_index.json")).read_text())
-    folder_like = {k for k, v in index.items() if isinstance(v, list)}
-    if {"text_encoder", "unet", "vae"} <= folder_like:
-        return FAMILIES["stable-diffusion"]
-    return FAMILIES["unet2d"]
+    folder = Path(hf_hub_download(source, "model_index.json")).parent
+    for sub in ("unet", "scheduler"):  # what the families read to recognise a model
+        for name in ("config.json", "scheduler_config.json"):
+            try:
+                hf_hub_download(source, f"{sub}/{name}")
+            except Exception:  # noqa: BLE001 - one of the two names does not exist
+                pass
+    family = for_folder(folder)
+    if family is None:
+        raise ModelNotFoundError(f"{source} is no pipeline edge-dm takes; it takes {', '.join(pipeline_classes())}")
+    return family
 
 
 def _not_found(spec: str, source: str, exc: Exception) -> ModelNotFoundError:
@@ -91,14 +90,11 @@ def _not_found(spec: str, source: str, exc: Exception) -> ModelNotFoundError:
         "it could not be downloaded from the Hugging Face hub and is not in the cache"
     return ModelNotFoundError(
         f"model {spec!r} ({source}): {why} ({type(exc).__name__}); download it elsewhere with "
-        f"`DiffusionPipeline.from_pretrained('{source}').save_pretrained(DIR)` and pass --model DIR")
+        f"`DiffusionPipeline.from_pretrained('{source}').save_pretrained(DIR)` and give that folder as `model`")
 
 
 def _check_scheduler(m: LoadedModel, where) -> None:
     """ModelNotFoundError unless diffusers can build a scheduler from the model's scheduler config."""
-    from edge_dm.errors import ConfigError
-    from edge_dm.sampling import make_scheduler
-
     try:
         make_scheduler("ddpm", m.scheduler_config)
     except ConfigError as exc:
@@ -106,9 +102,13 @@ def _check_scheduler(m: LoadedModel, where) -> None:
 
 
 def load_model(spec: str) -> LoadedModel:
+    """The model `spec` names (module docstring), with its registry entry's defaults where it has one."""
     m = _load(spec)
     entry = REGISTRY.get(spec)
-    return dataclasses.replace(m, keep_float=entry.keep_float) if entry and entry.keep_float else m
+    if entry is None:
+        return m
+    return dataclasses.replace(m, keep_float=entry.keep_float if entry.keep_float else m.keep_float,
+                               sampling={**m.sampling, **entry.sampling})
 
 
 def _load(spec: str) -> LoadedModel:
@@ -129,7 +129,7 @@ def _load(spec: str) -> LoadedModel:
     if path.exists():
         family = for_folder(path)
         if family is None:
-            what = "has model_index.json but no unet/ and scheduler/ folders of a known kind" \
+            what = f"holds no pipeline edge-dm takes (it takes {', '.join(pipeline_classes())})" \
                 if (path / "model_index.json").exists() else \
                 "is not a diffusers model folder: expected model_index.json or unet/ and scheduler/"
             raise ModelNotFoundError(f"{path} {what}")
@@ -146,6 +146,8 @@ def _load(spec: str) -> LoadedModel:
     try:
         family = _hub_family(source)
         m = family.load(spec, source)
+    except ModelNotFoundError:
+        raise
     except Exception as exc:  # hub errors come in many types; all mean the same here
         raise _not_found(spec, source, exc) from None
     _check_scheduler(m, source)

@@ -1,7 +1,7 @@
 """Atomic outputs: an output folder or file appears complete, or not at all.
 
 Work goes into a hidden `.NAME.partial-<pid>-<rand>` beside the target, which is renamed into place
-when complete. Every folder edge-dm makes holds a MARKER file; --overwrite replaces only such folders.
+when complete. Every folder edge-dm makes holds a MARKER file; `overwrite` replaces only such folders.
 """
 from __future__ import annotations
 
@@ -34,13 +34,21 @@ def home() -> Path:
         where = f"EDGE_DM_HOME={env}" if env else f"the edge-dm cache {path}"
         raise ConfigError(f"{where} cannot be used: {anc} is a file, not a folder (set EDGE_DM_HOME to a folder)")
     return path
+
+
+def slug(spec: str) -> str:
+    """A file-name-safe name for a model spec, used for its default bundle folder."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", str(spec).strip("/")) or "model"
+
+
 _PARTIAL = re.compile(r"\..+\.partial-(\d{1,9})-[0-9a-f]{8}(\.[^.]*)?")
 _OLD = re.compile(r"\.(.+)\.old-(\d{1,9})-[0-9a-f]{8}")
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
 
-def check_output(path, overwrite: bool = False, kind: str = "dir", legacy=None) -> Path:
-    """Check before any work that `path` can be written; return it as an absolute path."""
+def check_output(path, overwrite: bool = False, kind: str = "dir", legacy=None, inputs=()) -> Path:
+    """Check before any work that `path` can be written without touching `inputs` (the paths the
+    run reads: an output never is, holds or lies inside one of them); return it as an absolute path."""
     if kind not in ("dir", "file"):
         raise ValueError(f"kind must be 'dir' or 'file', not {kind!r}")
     try:
@@ -49,6 +57,12 @@ def check_output(path, overwrite: bool = False, kind: str = "dir", legacy=None) 
         raise ConfigError(f"output {path} cannot be resolved: {exc}") from None
     if not target.name:
         raise ConfigError(f"output {target} cannot be written: choose a path below it")
+    for source in inputs:
+        if not Path(source).exists():  # a model name or hub id, not a path
+            continue
+        source = Path(source).resolve()
+        if target == source or source in target.parents or target in source.parents:
+            raise ConfigError(f"output {target} overlaps {source}, which this run reads: choose another output")
     try:
         anc = target.parent
         while not anc.exists():
@@ -61,14 +75,14 @@ def check_output(path, overwrite: bool = False, kind: str = "dir", legacy=None) 
             if target.is_dir():
                 raise OutputExistsError(f"output {target} is a folder; a file is wanted here")
             if target.exists() and not overwrite:
-                raise OutputExistsError(f"output file {target} exists (pass --overwrite to replace it)")
+                raise OutputExistsError(f"output file {target} exists (pass `overwrite` to replace it)")
         elif target.exists() and not target.is_dir():
             raise OutputExistsError(f"output {target} is a file; a folder is wanted here")
         elif os.path.ismount(target):
             raise ConfigError(f"output {target} is a mount point; choose a folder inside it")
         elif target.is_dir() and any(target.iterdir()):
             if not overwrite:
-                raise OutputExistsError(f"output folder {target} exists and is not empty (pass --overwrite to replace it)")
+                raise OutputExistsError(f"output folder {target} exists and is not empty (pass `overwrite` to replace it)")
             if not (target / MARKER).is_file() and not (legacy and legacy(target)):
                 raise OutputExistsError(f"output folder {target} was not made by edge-dm and will not be replaced")
     except OSError as exc:
@@ -154,9 +168,10 @@ def _publish(tmp: Path, target: Path, overwrite: bool, kind: str, legacy) -> Pat
 
 
 @contextlib.contextmanager
-def atomic_output(path, overwrite: bool = False, kind: str = "dir", legacy=None):
-    """Yield a temporary path beside `path`; it replaces `path` on success and is removed on any error."""
-    target = check_output(path, overwrite, kind, legacy)
+def atomic_output(path, overwrite: bool = False, kind: str = "dir", legacy=None, inputs=()):
+    """Yield a temporary path beside `path`; it replaces `path` on success and is removed on any error.
+    `inputs`: what the run reads, which the output must not overlap (check_output)."""
+    target = check_output(path, overwrite, kind, legacy, inputs)
     tmp = target.with_name(f".{target.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
     if kind == "file":
         tmp = tmp.with_name(tmp.name + target.suffix)  # np.savez and friends insist on their suffix
@@ -243,6 +258,56 @@ def clean_stale(parent) -> list[Path]:
             _remove(parent / name)
             removed.append(parent / name)
     return removed
+
+
+class ScratchDir:
+    """A private folder for temporary files under edge-dm's home (`home()/tmp`): removed by
+    `cleanup()`, on garbage collection, at exit, or, where a process was killed, by the next run
+    that makes one (clean_stale). `as_tempdir()` points Python's tempfile module at it meanwhile, so
+    libraries' own temporary folders (optimum-intel's export) live and die with it."""
+
+    def __init__(self):
+        import weakref
+
+        parent = home() / "tmp"
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            clean_stale(parent)
+            self.path = parent / f".scratch.partial-{os.getpid()}-{secrets.token_hex(4)}"
+            os.mkdir(self.path)
+            (self.path / MARKER).write_text(json.dumps({"tool": "edge-dm", "kind": "scratch"}) + "\n")
+            self._hold = os.open(self.path / MARKER, os.O_RDWR)
+        except OSError as exc:
+            raise ConfigError(f"cannot make a temporary folder in {parent}: {exc.strerror or exc}") from None
+        with contextlib.suppress(OSError):  # tells clean_stale in other pid namespaces we are alive
+            fcntl.flock(self._hold, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._finalizer = weakref.finalize(self, ScratchDir._release, self._hold, self.path)
+
+    @staticmethod
+    def _release(hold: int, path: Path) -> None:
+        with contextlib.suppress(OSError):
+            os.close(hold)
+        _remove(path)
+
+    def cleanup(self) -> None:
+        self._finalizer()
+
+    def __enter__(self) -> "ScratchDir":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+    @contextlib.contextmanager
+    def as_tempdir(self):
+        import tempfile
+
+        before = tempfile.tempdir
+        tempfile.tempdir = str(self.path)
+        try:
+            yield self.path
+        finally:
+            tempfile.tempdir = before
 
 
 def _on_sigterm(signum, frame):

@@ -1,10 +1,9 @@
-"""NNCF post-training quantization of a denoiser's OpenVINO model with a calibration set, in memory.
+"""NNCF post-training quantization of a denoiser's OpenVINO model with a calibration set, in memory:
+`quantize_model(model, calibration, QuantizeConfig())`, as `nncf.quantize(model, dataset)`.
 
-Defaults (preset MIXED, model_type TRANSFORMER, i.e. SmoothQuant on the attention MatMuls, fast bias
-correction, min-max ranges, the family's float-kept modules) were chosen by the fp32-vs-int8 error of
-the noise prediction and the drift of whole images: see docs/QUANTIZATION.md for the measurements.
-The overflow fix and NNCF's target device follow the target CPU class (cfg.target, edge_dm/targets.py:
-7-bit weights on every layer for avx2 only; CPU_SPR for amx).
+The defaults (QuantizeConfig: preset MIXED, model type TRANSFORMER, fast bias correction, min-max
+ranges, the family's float-kept modules) are explained in docs/QUANTIZATION.md. The overflow fix and
+NNCF's target device follow the target CPU class (QuantizeConfig.target, edge_dm.targets).
 
 Accuracy-aware mode (cfg.max_drop, a budget on the mean held-out error): where the int8 model misses
 it, NNCF's `quantize_with_accuracy_control` returns the most sensitive operations to float, judged by
@@ -20,7 +19,8 @@ import numpy as np
 
 from edge_dm.calibration import CalibrationSet
 from edge_dm.configs import QuantizeConfig, nncf_enums
-from edge_dm.errors import ConfigError
+from edge_dm.errors import ConfigError, QuantizationError
+from edge_dm.families import get
 from edge_dm.targets import stamp
 
 
@@ -31,34 +31,34 @@ def keep_float_patterns(model, names) -> list[str]:
     for name in names:
         pattern = rf".*[./]{re.escape(name)}[^/]*/.*"
         if not any(re.fullmatch(pattern, op) for op in ops):
-            raise ConfigError(f"--keep-float {name}: no module of this model is named so")
+            raise ConfigError(f"`keep_float` {name!r}: no module of this model is named so")
         patterns.append(pattern)
     return patterns
 
 
-def kept_float(cfg: QuantizeConfig, keep_float: tuple | None = None, calibration=None) -> tuple:
-    """The modules left in float: cfg.keep_float, else `keep_float`, else the default of the model
-    family the calibration set was made for (none when there is no calibration set to tell)."""
+def kept_float(cfg: QuantizeConfig, calibration: CalibrationSet | None = None) -> tuple:
+    """The modules left in float: cfg.keep_float, else the policy of the model family the calibration
+    set was made for (none when there is no calibration set to tell)."""
     if cfg.keep_float is not None:
         return cfg.keep_float
-    if keep_float is not None:
-        return keep_float
     if calibration is None:
         return ()
-    from edge_dm.families import get
-
-    return get(calibration.recipe.get("family")).default_keep_float
+    return get(calibration.recipe.get("family")).policy.keep_float
 
 
-def check_quantizable(model, cfg: QuantizeConfig, calibration=None, keep_float: tuple | None = None) -> None:
-    """Everything quantize_model checks, run before calibration: the calibration set fits `model`, the
-    ignored scope and the kept-float modules match operations of it."""
+def check_quantizable(model, cfg: QuantizeConfig, calibration: CalibrationSet | None = None) -> None:
+    """Everything quantize_model checks, run before calibration: `model` is not quantized yet, the
+    calibration set fits it, the ignored scope and the kept-float modules match operations of it."""
+    done = op_counts(model)
+    if done["fake_quantize"] or done["int8_constants"]:
+        raise ConfigError(f"the model is quantized already ({done['fake_quantize']} FakeQuantize, "
+                          f"{done['int8_constants']} int8 constants): quantize its fp32 model")
     if cfg.mode == "weights":
         return
     if calibration is not None:
         calibration.check_fits(model)
     check_ignored(model, cfg)
-    keep_float_patterns(model, kept_float(cfg, keep_float, calibration))
+    keep_float_patterns(model, kept_float(cfg, calibration))
 
 
 def check_ignored(model, cfg: QuantizeConfig) -> None:
@@ -69,17 +69,14 @@ def check_ignored(model, cfg: QuantizeConfig) -> None:
     types = {op.get_type_name() for op in ops}
     for n in cfg.ignored_names:
         if n not in names:
-            raise ConfigError(f"--ignore-name {n}: no operation of this model has that name")
+            raise ConfigError(f"`ignored_names` {n!r}: no operation of this model has that name")
     for p in cfg.ignored_patterns:
-        try:
-            rx = re.compile(p)
-        except re.error as exc:
-            raise ConfigError(f"--ignore-pattern {p}: not a regular expression ({exc})") from None
+        rx = re.compile(p)  # QuantizeConfig checked that it compiles
         if not any(rx.fullmatch(n) for n in names):
-            raise ConfigError(f"--ignore-pattern {p}: matches no operation of this model")
+            raise ConfigError(f"`ignored_patterns` {p!r}: matches no operation of this model")
     for t in cfg.ignored_types:
         if t not in types:
-            raise ConfigError(f"--ignore-type {t}: this model has no operation of that type")
+            raise ConfigError(f"`ignored_types` {t!r}: this model has no operation of that type")
 
 
 def nncf_options(cfg: QuantizeConfig, model, keep_float) -> dict:
@@ -102,21 +99,21 @@ def nncf_options(cfg: QuantizeConfig, model, keep_float) -> dict:
                 advanced_parameters=AdvancedQuantizationParameters(**adv))
 
 
-def quantize_model(model, calibration: CalibrationSet | None, cfg: QuantizeConfig | None = None,
-                   keep_float: tuple | None = None):
+def quantize_model(model, calibration: CalibrationSet | None, config: QuantizeConfig | None = None):
     """The int8 openvino.Model of `model` (left unchanged): W8A8 with NNCF on `calibration` for the CPU
-    class cfg.target (auto: this CPU), or with cfg.mode "weights" int8 weight compression (no
-    calibration). Modules left in float: cfg.keep_float, else `keep_float`, else the default of the
-    model family the calibration set was made for. The int8 model's rt_info records the target
-    (edge_dm.targets.made_for)."""
+    class config.target (auto: this CPU), or with config.mode "weights" int8 weight compression (no
+    calibration). Modules left in float: config.keep_float, else the policy of the model family the
+    calibration set was made for. The int8 model's rt_info records the target (edge_dm.targets.made_for)."""
     import nncf
 
-    cfg = cfg or QuantizeConfig()
+    cfg = config or QuantizeConfig()
+    check_quantizable(model, cfg, calibration)
     if cfg.mode == "weights":
         return compress_weights(model.clone())
-    check_quantizable(model, cfg, calibration, keep_float)
+    if calibration is None:
+        raise ConfigError("int8 `mode` quantizes activations too: it needs a calibration set")
     cfg = cfg.for_target()  # auto: this CPU's class
-    options = nncf_options(cfg, model, kept_float(cfg, keep_float, calibration))
+    options = nncf_options(cfg, model, kept_float(cfg, calibration))
     with nncf_quiet():
         q = nncf.quantize(model.clone(), calibration.nncf_dataset(),
                           subset_size=cfg.subset_size or len(calibration), **options)
@@ -256,8 +253,7 @@ def by_module(op_names) -> dict:
     return out
 
 
-def restore_accuracy(model, calibration: CalibrationSet, items: list[dict], cfg: QuantizeConfig,
-                     keep_float: tuple | None = None) -> tuple:
+def restore_accuracy(model, calibration: CalibrationSet, items: list[dict], cfg: QuantizeConfig) -> tuple:
     """(int8 model, its error_table): NNCF's accuracy control on `model` with the budget cfg.max_drop on
     the held-out `items`. NNCF quantizes as quantize_model does, ranks groups of quantizers by the
     held-out score with each group's operations back in float, and returns groups to float greedily,
@@ -266,7 +262,7 @@ def restore_accuracy(model, calibration: CalibrationSet, items: list[dict], cfg:
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     cfg = cfg.for_target()  # auto: this CPU's class, as quantize_model
-    opts = nncf_options(cfg, model, kept_float(cfg, keep_float, calibration))
+    opts = nncf_options(cfg, model, kept_float(cfg, calibration))
     restorer = AdvancedAccuracyRestorerParameters(ranking_subset_size=len(items))
     if cfg.max_iterations is not None:
         restorer.max_num_iterations = cfg.max_iterations
@@ -280,27 +276,24 @@ def restore_accuracy(model, calibration: CalibrationSet, items: list[dict], cfg:
     return restored, error_table(restored, items)
 
 
-def hold_budget(model, q, errors: dict, calibration: CalibrationSet, items: list[dict], cfg: QuantizeConfig,
-                keep_float: tuple | None = None) -> tuple:
+def hold_budget(model, q, errors: dict, calibration: CalibrationSet, items: list[dict], cfg: QuantizeConfig) -> tuple:
     """(int8 model, its error_table, report) within cfg.max_drop: `q` (quantize_model's int8 model of
     `model`, whose error_table is `errors`) where it holds, else restore_accuracy's. The report: the
     budget, the held-out error before and after, the operations that went back to float by module.
     QuantizationError where NNCF's best effort misses the budget, or meets it only in all-float."""
-    from edge_dm.errors import QuantizationError
-
     before, ops = errors["mean_rel_l2"], int8_ops(q)
     report = dict(max_drop=cfg.max_drop, rel_l2_before=before, int8_ops_before=len(ops), float_ops=0,
                   float_ops_by_module={})
     if before > cfg.max_drop:
-        q, errors = restore_accuracy(model, calibration, items, cfg, keep_float)
+        q, errors = restore_accuracy(model, calibration, items, cfg)
         left, after = int8_ops(q), errors["mean_rel_l2"]
-        bound = "" if cfg.max_iterations is None else f", --max-iterations {cfg.max_iterations}"
+        bound = "" if cfg.max_iterations is None else f", `max_iterations` {cfg.max_iterations}"
         if after > cfg.max_drop:
-            raise QuantizationError(f"--max-drop {cfg.max_drop} cannot be met: NNCF's accuracy control took the "
+            raise QuantizationError(f"`max_drop` {cfg.max_drop} cannot be met: NNCF's accuracy control took the "
                                     f"held-out error from {before:.4g} to {after:.4g} at best ({len(left)} of "
                                     f"{len(ops)} operations left in int8{bound}); raise the budget")
         if not left:
-            raise QuantizationError(f"--max-drop {cfg.max_drop} is met only with every operation back in float: "
+            raise QuantizationError(f"`max_drop` {cfg.max_drop} is met only with every operation back in float: "
                                     "that is the fp32 model (edge-dm export); raise the budget")
         report.update(float_ops=len(ops - left), float_ops_by_module=by_module(ops - left))
     return q, errors, dict(report, rel_l2_after=errors["mean_rel_l2"])

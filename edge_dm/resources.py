@@ -91,3 +91,8 @@ def shipped_dataset(file: str) -> Path:
     where = ", ".join(str(p) for p in places) or f"package {_PACKAGES['datasets']} not importable"
     raise DataError(f"the shipped file {file!r} is missing from this edge-dm install "
                     f"(looked in: {where}); reinstall edge-dm")
+
+
+def shipped_prompts(held_out: bool = False) -> Path:
+    """datasets/prompts.txt (calibration) or datasets/prompts-heldout.txt (error tables, reports)."""
+    return shipped_dataset("prompts-heldout.txt" if held_out else "prompts.txt")

@@ -16,16 +16,15 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from edge_dm.configs import SCHEDULERS
+from edge_dm.errors import ConfigError, library_reason
 
 
 def make_scheduler(name: str, config: dict):
     """A diffusers scheduler of kind `name` built from a model's saved scheduler config."""
     import diffusers
 
-    from edge_dm.errors import ConfigError
-
     if name not in SCHEDULERS:
-        raise ConfigError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+        raise ConfigError(f"unknown `scheduler` {name!r}; choose one of {', '.join(SCHEDULERS)}")
     cls = getattr(diffusers, SCHEDULERS[name])
     kwargs = {}
     if name == "ddim":
@@ -33,24 +32,20 @@ def make_scheduler(name: str, config: dict):
     try:
         return cls.from_config(config, **kwargs)
     except (NotImplementedError, ValueError, TypeError) as exc:  # e.g. an unknown beta_schedule
-        from edge_dm.errors import library_reason
-
-        raise ConfigError(f"the model's scheduler config cannot make a {name} scheduler: {library_reason(exc)}") from None
+        raise ConfigError(f"the model's scheduler config cannot make a {name} `scheduler`: {library_reason(exc)}") from None
 
 
 def check_steps(name: str, config: dict, steps: int) -> None:
     """ConfigError unless the scheduler `name` can run `steps` steps of the model's training schedule
     (checked before any work: some schedulers fail only after the loop)."""
-    from edge_dm.errors import ConfigError
-
     T = int(config.get("num_train_timesteps", 1000))
     if steps > T:
-        raise ConfigError(f"--steps {steps} is more than the model's {T} training timesteps")
+        raise ConfigError(f"`steps` {steps} is more than the model's {T} training timesteps")
     scheduler = make_scheduler(name, config)
     try:
         scheduler.set_timesteps(steps)
     except (ValueError, IndexError) as exc:
-        raise ConfigError(f"the {name} scheduler cannot run {steps} steps: {exc}") from None
+        raise ConfigError(f"the {name} scheduler cannot run {steps} `steps`: {exc}") from None
 
 
 def generators(seed: int, start: int, count: int):

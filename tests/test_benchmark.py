@@ -3,17 +3,14 @@ import re
 
 import pytest
 
-from edge_dm.benchmark import benchmark, check_gate, float_baseline
-from edge_dm.configs import BenchmarkConfig, CalibrationConfig, QuantizeConfig, SamplingConfig
+from edge_dm.configs import BenchmarkConfig
 from edge_dm.errors import BenchmarkError
-from edge_dm.jobs import quantize
+from edge_dm.jobs.speed import benchmark, check_gate, float_baseline
 
 
 @pytest.fixture(scope="module")
-def tiny_int8(tiny_model_dir, tmp_path_factory):
-    cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path_factory.mktemp("bq") / "int8"),
-                         calibration=CalibrationConfig(num_samples=8, sampling=SamplingConfig(steps=6)), eval_trajectories=1)
-    return quantize(cfg, progress=False)[0]
+def tiny_int8(tiny_int8):
+    return tiny_int8[0]
 
 
 def test_benchmark_writes_json_markdown_and_chart(tiny_model_dir, tiny_int8, tmp_path):

@@ -24,14 +24,8 @@ def test_unet_throughput_writes_json_with_deepcache_parts(tiny_bundle, tmp_path)
 
 
 @pytest.fixture(scope="module")
-def tiny_int8(tiny_model_dir, tmp_path_factory):
-    from edge_dm.configs import CalibrationConfig, QuantizeConfig, SamplingConfig
-    from edge_dm.jobs import quantize
-
-    int8 = tmp_path_factory.mktemp("q") / "int8"
-    quantize(QuantizeConfig(model=tiny_model_dir, output=str(int8), eval_trajectories=1,
-                            calibration=CalibrationConfig(num_samples=8, sampling=SamplingConfig(steps=5))), progress=False)
-    return int8
+def tiny_int8(tiny_int8):
+    return tiny_int8[0].path
 
 
 def test_unet_profile_sums_layer_times_of_float_and_int8(tiny_model_dir, tiny_int8, tmp_path):
@@ -65,9 +59,9 @@ def test_t2i_guidance_scores_class_accuracy_per_guidance_scale(tmp_path):
     """The guidance recipe on the tiny text-to-image pipeline and a random classifier of its two prompt
     classes: one row per guidance scale, each accuracy the fraction of images classed as prompted."""
     import torch
+    from tiny_sd import IMAGE, build_tiny_sd
 
     from edge_dm.classifier import build_classifier, save_classifier
-    from tiny_sd import IMAGE, build_tiny_sd
 
     if not (BENCHMARKS / "t2i_guidance.py").is_file():
         pytest.skip("benchmarks/ is not beside the tests")
@@ -96,12 +90,12 @@ def test_t2i_table5_rows_share_prompts_and_seeds(tmp_path):
     and each int8 row is scored against them."""
     import numpy as np
     import torch
+    from tiny_sd import IMAGE, build_tiny_sd
 
     from edge_dm.bundle import Bundle
     from edge_dm.classifier import build_classifier, save_classifier
     from edge_dm.configs import DeviceConfig, SamplingConfig
     from edge_dm.pipeline import Pipeline
-    from tiny_sd import IMAGE, build_tiny_sd
 
     if not (BENCHMARKS / "t2i_table5.py").is_file():
         pytest.skip("benchmarks/ is not beside the tests")

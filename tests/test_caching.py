@@ -5,7 +5,7 @@ import torch
 from edge_dm.caching import CACHE_INPUT, OpenVINOCachedNet, TorchCachedNet, split_ir
 from edge_dm.errors import BundleError, ConfigError
 from edge_dm.families.unet2d import convert_unet
-from edge_dm.denoiser import compile_model as compile_unet
+from edge_dm.runtime import compile_model as compile_unet
 from edge_dm.sampling import denoise, generators, initial_noise, make_scheduler
 
 
@@ -74,7 +74,7 @@ def _sample(net, interval, steps=10, seed=0, n=2):
     from edge_dm.families import get
     from edge_dm.families.base import Denoiser
 
-    den = Denoiser(get("unet2d"), net, {"sample": "sample", "timestep": "timestep"})
+    den = Denoiser(get("unet2d").conditioning, net)
     sched = make_scheduler("ddim", {"num_train_timesteps": 1000, "beta_schedule": "linear"})
     sched.set_timesteps(steps)
     gens = generators(seed, 0, n)
@@ -84,10 +84,10 @@ def _sample(net, interval, steps=10, seed=0, n=2):
 
 def test_cache_interval_runs_the_whole_unet_every_nth_step(tiny_model_dir):
     from edge_dm.models import load_model
-    from edge_dm.denoiser import OpenVINOModel
+    from edge_dm.runtime import OpenVINOModel
 
     m = load_model(tiny_model_dir)
-    model = convert_unet(m.unet, m.sample_shape)
+    model = convert_unet(m.unet, (3, 8, 8))
     cached = OpenVINOCachedNet(model, 1, precision_hint="f32")
     plain = _sample(OpenVINOModel(model, precision_hint="f32"), 1)
     np.testing.assert_array_equal(_sample(cached, 1), plain)  # interval 1: the plain loop
@@ -100,13 +100,15 @@ def test_cache_interval_runs_the_whole_unet_every_nth_step(tiny_model_dir):
 
 @pytest.mark.parametrize("shortcut_split", [False, True])
 def test_int8_shallow_part_keeps_the_quantization(tiny_model_dir, tmp_path, shortcut_split):
+    from conftest import quantize_job
+
     from edge_dm.configs import CalibrationConfig, QuantizeConfig, SamplingConfig
     from edge_dm.jobs import quantize
     from edge_dm.quantize import op_counts
 
-    bundle, _ = quantize(QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "q"), eval_trajectories=1,
-                                        calibration=CalibrationConfig(num_samples=8, sampling=SamplingConfig(steps=10)),
-                                        split_shortcut=shortcut_split), progress=False)
+    cal = CalibrationConfig(num_samples=8, sampling=SamplingConfig(steps=10))
+    bundle, _ = quantize(quantize_job(tiny_model_dir, tmp_path / "q", cal,
+                                      quantization=QuantizeConfig(split_shortcut=shortcut_split)), progress=False)
     full, shallow = split_ir(bundle.read_model())
     assert op_counts(shallow)["fake_quantize"] > 0
     x = inputs(2)

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from edge_dm.calibration import (CalibrationSet, assign_lanes, collect, draw_timesteps,
-                                 nearest_steps)
+from edge_dm.calibration import CalibrationSet, assign_lanes, collect, draw_timesteps, nearest_steps
 from edge_dm.configs import CalibrationConfig, SamplingConfig
 from edge_dm.errors import ConfigError
+from edge_dm.families.base import torch_denoiser
 from edge_dm.models import load_model
 from edge_dm.sampling import denoise, generators, initial_noise, make_scheduler
 
@@ -46,7 +46,7 @@ def test_each_sample_equals_an_independent_fp_run_to_its_step(tiny_model_dir, ki
     from edge_dm.calibration import assign_lanes as lanes_of
 
     m = load_model(tiny_model_dir)
-    den = m.family.torch_denoiser(m)
+    den = torch_denoiser(m)
     cfg = CalibrationConfig(kind=kind, num_samples=10, sampling=SamplingConfig(steps=12, seed=5), samples_per_trajectory=per)
     cal = collect(cfg, den, m.scheduler_config, m.sample_shape)
     sched = make_scheduler("ddim", m.scheduler_config)
@@ -67,7 +67,7 @@ def test_each_sample_equals_an_independent_fp_run_to_its_step(tiny_model_dir, ki
 def test_dntc_maps_draws_onto_the_deployed_schedule(tiny_model_dir):
     m = load_model(tiny_model_dir)
     cal = collect(CalibrationConfig(num_samples=40, sampling=SamplingConfig(steps=20), mu=300, sigma=100),
-                                m.family.torch_denoiser(m), m.scheduler_config, m.sample_shape)
+                                torch_denoiser(m), m.scheduler_config, m.sample_shape)
     sched = make_scheduler("ddim", m.scheduler_config)
     sched.set_timesteps(20)
     assert set(cal.t.tolist()) <= set(sched.timesteps.tolist())  # real UNet timesteps, not loop indices
@@ -78,7 +78,7 @@ def test_baselines(tiny_model_dir, tmp_path):
     from PIL import Image
 
     m = load_model(tiny_model_dir)
-    den = m.family.torch_denoiser(m)
+    den = torch_denoiser(m)
     noise = collect(CalibrationConfig(kind="noise", num_samples=6), den, m.scheduler_config,
                                   m.sample_shape)
     assert (noise.t == 999).all() and abs(noise.inputs["sample"].std() - 1) < 0.2
@@ -115,14 +115,14 @@ def test_mu_is_checked_against_the_models_training_timesteps():
     CalibrationConfig(mu=1000).check_timesteps(1000)
     with pytest.raises(ConfigError, match=r"\[0, 1000\]"):
         CalibrationConfig(mu=1001).check_timesteps(1000)
-    with pytest.raises(ConfigError, match="fixed timestep"):
+    with pytest.raises(ConfigError, match="fixed_t"):
         CalibrationConfig(kind="fixed", fixed_t=1200).check_timesteps(1000)
 
 
 @pytest.mark.parametrize("bad,match", [(dict(mu=-1), "mu"), (dict(mu=float("nan")), "mu"), (dict(sigma=0), "sigma"),
-                                       (dict(sigma=float("inf")), "sigma"), (dict(kind="uniform", data="x"), "--data"),
-                                       (dict(num_samples=0), "num-samples"), (dict(kind="gauss"), "kind"),
-                                       (dict(kind="forward"), "--data")])
+                                       (dict(sigma=float("inf")), "sigma"), (dict(kind="uniform", data="x"), "data"),
+                                       (dict(num_samples=0), "num_samples"), (dict(kind="gauss"), "calibration"),
+                                       (dict(kind="forward"), "data")])
 def test_bad_calibration_options(bad, match):
     with pytest.raises(ConfigError, match=match):
         CalibrationConfig(**bad)

@@ -107,7 +107,7 @@ def test_every_option_default_is_its_configs_default():
     import dataclasses
 
     from edge_dm import configs
-    from edge_dm.train import TrainConfig
+    from edge_dm.jobs.training import TrainConfig
 
     classes = {
         "export": [configs.ExportConfig],

@@ -6,8 +6,8 @@ import pytest
 
 from edge_dm.configs import DeviceConfig, GenerateConfig, SamplingConfig
 from edge_dm.errors import BundleError, ConfigError, DeviceError, OutputExistsError
-from edge_dm.denoiser import available_devices, check_device, device_capabilities
 from edge_dm.jobs import generate
+from edge_dm.runtime import available_devices, check_device, device_capabilities
 
 
 def _digests(folder):
@@ -76,11 +76,11 @@ def test_existing_output_refused(tiny_bundle, tmp_path):
 
 def OpenVINODenoiser(model, *args, **kwargs):
     """The tiny UNet compiled as a net, wrapped as the unconditional family's denoiser."""
-    from edge_dm.denoiser import OpenVINOModel
     from edge_dm.families import get
-    from edge_dm.families.base import Denoiser, input_roles
+    from edge_dm.families.base import Denoiser
+    from edge_dm.runtime import OpenVINOModel
 
-    return Denoiser(get("unet2d"), OpenVINOModel(model, *args, **kwargs), input_roles(model))
+    return Denoiser(get("unet2d").conditioning, OpenVINOModel(model, *args, **kwargs))
 
 
 def test_throughput_split_equals_one_request(tiny_bundle):
@@ -163,7 +163,7 @@ def _types(model) -> list[str]:
 def test_group_norm_as_mvn_is_the_same_function():
     import openvino as ov
 
-    from edge_dm.denoiser import group_norm_as_mvn
+    from edge_dm.runtime import group_norm_as_mvn
 
     model, x, expected = _group_norms()
     assert _types(model).count("GroupNormalization") == 2
@@ -176,7 +176,7 @@ def test_group_norm_as_mvn_is_the_same_function():
 def test_cpu_compile_normalizes_each_group_over_one_axis():
     """On the CPU, compile_model runs each GroupNorm as one MVN over [N, groups, C/groups * H * W] (the
     plugin's own decomposition normalizes [N * groups, C/groups, H, W], slowly), with the same result."""
-    from edge_dm.denoiser import compile_model
+    from edge_dm.runtime import compile_model
 
     model, x, expected = _group_norms()
     compiled = compile_model(model, "CPU", 2, precision_hint="f32")

@@ -3,8 +3,17 @@ import pytest
 
 from edge_dm.configs import DeviceConfig, EvaluateConfig, SamplingConfig
 from edge_dm.errors import ConfigError, DataError
-from edge_dm.evaluate import (GaussianStats, drift, evaluate, frechet_distance, inception_features, load_stats,
-                              save_stats, scores, ssim)
+from edge_dm.jobs.evaluation import evaluate
+from edge_dm.metrics import (
+    GaussianStats,
+    drift,
+    frechet_distance,
+    inception_features,
+    load_stats,
+    save_stats,
+    scores,
+    ssim,
+)
 
 
 def test_identical_gaussians_are_at_distance_zero():

@@ -10,7 +10,7 @@ from edge_dm.configs import ExportConfig
 from edge_dm.errors import BundleError, ConfigError, OutputExistsError
 from edge_dm.jobs import export
 from edge_dm.models import load_model
-from edge_dm.denoiser import compile_model as compile_unet
+from edge_dm.runtime import compile_model as compile_unet
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -46,8 +46,8 @@ def test_fp16_bundle_is_smaller_and_close(tiny_model_dir, tiny_bundle, tmp_path)
     assert weights(b16) < 0.6 * weights(tiny_bundle)
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
     t = np.array([5, 600])
-    a = compile_unet(tiny_bundle.read_model(), "CPU", 2)({"sample": x, "timestep": t})[0]
-    b = compile_unet(b16.read_model(), "CPU", 2)({"sample": x, "timestep": t})[0]
+    a = compile_unet(tiny_bundle.read_model(), "CPU", 2, precision_hint="f32")({"sample": x, "timestep": t})[0]
+    b = compile_unet(b16.read_model(), "CPU", 2, precision_hint="f32")({"sample": x, "timestep": t})[0]
     assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-2
 
 
@@ -55,7 +55,7 @@ def test_existing_output_is_refused_unless_overwrite(tiny_model_dir, tmp_path):
     out = tmp_path / "b"
     export(ExportConfig(model=tiny_model_dir, output=str(out)))
     (out / "note.txt").write_text("x")
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="pass overwrite"):
         export(ExportConfig(model=tiny_model_dir, output=str(out)))
     assert (out / "note.txt").exists()
     export(ExportConfig(model=tiny_model_dir, output=str(out), overwrite=True))
@@ -76,7 +76,7 @@ def test_interrupted_export_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch
         (tmp / "unet.xml").write_text("<half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("edge_dm.jobs.write_recipe", interrupted)
+    monkeypatch.setattr("edge_dm.jobs.conversion.write_recipe", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export(ExportConfig(model=tiny_model_dir, output=str(tmp_path / "out")))
     assert list(tmp_path.iterdir()) == []

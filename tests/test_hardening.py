@@ -71,7 +71,7 @@ def assets(tiny_model_dir, tiny_bundle, tmp_path_factory):
     with tarfile.open(root / "images.tar", "w") as tar:
         tar.add(root / "images", arcname="images")
     # a training run of another architecture, to resume from
-    from edge_dm.train import TrainConfig, train
+    from edge_dm.jobs.training import TrainConfig, train
 
     train(TrainConfig(data=str(root / "images.tar"), output=str(root / "run-32"), max_steps=1, batch_size=2,
                       block_out_channels=(32, 32), layers_per_block=1, attention_level=None, warmup_steps=1),

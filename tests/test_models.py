@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from edge_dm.errors import ModelNotFoundError
-from edge_dm.models import REGISTRY, load_model, resolve, slug
+from edge_dm.models import REGISTRY, load_model, resolve
+from edge_dm.outputs import slug
 from edge_dm.resources import shipped_model_dir
 
 
@@ -48,12 +49,12 @@ def test_hub_model_offline_names_the_model_and_the_way_out(tmp_path, monkeypatch
     with pytest.raises(ModelNotFoundError) as e:
         load_model("ddpm-cifar10")
     msg = str(e.value)
-    assert "google/ddpm-cifar10-32" in msg and "--model DIR" in msg and "\n" not in msg
+    assert "google/ddpm-cifar10-32" in msg and "give that folder as model" in msg and "\n" not in msg
 
 
 def test_folder_that_is_not_a_model(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({}))
-    with pytest.raises(ModelNotFoundError, match="no unet/"):
+    with pytest.raises(ModelNotFoundError, match="holds no pipeline edge-dm takes"):
         load_model(str(tmp_path))
 
 
@@ -76,11 +77,12 @@ def test_shipped_model_quantizes_with_its_measured_float_set():
 
     m = load_model("edm-cifar10-ddpm")
     assert m.keep_float == REGISTRY["edm-cifar10-ddpm"].keep_float
-    assert set(m.family.default_keep_float) < set(m.keep_float)
+    assert set(m.family.policy.keep_float) < set(m.keep_float)
     assert load_model(str(shipped_model_dir("edm-cifar10-ddpm"))).keep_float is None  # a folder: the family's
     for cfg in (QuantizeConfig(), QuantizeConfig(split_shortcut=False)):
-        converted, _ = m.family.for_quantization(m, cfg)
+        split = m.family.policy.splits(cfg)
+        converted, _ = m.family.for_quantization(m, split)
         names = [n for n, _ in converted.unet.named_modules()]
-        kept = m.family.keep_float_for(m, cfg)
+        kept = m.family.float_names(m.keep_float, split)
         assert all(any(n.startswith(k) or f".{k}" in n for n in names) for k in kept), kept
         assert any(k.endswith(".conv_shortcut.a") for k in kept) == (cfg.split_shortcut is not False)

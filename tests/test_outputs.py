@@ -10,7 +10,7 @@ import pytest
 
 from edge_dm import outputs
 from edge_dm.errors import ConfigError, OutputExistsError, library_reason
-from edge_dm.outputs import MARKER, atomic_output, check_output, clean_stale, install_sigterm_handler, write_atomic
+from edge_dm.outputs import MARKER, atomic_output, check_output, clean_stale, write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def test_publishes_a_folder_with_the_marker(tmp_path):
 
 def test_non_empty_folder_is_refused_without_overwrite(tmp_path):
     make(tmp_path / "out", x="old")
-    with pytest.raises(OutputExistsError, match=r"\(pass --overwrite to replace it\)$"):
+    with pytest.raises(OutputExistsError, match=r"\(pass overwrite to replace it\)$"):
         check_output(tmp_path / "out")
     with pytest.raises(OutputExistsError):
         with atomic_output(tmp_path / "out") as tmp:
@@ -128,7 +128,7 @@ def test_wrong_kinds_and_unwritable_parents_are_one_line_errors(tmp_path):
     cases = [
         (OutputExistsError, dict(path=tmp_path / "file"), "a folder is wanted"),
         (OutputExistsError, dict(path=tmp_path / "folder", kind="file", overwrite=True), "a file is wanted"),
-        (OutputExistsError, dict(path=tmp_path / "file", kind="file"), "pass --overwrite"),
+        (OutputExistsError, dict(path=tmp_path / "file", kind="file"), "pass overwrite"),
         (ConfigError, dict(path=tmp_path / "file" / "out"), "is a file, not a folder"),
         (ConfigError, dict(path=tmp_path / "file" / "a" / "b.json", kind="file"), "is a file, not a folder"),
         (ConfigError, dict(path="/"), "cannot be written"),

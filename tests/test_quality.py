@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from edge_dm.configs import CalibrationConfig, DeviceConfig, QuantizeConfig, SamplingConfig
+from edge_dm.configs import CalibrationConfig, DeviceConfig, QuantizeJobConfig, SamplingConfig
 
-DEFAULTS = QuantizeConfig(calibration=CalibrationConfig(num_samples=8))  # edge-dm quantize's defaults, N = 8
+DEFAULTS = QuantizeJobConfig(calibration=CalibrationConfig(num_samples=8))  # edge-dm quantize's defaults, N = 8
 # Measured on the 2-core VNNI development VM (Intel Xeon, AVX-512 VNNI, no AMX), 2026-12-01, at the defaults
 # of then: the shortcut split, the shipped model's float-kept set (edge_dm.models) and GroupNorm compiled as
 # one MVN a group; `measure` below for calibration seeds 0, 1, 2 and each target: PYTHONPATH=tests python -c
-# "from test_quality import *; print(measure('/tmp/q', DEFAULTS.replace(target=T,
+# "from test_quality import *; print(measure('/tmp/q', DEFAULTS.replace(quantization=QuantizeConfig(target=T),
 # calibration=CalibrationConfig(num_samples=8, sampling=SamplingConfig(seed=S)))))"
 #   held-out rel. L2 at t = 950 / 650 / 300 / 0      drift PSNR
 # vnni (8-bit weights):
@@ -47,13 +47,13 @@ LIMITS = {
 }
 
 
-def measure(folder, cfg: QuantizeConfig = DEFAULTS, points: int = 4) -> tuple[dict, dict]:
+def measure(folder, cfg: QuantizeJobConfig = DEFAULTS, points: int = 4) -> tuple[dict, dict]:
     """The int8 of `cfg` (default: DEFAULTS) against fp32 on the shipped model, made by `edge-dm
     quantize` (edge_dm.jobs.quantize, so with the family's rewrites such as the shortcut split),
     working in `folder`: held-out rel. L2 by timestep, and drift (edge_dm.evaluate.drift)."""
-    from edge_dm.calibration import HELD_OUT_SEED, held_out_set
-    from edge_dm.evaluate import drift
+    from edge_dm.calibration import HELD_OUT_SEED, held_out_set, reference_denoiser
     from edge_dm.jobs import quantize
+    from edge_dm.metrics import drift
     from edge_dm.pipeline import Pipeline
     from edge_dm.quantize import noise_prediction_error
 
@@ -63,7 +63,8 @@ def measure(folder, cfg: QuantizeConfig = DEFAULTS, points: int = 4) -> tuple[di
     fp32 = int8.with_model(fp32_model, precision="fp32")
     ref = Pipeline(fp32, DeviceConfig(precision_hint="f32", batch_size=4))
     s = SamplingConfig(steps=20)
-    held = held_out_set(ref.reference_denoiser(s), fp32.scheduler_config, fp32.sample_shape, s, 2, HELD_OUT_SEED,
+    s = fp32.sampling(s)
+    held = held_out_set(reference_denoiser(fp32, s), fp32.scheduler_config, fp32.sample_shape, s, 2, HELD_OUT_SEED,
                         points=points)
     errors = {e["t"]: e["rel_l2"] for e in noise_prediction_error(fp32_model, q, held)}
     images = SamplingConfig(steps=10)
@@ -71,7 +72,7 @@ def measure(folder, cfg: QuantizeConfig = DEFAULTS, points: int = 4) -> tuple[di
 
 
 def test_default_int8_stays_close_to_fp32_on_the_shipped_model(tmp_path):
-    target = DEFAULTS.for_target().target
+    target = DEFAULTS.quantization.for_target().target
     if target not in LIMITS:
         pytest.skip(f"no quality limits measured for target {target}: its int8 kernels (8-bit weights) run "
                     "only on a CPU with VNNI; measure them there and add them to LIMITS")

@@ -4,23 +4,27 @@ import re
 
 import numpy as np
 import pytest
+from conftest import quantize_job
 
 from edge_dm.bundle import open_bundle
 from edge_dm.calibration import CalibrationSet
-from edge_dm.configs import CalibrationConfig, GenerateConfig, QuantizeConfig, SamplingConfig
+from edge_dm.configs import GenerateConfig, QuantizeConfig, QuantizeJobConfig, SamplingConfig
 from edge_dm.errors import ConfigError
-from edge_dm.jobs import quantize
+from edge_dm.jobs import generate, quantize
 from edge_dm.quantize import int8_ops, nncf_options, op_counts, quantize_model
 from edge_dm.targets import cpu_isa, made_for, target_of
-from edge_dm.jobs import generate
 
 
 @pytest.fixture(scope="module")
-def int8(tiny_model_dir, tmp_path_factory):
-    cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path_factory.mktemp("q") / "int8"),
-                         calibration=CalibrationConfig(num_samples=24, sampling=SamplingConfig(steps=10), samples_per_trajectory=6),
-                         eval_trajectories=2)
-    return quantize(cfg, progress=False)
+def int8(tiny_int8):
+    return tiny_int8
+
+
+def again(int8, model, out, **quantization):
+    """The tiny model quantized again on int8's calibration set, with other quantization options."""
+    cal = str(int8[0].path / "calibration.npz")
+    return quantize(quantize_job(model, out, calibration_set=cal, quantization=QuantizeConfig(**quantization)),
+                    progress=False)
 
 
 def test_int8_ir_really_holds_quantizers_and_int8_weights(int8):
@@ -39,10 +43,10 @@ def test_summary_and_recipe(int8):
     r = json.loads((bundle.path / "recipe.json").read_text())
     assert r["precision"] == "int8" and r["summary"]["calibration_s"] == s["calibration_s"]
     # unet2d int8 splits the up path's shortcut convolutions unless told not to (the family's default)
-    assert r["config"]["split_shortcut"] is None and r["split_convs"] > 0
-    cfg = QuantizeConfig.from_dict(r["config"])
-    assert cfg.calibration.mu == 400 and cfg.calibration.kind == "dntc"
-    assert QuantizeConfig.from_dict(cfg.to_dict()) == cfg
+    assert r["format"] == 2 and r["config"]["quantization"]["split_shortcut"] is None and r["split_convs"] > 0
+    cfg = QuantizeJobConfig.from_recipe(r["config"], r["format"])
+    assert cfg.calibration.mu == 400 and cfg.calibration.kind == "dntc" and cfg.calibration.sampling.steps == 10
+    assert QuantizeJobConfig.from_dict(cfg.to_dict()) == cfg
     assert (bundle.path / "calibration.npz").exists()
 
 
@@ -83,7 +87,8 @@ def test_the_target_decides_the_overflow_fix_unless_it_is_given(int8, tiny_bundl
 
 def test_the_recipe_records_the_resolved_target(int8, tiny_model_dir, tmp_path):
     bundle, _ = int8
-    assert bundle.recipe["config"]["target"] == "auto" and bundle.recipe["config"]["overflow_fix"] is None
+    algorithm = bundle.recipe["config"]["quantization"]
+    assert algorithm["target"] == "auto" and algorithm["overflow_fix"] is None
     this_cpu = target_of(cpu_isa())
     fix = "enable" if this_cpu == "avx2" else "disable"
     assert bundle.recipe["target"] == dict(name=this_cpu, overflow_fix=fix,
@@ -91,11 +96,10 @@ def test_the_recipe_records_the_resolved_target(int8, tiny_model_dir, tmp_path):
     assert made_for(bundle.read_model()) == bundle.recipe["target"]  # the IR carries it too
     lo, hi = _int8_weight_range(bundle.read_model())
     assert (max(-lo, hi) <= 64) == (fix == "enable")
-    cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "amx"), eval_trajectories=1,
-                         calibration_set=str(bundle.path / "calibration.npz"), target="amx", overflow_fix="enable")
-    amx, _ = quantize(cfg, progress=False)
+    amx, _ = again(int8, tiny_model_dir, tmp_path / "amx", target="amx", overflow_fix="enable")
     assert amx.recipe["target"] == dict(name="amx", overflow_fix="enable", target_device="CPU_SPR")
-    assert QuantizeConfig.from_dict(amx.recipe["config"]) == cfg
+    assert QuantizeJobConfig.from_recipe(amx.recipe["config"]).quantization == QuantizeConfig(target="amx",
+                                                                                             overflow_fix="enable")
 
 
 def _weight_types(model) -> dict:
@@ -117,17 +121,11 @@ def test_first_last_convolutions_and_time_embedding_stay_float(int8, tiny_model_
     assert sum(map(kept, types)) >= 4  # conv_in, conv_out, the embedding MLP, time_emb_proj layers
     assert all(t != "i8" for n, t in types.items() if kept(n))
     assert all(t == "i8" for n, t in types.items() if not kept(n) and "Convolution" in n)
-    cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "all"), eval_trajectories=1,
-                         calibration_set=str(bundle.path / "calibration.npz"), keep_float=())
-    everything, _ = quantize(cfg, progress=False)
+    everything, _ = again(int8, tiny_model_dir, tmp_path / "all", keep_float=())
     assert all(t == "i8" for n, t in _weight_types(everything.read_model()).items() if "Convolution" in n)
     with pytest.raises(ConfigError, match="conv_middle"):
-        quantize(QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "typo"), eval_trajectories=1,
-                                calibration_set=str(bundle.path / "calibration.npz"),
-                                keep_float=("conv_middle",)), progress=False)
+        again(int8, tiny_model_dir, tmp_path / "typo", keep_float=("conv_middle",))
     assert not (tmp_path / "typo").exists()
-    old_recipe = {k: v for k, v in bundle.recipe["config"].items() if k != "keep_float"}
-    assert QuantizeConfig.from_dict(old_recipe).keep_float == ()  # older bundles quantized everything
 
 
 def test_split_shortcut_gives_each_part_of_a_skip_concatenation_its_own_quantizer(int8, tiny_model_dir, tiny_bundle,
@@ -135,17 +133,14 @@ def test_split_shortcut_gives_each_part_of_a_skip_concatenation_its_own_quantize
     from edge_dm.families.shortcut_split import split_shortcuts
     from edge_dm.models import load_model
 
-    bundle, _ = int8
-    cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "split"), eval_trajectories=2,
-                         calibration_set=str(bundle.path / "calibration.npz"), split_shortcut=True)
-    split, s = quantize(cfg, progress=False)
-    assert split.recipe["config"]["split_shortcut"] is True
-    assert split.recipe["split_convs"] == split_shortcuts(load_model(cfg.model).unet)[1] > 0
+    split, s = again(int8, tiny_model_dir, tmp_path / "split", split_shortcut=True)
+    assert split.recipe["config"]["quantization"]["split_shortcut"] is True
+    assert split.recipe["split_convs"] == split_shortcuts(load_model(tiny_model_dir).unet)[1] > 0
     assert 0 <= s["mean_rel_l2"] < 1
     # the fp32 IR it was quantized from is the same function as the plain export
     x = {"sample": np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32),
          "timestep": np.array([700, 20], np.int64)}
-    from edge_dm.denoiser import OpenVINOModel
+    from edge_dm.runtime import OpenVINOModel
 
     want, got = (OpenVINOModel(m, precision_hint="f32").run(x)[0]
                  for m in (tiny_bundle.read_model(), split.read_model(split.fp32_ir)))
@@ -161,26 +156,27 @@ def test_split_shortcut_gives_each_part_of_a_skip_concatenation_its_own_quantize
 
 
 def test_saved_calibration_set_is_reused(int8, tiny_model_dir, tmp_path):
-    bundle, _ = int8
-    cfg = QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "again"), eval_trajectories=1,
-                         calibration_set=str(bundle.path / "calibration.npz"))
-    again, s = quantize(cfg, progress=False)
+    bundle, s = again(int8, tiny_model_dir, tmp_path / "again")
     assert s["calibration_samples"] == 24
-    assert open_bundle(again.path).recipe["calibration"]["num_samples"] == 24
+    assert open_bundle(bundle.path).recipe["calibration"]["num_samples"] == 24
+    # the same calibration set and options give the same int8 IR
+    a, b = (np.concatenate([op.get_data().ravel() for op in m.get_ordered_ops() if op.get_type_name() == "Constant"])
+            for m in (bundle.read_model(), int8[0].read_model()))
+    np.testing.assert_array_equal(a, b)
 
 
 def test_weights_only_mode(tiny_model_dir, tmp_path):
-    b, s = quantize(QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "w"), mode="weights",
-                                   eval_trajectories=1), progress=False)
+    b, s = quantize(quantize_job(tiny_model_dir, tmp_path / "w", quantization=QuantizeConfig(mode="weights")),
+                    progress=False)
     assert s["ops"]["fake_quantize"] == 0 and s["ops"]["int8_constants"] > 0
     assert b.recipe["precision"] == "int8-weights" and b.recipe["split_convs"] == 0  # no activation scales to split for
 
 
 def test_bad_input_writes_nothing(tiny_model_dir, tmp_path):
-    with pytest.raises(ConfigError):
-        QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "x"), preset="ultra")
-    with pytest.raises(ConfigError):
-        QuantizeConfig(model=tiny_model_dir, output=str(tmp_path / "x"), overflow_fix="sometimes")
+    with pytest.raises(ConfigError, match="preset"):
+        QuantizeConfig(preset="ultra")
+    with pytest.raises(ConfigError, match="overflow_fix"):
+        QuantizeConfig(overflow_fix="sometimes")
     from click.testing import CliRunner
 
     from edge_dm.cli import main
@@ -217,16 +213,9 @@ def test_cli_output_is_edge_dms_bars_and_summary_only(tiny_model_dir, tmp_path):
 
 
 # Accuracy-aware mode (--max-drop): NNCF's accuracy control on the tiny model, one held-out trajectory
-def _budgeted(int8, tiny_model_dir, out, **kw) -> QuantizeConfig:
-    bundle, _ = int8
-    return QuantizeConfig(model=tiny_model_dir, output=str(out), eval_trajectories=1,
-                          calibration_set=str(bundle.path / "calibration.npz"), **kw)
-
-
 @pytest.fixture(scope="module")
 def loose(int8, tiny_model_dir, tmp_path_factory):
-    return quantize(_budgeted(int8, tiny_model_dir, tmp_path_factory.mktemp("loose") / "q", max_drop=0.9),
-                    progress=False)
+    return again(int8, tiny_model_dir, tmp_path_factory.mktemp("loose") / "q", max_drop=0.9)
 
 
 def test_loose_budget_returns_nothing_to_float(loose):
@@ -235,14 +224,14 @@ def test_loose_budget_returns_nothing_to_float(loose):
     assert a["max_drop"] == 0.9 and a["float_ops"] == 0 and a["float_ops_by_module"] == {}
     assert 0 < a["rel_l2_before"] == a["rel_l2_after"] == s["mean_rel_l2"] < 0.9
     assert len(int8_ops(bundle.read_model())) == a["int8_ops_before"] > 0
-    assert bundle.recipe["summary"]["accuracy_control"] == a and bundle.recipe["config"]["max_drop"] == 0.9
+    assert bundle.recipe["summary"]["accuracy_control"] == a and bundle.recipe["config"]["quantization"]["max_drop"] == 0.9
 
 
 @pytest.mark.slow
 def test_tight_budget_returns_operations_to_float_until_it_holds(loose, int8, tiny_model_dir, tmp_path):
     default, s0 = loose
     budget = round(0.9 * s0["mean_rel_l2"], 5)
-    bundle, s = quantize(_budgeted(int8, tiny_model_dir, tmp_path / "q", max_drop=budget), progress=False)
+    bundle, s = again(int8, tiny_model_dir, tmp_path / "q", max_drop=budget)
     a = s["accuracy_control"]
     assert a["rel_l2_before"] == pytest.approx(s0["mean_rel_l2"], rel=1e-3) and a["rel_l2_before"] > budget
     assert a["float_ops"] >= 1 and a["rel_l2_after"] == s["mean_rel_l2"] <= budget

@@ -4,7 +4,7 @@ import pytest
 
 from edge_dm import resources
 from edge_dm.errors import DataError, ModelNotFoundError
-from edge_dm.evaluate import reference_stats
+from edge_dm.metrics import reference_stats
 from edge_dm.models import resolve
 
 

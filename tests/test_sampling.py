@@ -2,14 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from edge_dm.errors import ConfigError
-from edge_dm.models import load_model
 from edge_dm.configs import SCHEDULERS
+from edge_dm.errors import ConfigError
+from edge_dm.families.base import torch_denoiser
+from edge_dm.models import load_model
 from edge_dm.sampling import generate, make_scheduler
-
-
-def torch_denoiser(m):
-    return m.family.torch_denoiser(m)
 
 
 def test_loop_equals_diffusers_ddim_pipeline(tiny_model_dir):

@@ -3,13 +3,13 @@ exported IR, with the up path's skip concatenations convolved apart."""
 import numpy as np
 import pytest
 import torch
+from tiny import build_tiny_unet
 
 from edge_dm.configs import QuantizeConfig
 from edge_dm.errors import ConfigError
 from edge_dm.families import get
 from edge_dm.families.shortcut_split import SplitConv, SplitResnet, split_shortcuts
 from edge_dm.families.unet2d import convert_unet
-from tiny import build_tiny_unet
 
 
 def _inputs(seed=0, n=3):
@@ -67,7 +67,9 @@ def test_exported_ir_is_the_same_function_and_no_shortcut_reads_a_concat():
 
 
 def test_only_unet2d_offers_it():
-    cfg = QuantizeConfig(split_shortcut=True)
+    sd, unet2d = get("stable-diffusion"), get("unet2d")
+    assert sd.policy.splits(QuantizeConfig(split_shortcut=True)) and not sd.policy.splits(QuantizeConfig())
     with pytest.raises(ConfigError, match="unet2d"):
-        get("stable-diffusion").for_quantization(None, cfg)
-    assert get("stable-diffusion").for_quantization("m", QuantizeConfig()) == ("m", {})
+        sd.for_quantization(None, True)
+    assert sd.for_quantization("m", False) == ("m", {})
+    assert unet2d.policy.splits(QuantizeConfig()) and not unet2d.policy.splits(QuantizeConfig(mode="weights"))

@@ -6,40 +6,14 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from tiny_sd import IMAGE
 
 from edge_dm.cli import main
-from edge_dm.configs import CalibrationConfig, GenerateConfig, QuantizeConfig, SamplingConfig
+from edge_dm.configs import GenerateConfig, SamplingConfig
 from edge_dm.errors import ConfigError, DataError
-from tiny_sd import IMAGE, build_tiny_sd
 
 PROMPT = "a photo of a horse"
 STEPS = 4
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory):
-    return str(build_tiny_sd(tmp_path_factory.mktemp("sd") / "pipeline"))
-
-
-@pytest.fixture(scope="module")
-def sd_int8(sd_dir, tmp_path_factory):
-    from edge_dm.jobs import quantize
-
-    prompts = tmp_path_factory.mktemp("p") / "prompts.txt"
-    prompts.write_text("a photo of a horse\na red car\n\na blurry photo of a ship\n")
-    cfg = QuantizeConfig(model=sd_dir, output=str(tmp_path_factory.mktemp("q") / "int8"), eval_trajectories=1,
-                         calibration=CalibrationConfig(num_samples=8, samples_per_trajectory=4, prompts=str(prompts),
-                                                       sampling=SamplingConfig(steps=STEPS)))
-    return quantize(cfg, progress=False)
-
-
-@pytest.fixture(scope="module")
-def sd_fp32(sd_dir, tmp_path_factory):
-    from edge_dm.bundle import Bundle
-    from edge_dm.configs import ExportConfig
-    from edge_dm.jobs import export
-
-    return Bundle.from_pretrained(export(ExportConfig(model=sd_dir, output=str(tmp_path_factory.mktemp("e") / "fp32"))).path)
 
 
 def diffusers_latents(sd_dir, prompts, seeds, guidance, steps=STEPS):
@@ -57,15 +31,15 @@ def diffusers_latents(sd_dir, prompts, seeds, guidance, steps=STEPS):
 
 def test_edge_dm_loop_equals_diffusers_pipeline(sd_dir, sd_fp32):
     """edge-dm's own loop on the fp32 OpenVINO UNet, with guidance, gives diffusers' latents."""
-    from edge_dm.pipeline import Pipeline
     from edge_dm.configs import DeviceConfig
+    from edge_dm.pipeline import Pipeline
     from edge_dm.sampling import generate, make_scheduler
 
     pipe = Pipeline(sd_fp32, DeviceConfig(precision_hint="f32"))
-    s = SamplingConfig(steps=STEPS, seed=3, guidance_scale=5.0)
-    cond = pipe.family.encode(pipe, [PROMPT, "a red car"], s)
+    s = sd_fp32.sampling(SamplingConfig(steps=STEPS, seed=3, guidance_scale=5.0))
+    cond = pipe.conditioning.encode(pipe.components, [PROMPT, "a red car"], s)
     ours = generate(pipe.denoiser(s), make_scheduler("ddim", pipe.bundle.scheduler_config), 2, 2, STEPS, 3,
-                    pipe.family.sample_shape(pipe.bundle, s), cond=cond)
+                    pipe.conditioning.sample_shape(pipe.bundle, s), cond=cond)
     ref = diffusers_latents(sd_dir, [PROMPT, "a red car"], [3, 4], 5.0)[-1].numpy()
     np.testing.assert_allclose(ours, ref, atol=2e-4, rtol=1e-3)
 
@@ -183,7 +157,7 @@ def test_class_accuracy_scores_each_image_against_its_prompts_class(sd_int8, tmp
     running the classifier on the pipeline's own images; a prompt naming no class fails before any work."""
     from edge_dm.classifier import build_classifier, load_classifier, predict, save_classifier
     from edge_dm.configs import DeviceConfig, EvaluateConfig
-    from edge_dm.evaluate import evaluate
+    from edge_dm.jobs.evaluation import evaluate
     from edge_dm.pipeline import Pipeline
 
     bundle, _ = sd_int8
@@ -216,8 +190,8 @@ def test_prompt_file_errors():
 
 
 def test_benchmark_times_the_unet_at_the_pipelines_batch(sd_dir, sd_int8, tmp_path):
-    from edge_dm.benchmark import benchmark
     from edge_dm.configs import BenchmarkConfig
+    from edge_dm.jobs.speed import benchmark
 
     bundle, _ = sd_int8
     r = benchmark(BenchmarkConfig(model=sd_dir, int8=str(bundle.path), output=str(tmp_path / "b"), iterations=2,

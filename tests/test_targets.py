@@ -40,14 +40,20 @@ def test_explicit_options_win_over_the_target():
 
 
 def test_recipes_from_before_target_keep_what_they_were_made_with():
-    old = QuantizeConfig().to_dict()
-    del old["target"]
+    """Recipe format 1 held one flat config: the job's and the algorithm's options side by side."""
+    from edge_dm.configs import QuantizeJobConfig
+
+    old = dict(QuantizeJobConfig().to_dict(), **QuantizeConfig().to_dict())
+    del old["quantization"], old["target"]
     old.update(overflow_fix="enable", target_device="ANY")
-    cfg = QuantizeConfig.from_dict(old).for_target(VNNI)
+    cfg = QuantizeJobConfig.from_recipe(old, format=1).quantization.for_target(VNNI)
     assert (cfg.overflow_fix, cfg.target_device) == ("enable", "ANY")
     del old["overflow_fix"], old["target_device"]  # before --overflow-fix: NNCF's defaults
-    cfg = QuantizeConfig.from_dict(old).for_target(AVX2)
+    cfg = QuantizeJobConfig.from_recipe(old, format=1).quantization.for_target(AVX2)
     assert (cfg.overflow_fix, cfg.target_device) == ("first_layer_only", "ANY")
+    del old["keep_float"], old["split_shortcut"]  # before keep_float and the split: everything quantized, unsplit
+    cfg = QuantizeJobConfig.from_recipe(old, format=1).quantization
+    assert cfg.keep_float == () and cfg.split_shortcut is False
 
 
 def _bundle(path, target: dict | None = None, **recipe):

@@ -1,12 +1,12 @@
 import json
 
 import pytest
+from tiny import write_cifar_tar
 
 from edge_dm.data import load_images
-from edge_dm.images import to_model_range, to_uint8
 from edge_dm.errors import ConfigError, DataError, ModelNotFoundError
-from edge_dm.train import TrainConfig, train
-from tiny import write_cifar_tar
+from edge_dm.images import to_model_range, to_uint8
+from edge_dm.jobs.training import TrainConfig, train
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_a_shallower_student_takes_the_inits_blocks_by_position():
     import torch
     from diffusers import UNet2DModel
 
-    from edge_dm.train import init_weights
+    from edge_dm.jobs.training import init_weights
 
     def unet(layers, attention_level, seed):
         torch.manual_seed(seed)

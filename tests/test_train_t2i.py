@@ -1,4 +1,4 @@
-"""Text-to-image training (edge_dm.train_t2i) and the classifier, on a few random 32x32 images of
+"""Text-to-image training (edge_dm.jobs.training_t2i) and the classifier, on a few random 32x32 images of
 three classes, a few steps a stage on the CPU."""
 import json
 from dataclasses import replace
@@ -6,10 +6,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from PIL import Image
+from tiny import write_cifar_tar
 
 from edge_dm.errors import ConfigError, DataError
-from edge_dm.train_t2i import TEMPLATES, TextToImageTrainConfig, caption_tokenizer, captions, train_text_to_image
-from tiny import write_cifar_tar
+from edge_dm.jobs.training_t2i import (
+    TEMPLATES,
+    TextToImageTrainConfig,
+    caption_tokenizer,
+    captions,
+    train_text_to_image,
+)
 
 CLASSES = ("cat", "airplane", "sea_turtle")
 TINY = dict(max_steps=2, batch_size=4, warmup_steps=1, vae_channels=(32, 32), block_out_channels=(32, 32),

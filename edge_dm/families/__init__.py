@@ -1,12 +1,16 @@
 """Model families: the one seam between edge-dm and a kind of diffusion model.
 
-A family (`edge_dm.families.base.Family`) says how a model of its kind loads, exports to OpenVINO,
-is laid out as a bundle, feeds its denoiser (inputs, conditioning, guidance), records calibration
-inputs, keeps modules in float, and turns the loop's result into pixels. Everything else in edge-dm
-works through these methods and never asks which family it runs.
+A family (`edge_dm.families.base.Family`) says how a model of its kind loads, exports to OpenVINO
+and is laid out as a bundle; its `conditioning` how its denoiser is fed and its result becomes
+pixels; its `policy` what quantization does to it by default. Everything else in edge-dm works
+through these and never asks which family it runs. A new family is a module here, registered in
+FAMILIES.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+from edge_dm.errors import BundleError
 from edge_dm.families.base import Family, LoadedModel
 from edge_dm.families.stable_diffusion import StableDiffusion
 from edge_dm.families.unet2d import UNet2D
@@ -16,8 +20,6 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (UNet2D(), StableDiffusion())}
 
 def get(name: str | None) -> Family:
     """The family of that name; None (recipes written before families existed) is UNet2D."""
-    from edge_dm.errors import BundleError
-
     if name is None:
         return FAMILIES[UNet2D.name]
     if name not in FAMILIES:
@@ -25,9 +27,15 @@ def get(name: str | None) -> Family:
     return FAMILIES[name]
 
 
-def for_folder(path) -> Family | None:
+def for_folder(path: Path) -> Family | None:
     """The family whose diffusers layout the folder `path` has, or None."""
     return next((f for f in FAMILIES.values() if f.recognises(path)), None)
 
 
-__all__ = ["FAMILIES", "Family", "LoadedModel", "get", "for_folder"]
+def pipeline_classes() -> list[str]:
+    """The diffusers pipeline classes edge-dm's families take (model_index.json's _class_name)."""
+    return ["UNet2DModel + scheduler (DDPMPipeline)",
+            *[c for f in FAMILIES.values() for c in getattr(f, "pipeline_classes", ())]]
+
+
+__all__ = ["FAMILIES", "Family", "LoadedModel", "get", "for_folder", "pipeline_classes"]

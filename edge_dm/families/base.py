@@ -1,21 +1,54 @@
-"""What every model family provides, and the denoiser built on it.
+"""What a model family is, in three parts, and the denoiser built on it.
 
-A *net* is anything with `run(inputs: dict[str, numpy]) -> list[numpy]`: a compiled OpenVINO model
-(`edge_dm.denoiser.OpenVINOModel`) or a torch module (`TorchNet`). A family turns a net into a
-*denoiser* (`Denoiser`): the callable the one denoising loop (`edge_dm.sampling`) calls as
-`denoiser(x, t, cond) -> eps`, where x is the sampler's state, t the timesteps and cond the batch's
-conditioning (None for unconditional models).
+- `Family`: where models of the kind come from and how they become a bundle (load, random weights,
+  export, the bundle layout, the rewrites quantization may ask for, DeepCache's cut).
+- `Conditioning`: how the denoiser is fed and its result becomes pixels (sampling defaults, request
+  checks, per-image conditioning from prompts, the net's inputs for a batch, guidance, decoding).
+  It works on a bundle's files and compiled components, never on a Pipeline.
+- `QuantizationPolicy`: data saying what quantization does to this family by default.
+
+A *denoiser* (`Denoiser`) is a conditioning on a net (edge_dm.runtime): the callable the one
+denoising loop (edge_dm.sampling) calls as `denoiser(x, t, cond) -> eps`. Net inputs are named as
+diffusers' UNets name their forward arguments (`sample`, `timestep`, `encoder_hidden_states`, ...),
+which is also how edge-dm and optimum-intel name the IR's inputs.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+import numpy as np
+
+from edge_dm.configs import SamplingConfig
 from edge_dm.errors import BundleError, ConfigError
+from edge_dm.images import to_uint8
+from edge_dm.runtime import TorchNet
 
-# roles of a denoiser's inputs, found in an IR by rank: the state, the timestep, the text
-SAMPLE, TIMESTEP, TEXT = "sample", "timestep", "text"
+SAMPLE, TIMESTEP = "sample", "timestep"
+
+
+class Net(Protocol):
+    """A network callable on named numpy inputs (edge_dm.runtime.OpenVINOModel, TorchNet)."""
+
+    def run(self, inputs: dict) -> list: ...
+
+
+class BundleFiles(Protocol):
+    """What a family reads of a bundle: its folder and its IRs (edge_dm.bundle.Bundle)."""
+
+    path: Path
+
+    def read_model(self, ir: str = "unet"): ...
+
+
+class Components(Protocol):
+    """A bundle's components besides the denoiser (text encoders, VAE decoder), compiled on a device."""
+
+    path: Path
+
+    def run(self, component: str, *inputs: np.ndarray) -> list: ...
 
 
 @dataclass
@@ -26,8 +59,9 @@ class LoadedModel:
     family: "Family"
     modules: dict  # torch modules by component name ("unet", ...)
     scheduler_config: dict
-    extra: dict = field(default_factory=dict)  # family-specific facts (default image size, ...)
-    keep_float: tuple | None = None  # what quantize keeps in float by default (None: the family's default)
+    extra: dict = field(default_factory=dict)  # family-specific facts
+    keep_float: tuple | None = None  # what quantize keeps in float by default (None: the family's policy)
+    sampling: dict = field(default_factory=dict)  # this model's sampling defaults beyond its family's
 
     @property
     def unet(self):
@@ -38,62 +72,127 @@ class LoadedModel:
         return int(self.scheduler_config.get("num_train_timesteps", 1000))
 
     @property
-    def sample_shape(self) -> tuple:
-        return self.family.model_sample_shape(self)
-
-    @property
     def parameters(self) -> int:
         return sum(p.numel() for p in self.unet.parameters())
 
+    @property
+    def sample_shape(self) -> tuple:
+        """The UNet's sample shape (C, H, W) at its trained size."""
+        c = self.unet.config
+        size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]
+        return (c.in_channels, size, size)
 
-def input_roles(model) -> dict:
-    """{role: input name} of a denoiser IR, by rank: 4 the sample, 0-1 the timestep, 3 the text."""
-    by_rank = {4: SAMPLE, 0: TIMESTEP, 1: TIMESTEP, 3: TEXT}
-    roles = {}
-    for inp in model.inputs:
-        role = by_rank.get(inp.get_partial_shape().rank.get_length())
-        if role is None or role in roles:
-            raise BundleError(f"cannot tell what the denoiser input {inp.get_any_name()!r} "
-                              f"({inp.get_partial_shape()}) is")
-        roles[role] = inp.get_any_name()
-    if SAMPLE not in roles or TIMESTEP not in roles:
-        raise BundleError(f"the denoiser IR has no sample or timestep input: {[i.get_any_name() for i in model.inputs]}")
-    return roles
+    @property
+    def sampling_defaults(self) -> dict:
+        return {**self.family.conditioning.sampling_defaults, **self.sampling}
 
 
-class TorchNet:
-    """A diffusers UNet (torch, eval mode) as a net: named numpy inputs in, [noise prediction] out."""
+@dataclass(frozen=True)
+class Layout:
+    """Where a bundle of the family keeps its parts."""
+    components: dict  # component name -> IR path inside a bundle; "unet" is the denoiser
+    scheduler_file: str  # the scheduler config inside a bundle
+    fp32_copy: str = ""  # where an int8 bundle keeps the fp32 denoiser IR it came from ("": nowhere)
 
-    def __init__(self, module, device: str = "cpu", dtype=None):
-        self.module, self.device, self.dtype = module.eval().to(device), device, dtype
 
-    def run(self, inputs: dict) -> list:
-        import torch
+@dataclass(frozen=True)
+class QuantizationPolicy:
+    """What `edge-dm quantize` does to a model of the family unless told otherwise."""
+    keep_float: tuple = ()  # module names left in float
+    split_shortcut: bool | None = None  # Q-Diffusion's shortcut split for int8 (None: the family has none)
+    report_images: int = 0  # prompts whose fp32 and int8 images report.png shows side by side
 
-        with torch.no_grad(), torch.autocast(device_type=self.device.split(":")[0],
-                                             dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            args = {k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()}
-            return [self.module(**args).sample.float().cpu().numpy()]
+    def splits(self, cfg) -> bool:
+        """Whether a QuantizeConfig splits shortcut convolutions: its own choice, else the policy's for
+        int8 (weight compression has no activation scales to separate)."""
+        if cfg.split_shortcut is None:
+            return bool(self.split_shortcut) and cfg.mode == "int8"
+        return cfg.split_shortcut
+
+
+class Conditioning:
+    """How a family's denoiser is fed: the unconditional case; text-to-image families override."""
+
+    takes_prompts = False
+    sampling_defaults: dict = dict(scheduler="ddim", steps=100)
+    net_inputs_names: tuple = (SAMPLE, TIMESTEP)
+
+    def sample_shape(self, bundle: BundleFiles, sampling: SamplingConfig) -> tuple:
+        """The shape (without batch) of the sampler's state for `sampling`'s image size."""
+        model = bundle.read_model()
+        return tuple(d.get_length() for d in list(model.input(SAMPLE).get_partial_shape())[1:])
+
+    def guidance(self, sampling: SamplingConfig) -> float | None:
+        """The classifier-free guidance scale in effect (None: the net runs once per image)."""
+        return None
+
+    def net_batch(self, sampling: SamplingConfig) -> int:
+        """How many net inputs one image takes (2 with classifier-free guidance)."""
+        return 2 if self.guidance(sampling) else 1
+
+    def check(self, bundle: BundleFiles, sampling: SamplingConfig, prompts: list) -> None:
+        """ConfigError if prompts, guidance or sizes do not suit this model (before any work)."""
+        if prompts:
+            raise ConfigError(f"{bundle.path} holds an unconditional model: it takes no prompt")
+        self.check_sampling(bundle, sampling)
+
+    def check_sampling(self, bundle: BundleFiles, sampling: SamplingConfig) -> None:
+        """ConfigError if the sampling options do not suit this model."""
+        if sampling.guidance_scale is not None:
+            raise ConfigError("`guidance_scale` is for text-to-image models; this one is unconditional")
+        if sampling.height or sampling.width:
+            raise ConfigError("`height`/`width` are for text-to-image models; this one has a fixed size")
+        if sampling.negative_prompt:
+            raise ConfigError("`negative_prompt` is for text-to-image models; this one is unconditional")
+
+    def check_ir(self, model) -> None:
+        """BundleError unless the denoiser IR takes exactly the inputs this conditioning feeds it."""
+        names = {i.get_any_name() for i in model.inputs}
+        if names != set(self.net_inputs_names):
+            raise BundleError(f"the denoiser IR takes {sorted(names)}, this model family feeds it "
+                              f"{sorted(self.net_inputs_names)}")
+
+    def calibration_prompts(self, prompts_file: str | None) -> tuple[list, list]:
+        """(calibration prompts, held-out prompts); empty for unconditional models."""
+        if prompts_file:
+            raise ConfigError("`prompts` are for text-to-image models; this one is unconditional")
+        return [], []
+
+    def encode(self, parts: Components, prompts: list, sampling: SamplingConfig) -> dict | None:
+        """Conditioning for each image: a dict of arrays with a leading image axis, or None."""
+        return None
+
+    def net_inputs(self, x: np.ndarray, t: np.ndarray, cond: dict | None, guidance: float | None) -> dict:
+        """The net's named inputs for a batch (x, t and the batch's slice of cond)."""
+        return {SAMPLE: x, TIMESTEP: t}
+
+    def combine(self, out: np.ndarray, guidance: float | None) -> np.ndarray:
+        """The noise prediction from the net's first output (guidance, where used)."""
+        return out
+
+    def decode(self, parts: Components, x: np.ndarray) -> np.ndarray:
+        """uint8 NHWC images from the loop's final state."""
+        return to_uint8(x)
 
 
 class Denoiser:
-    """A family's noise prediction on a net: `denoiser(x, t, cond) -> eps` (torch tensors).
+    """A conditioning on a net: `denoiser(x, t, cond) -> eps` (torch tensors).
 
     `inputs(x, t, cond)` is what the net receives for that call: a calibration record is exactly
-    this, for one image. With a cached net (DeepCache, `edge_dm.caching`) it also has `full` and
+    this, for one image. With a cached net (DeepCache, edge_dm.caching) it also has `full` and
     `shallow` calls.
     """
 
-    def __init__(self, family: "Family", net, roles: dict, guidance: float | None = None):
-        self.family, self.net, self.roles, self.guidance = family, net, roles, guidance
+    def __init__(self, conditioning: Conditioning, net, guidance: float | None = None):
+        self.conditioning, self.net, self.guidance = conditioning, net, guidance
 
     def inputs(self, x, t, cond=None) -> dict:
-        return self.family.net_inputs(self.roles, x.numpy(), t.numpy(), cond, self.guidance)
+        return self.conditioning.net_inputs(x.numpy(), t.numpy(), cond, self.guidance)
 
     def _eps(self, out):
         import torch
 
-        return torch.from_numpy(self.family.combine(out, self.guidance))
+        return torch.from_numpy(self.conditioning.combine(out, self.guidance))
 
     def __call__(self, x, t, cond=None):
         return self._eps(self.net.run(self.inputs(x, t, cond))[0])
@@ -112,17 +211,21 @@ class Denoiser:
     parallel = property(lambda self: getattr(self.net, "parallel", 1))
 
 
+def torch_denoiser(m: LoadedModel, device: str = "cpu", dtype=None, guidance: float | None = None) -> Denoiser:
+    """The loaded model's torch UNet as a denoiser: the reference OpenVINO runs are checked against."""
+    return Denoiser(m.family.conditioning, m.family.torch_net(m, device, dtype), guidance)
+
+
 class Family:
     """A kind of diffusion model. Subclasses set the attributes and implement the methods."""
 
     name: str = ""
-    conditional = False  # takes prompts
-    default_keep_float: tuple = ()  # module names left in float by default
-    components: dict = {}  # component name -> IR path inside a bundle; "unet" is the denoiser
-    scheduler_file = ""  # the scheduler config inside a bundle
-    fp32_copy = ""  # where an int8 bundle keeps its fp32 denoiser IR ("": it keeps none)
+    architectures: tuple = ()  # `random:<arch>` names this family builds
+    layout: Layout
+    conditioning: Conditioning = Conditioning()
+    policy: QuantizationPolicy = QuantizationPolicy()
+    reuse_export = False  # quantize copies the cached fp32 bundle of `edge-dm export` instead of exporting
 
-    # --- where models come from -------------------------------------------------------------
     def recognises(self, path: Path) -> bool:
         """Whether the diffusers folder `path` holds a model of this family."""
         raise NotImplementedError
@@ -140,120 +243,27 @@ class Family:
         return recipe fields (inputs, ...) and the fp32 denoiser as an openvino.Model."""
         raise NotImplementedError
 
-    def for_quantization(self, m: LoadedModel, cfg) -> tuple[LoadedModel, dict]:
-        """The model `edge-dm quantize` exports, calibrates and quantizes: `m`, rewritten as the
-        QuantizeConfig `cfg` asks into the same function, and recipe fields saying what changed.
-        ConfigError for a rewrite this family does not offer."""
-        if self.splits_shortcuts(cfg):
-            raise ConfigError(f"--split-shortcut is for unet2d models, not {self.name}")
+    def for_quantization(self, m: LoadedModel, split_shortcut: bool) -> tuple[LoadedModel, dict]:
+        """The model `edge-dm quantize` exports, calibrates and quantizes: `m`, rewritten into the same
+        function as asked, and recipe fields saying what changed."""
+        if split_shortcut:
+            raise ConfigError(f"`split_shortcut` is for unet2d models, not {self.name}")
         return m, {}
 
-    def keep_float_for(self, m: LoadedModel, cfg) -> tuple:
-        """The modules `quantize` keeps in float unless the QuantizeConfig `cfg` names its own: the
-        model's measured set (its registry entry, edge_dm.models), else the family's default."""
-        return self.default_keep_float if m.keep_float is None else m.keep_float
+    def float_names(self, names: tuple, split_shortcut: bool) -> tuple:
+        """The module names to keep in float in the model for_quantization made of it."""
+        return names
 
-    split_shortcut = False  # whether `quantize` splits shortcut convolutions by default (int8 mode only)
+    def torch_net(self, m: LoadedModel, device: str = "cpu", dtype=None):
+        """The model's torch UNet as a net (the reference OpenVINO is checked against)."""
+        return TorchNet(m.unet, device, dtype)
 
-    def splits_shortcuts(self, cfg) -> bool:
-        """Whether the QuantizeConfig `cfg` splits shortcut convolutions (its own choice, else the
-        family's default for int8; weight compression has no activation scales to separate)."""
-        return self.split_shortcut and cfg.mode == "int8" if cfg.split_shortcut is None else cfg.split_shortcut
-
-    # --- bundles -------------------------------------------------------------------------------
     def scheduler_config(self, folder: Path) -> dict:
         try:
-            return json.loads((Path(folder) / self.scheduler_file).read_text())
+            return json.loads((Path(folder) / self.layout.scheduler_file).read_text())
         except (OSError, ValueError) as exc:
             raise BundleError(f"unreadable scheduler config in {folder}: {exc}") from None
 
-    def check_bundle(self, folder: Path) -> None:
-        """BundleError naming the first file this family's bundle layout needs and `folder` lacks."""
-        for rel in [*self.components.values(), self.scheduler_file]:
-            needed = [rel, str(Path(rel).with_suffix(".bin"))] if rel.endswith(".xml") else [rel]
-            for r in needed:
-                if not (Path(folder) / r).is_file():
-                    raise BundleError(f"{folder} is not a complete edge-dm bundle: {r} is missing")
-
-    def write_component(self, folder: Path, model, component: str = "unet", fp16: bool = False) -> None:
-        """Save `model` (an openvino.Model) as a component's IR, replacing the file by rename: an IR
-        read from the old file (memory-mapped) stays valid."""
-        import os
-
-        import openvino as ov
-
-        target = Path(folder) / self.components[component]
-        tmp = target.with_name(f".{target.stem}.new.xml")
-        ov.save_model(model, tmp, compress_to_fp16=fp16)
-        os.replace(tmp.with_suffix(".bin"), target.with_suffix(".bin"))
-        os.replace(tmp, target)
-
-    def compress_components(self, folder: Path, cfg) -> None:
-        """Apply cfg's modes to the components besides the denoiser (text encoder, VAE)."""
-
-    def write_quantized(self, folder: Path, fp32, int8) -> None:
-        """Put the int8 denoiser into the bundle being written in `folder` (its fp32 export)."""
-        self.write_component(folder, int8)
-
-    # --- sampling --------------------------------------------------------------------------------
-    def model_sample_shape(self, m: LoadedModel) -> tuple:
-        raise NotImplementedError
-
-    def sample_shape(self, bundle, sampling) -> tuple:
-        """The shape (without batch) of the sampler's state for `sampling`'s image size."""
-        raise NotImplementedError
-
-    def net_batch(self, sampling) -> int:
-        """How many net inputs one image takes (2 with classifier-free guidance)."""
-        return 1
-
-    def prompts_for_calibration(self, cfg) -> tuple[list, list]:
-        """(calibration prompts, held-out prompts); empty for unconditional models."""
-        return [], []
-
-    report_images = 0  # quantize writes fp32 and int8 images of this many held-out prompts side by side
-    reuse_export = False  # quantize copies the cached fp32 bundle of `edge-dm export` instead of exporting
-
-    def guidance(self, sampling) -> float | None:
-        """The guidance scale in effect (None: the model is not guided)."""
-        return None
-
-    def check_request(self, bundle, sampling, prompts) -> None:
-        """ConfigError if prompts, guidance or sizes do not suit this family (before any work)."""
-        if prompts and not self.conditional:
-            raise ConfigError(f"{bundle.path} holds an unconditional model: it takes no prompt")
-        self.check_sampling(bundle, sampling)
-
-    def check_sampling(self, bundle, sampling) -> None:
-        """ConfigError if the sampling options do not suit this family's model."""
-        if sampling.guidance_scale is not None and not self.conditional:
-            raise ConfigError("--guidance-scale is for text-to-image models; this one is unconditional")
-        if (sampling.height or sampling.width) and not self.conditional:
-            raise ConfigError("--height/--width are for text-to-image models; this one has a fixed size")
-
-    def encode(self, pipeline, prompts: list, sampling) -> dict | None:
-        """Conditioning for each image (a dict of arrays with a leading image axis), or None."""
-        return None
-
-    def net_inputs(self, roles: dict, x, t, cond, guidance) -> dict:
-        """The net's named inputs for a batch (numpy x, t and the batch's slice of cond)."""
-        return {roles[SAMPLE]: x, roles[TIMESTEP]: t}
-
-    torch_roles = {SAMPLE: "sample", TIMESTEP: "timestep", TEXT: "encoder_hidden_states"}  # diffusers' names
-
-    def torch_denoiser(self, m: LoadedModel, device: str = "cpu", dtype=None, guidance: float | None = None):
-        """The model's torch UNet as a denoiser (the reference OpenVINO is checked against)."""
-        return Denoiser(self, TorchNet(m.unet, device, dtype), self.torch_roles, guidance)
-
-    def combine(self, out, guidance):
-        """The noise prediction from the net's first output (guidance, where used)."""
-        return out
-
-    def decode(self, pipeline, x) -> "numpy.ndarray":
-        """uint8 NHWC images from the loop's final state."""
-        raise NotImplementedError
-
-    # --- quantization -----------------------------------------------------------------------------
     def cache_features(self, model) -> dict:
         """DeepCache: for each up block k, the output (an openvino Output) that is the block's input."""
         return {}

@@ -1,5 +1,5 @@
 """Text-to-image latent diffusion: Stable Diffusion 1.x/2.x and the models that share their UNet
-(LCM, SD-Turbo): a UNet2DConditionModel on VAE latents, conditioned on CLIP text embeddings, with
+(SD-Turbo): a UNet2DConditionModel on VAE latents, conditioned on CLIP text embeddings, with
 classifier-free guidance.
 
 Bundles are exported through optimum-intel into the OpenVINO diffusers layout that
@@ -8,21 +8,41 @@ text_encoder/, unet/, vae_decoder/, vae_encoder/ (each openvino_model.xml/.bin +
 tokenizer/ (with openvino_tokenizer.xml and openvino_detokenizer.xml for GenAI), scheduler/,
 model_index.json; edge-dm adds recipe.json, calibration.npz and report.png.
 
-The denoiser with guidance g runs the UNet on [x, x] with [uncond, text] embeddings and returns
+The denoiser with guidance g runs the UNet on [x, x] with [uncond, text] conditioning and returns
 eps_u + g (eps_c - eps_u), as diffusers' StableDiffusionPipeline does; a calibration record is that
 batch of two, as the UNet receives it.
 """
 from __future__ import annotations
 
+import gc
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from edge_dm.errors import ConfigError, DataError, ModelNotFoundError
-from edge_dm.families.base import SAMPLE, TEXT, TIMESTEP, Family, LoadedModel
+from edge_dm.configs import SamplingConfig
+from edge_dm.data import read_prompts
+from edge_dm.errors import BundleError, ConfigError, ModelNotFoundError, interrupted, library_reason
+from edge_dm.families.base import (
+    SAMPLE,
+    TIMESTEP,
+    BundleFiles,
+    Components,
+    Conditioning,
+    Family,
+    Layout,
+    LoadedModel,
+    QuantizationPolicy,
+)
+from edge_dm.families.unet2d import up_block_inputs
+from edge_dm.images import to_uint8
+from edge_dm.outputs import ScratchDir, atomic_output, home
+from edge_dm.resources import shipped_prompts
+from edge_dm.runtime import save_ir
 
-DEFAULT_GUIDANCE = 7.5  # diffusers' StableDiffusionPipeline default
+TEXT = "encoder_hidden_states"
+UNCOND = "uncond:"  # prefix of a conditioning entry's unconditional (negative prompt) half
 PIPELINE_PARTS = ("text_encoder", "tokenizer", "unet", "vae", "scheduler")
 
 # Stable Diffusion 1.5's architecture (diffusers configs), for timing with seeded random weights
@@ -38,24 +58,15 @@ SD15 = dict(
               max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu"),
 )
 
+log = logging.getLogger("edge_dm")
 
-def read_prompts(path) -> list[str]:
-    """The prompts in a text file, one a line (blank lines skipped); DataError if there are none."""
+
+def part_config(folder: Path, part: str) -> dict:
+    """A bundle component's config.json (unet/, vae_decoder/, ...)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read the prompt file {path}: {exc}") from None
-    prompts = [ln.strip() for ln in lines if ln.strip()]
-    if not prompts:
-        raise DataError(f"the prompt file {path} holds no prompt")
-    return prompts
-
-
-def shipped_prompts(held_out: bool = False) -> Path:
-    """datasets/prompts.txt (calibration) or datasets/prompts-heldout.txt (error tables, report)."""
-    from edge_dm.resources import shipped_dataset
-
-    return shipped_dataset("prompts-heldout.txt" if held_out else "prompts.txt")
+        return json.loads((Path(folder) / part / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"unreadable {part}/config.json in {folder}: {exc}") from None
 
 
 def byte_level_tokenizer(folder: Path, max_length: int = 77):
@@ -74,151 +85,96 @@ def byte_level_tokenizer(folder: Path, max_length: int = 77):
                                          pad_token="<|endoftext|>")
 
 
-class StableDiffusion(Family):
-    name = "stable-diffusion"
-    conditional = True
-    architectures = ("sd15",)
-    components = {"unet": "unet/openvino_model.xml", "text_encoder": "text_encoder/openvino_model.xml",
-                  "vae_decoder": "vae_decoder/openvino_model.xml"}
-    scheduler_file = "scheduler/scheduler_config.json"
-    report_images = 4
-    reuse_export = True  # optimum-intel's export of a full pipeline takes minutes
+def tokenize(folder: Path, texts: list) -> np.ndarray:
+    """Token ids (N, max_length) of `texts` by the CLIP tokenizer in `folder`, padded as diffusers
+    pads; a text cut to the tokenizer's length is named in one line (logger "edge_dm")."""
+    from transformers import CLIPTokenizer
 
-    # --- where models come from -------------------------------------------------------------
-    def recognises(self, path: Path) -> bool:
-        index = Path(path) / "model_index.json"
-        if not index.is_file():
-            return False
-        try:
-            parts = {k for k, v in json.loads(index.read_text()).items() if isinstance(v, list)}
-        except (OSError, ValueError):
-            return False
-        return set(PIPELINE_PARTS) <= parts and (Path(path) / "unet" / "config.json").is_file()
+    tokenizer = CLIPTokenizer.from_pretrained(folder)
+    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="np").input_ids
+    for text in texts:
+        n = len(tokenizer(text).input_ids)
+        if n > tokenizer.model_max_length:
+            log.warning(f"Note: the prompt {text[:40]!r}... is {n} tokens; the text encoder reads its first "
+                        f"{tokenizer.model_max_length}")
+    return ids
 
-    def load(self, spec: str, source: str) -> LoadedModel:
-        from diffusers import DDPMScheduler, UNet2DConditionModel
 
-        local = Path(source).expanduser().exists()
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet")
-        sched = DDPMScheduler.load_config(source, subfolder="scheduler")
-        return LoadedModel(spec, str(source), self, {"unet": unet.float().eval()}, dict(sched),
-                           dict(local=local))
+class TextConditioning(Conditioning):
+    """CLIP text embeddings per image, classifier-free guidance, the VAE decoder's pixels."""
 
-    def random(self, arch: str) -> LoadedModel | None:
-        """`random:sd15`: SD 1.5's UNet, text encoder and VAE with seeded random weights (timing only),
-        saved as a diffusers pipeline in the edge-dm cache so optimum-intel can export it."""
-        if arch not in self.architectures:
-            return None
-        from edge_dm.outputs import home
+    takes_prompts = True
+    sampling_defaults = dict(scheduler="ddim", steps=100, guidance_scale=7.5)  # diffusers' SD defaults
+    net_inputs_names = (SAMPLE, TIMESTEP, TEXT)
+    guided = True  # takes classifier-free guidance
 
-        folder = home() / "random" / arch
-        if not (folder / "model_index.json").exists():
-            from edge_dm.outputs import atomic_output
+    def vae_scale(self, folder: Path) -> int:
+        return 2 ** (len(part_config(folder, "vae_decoder").get("block_out_channels", [0] * 4)) - 1)
 
-            with atomic_output(folder, overwrite=True) as tmp:
-                random_sd15_pipeline().save_pretrained(tmp)
-        return self.load(f"random:{arch}", str(folder))
-
-    def model_sample_shape(self, m: LoadedModel) -> tuple:
-        c = m.unet.config
-        return (c.in_channels, c.sample_size, c.sample_size)
-
-    def export(self, m: LoadedModel, folder: Path, precision: str):
-        """The optimum-intel OpenVINO layout of the pipeline (fp32, or fp16 weights), with the
-        tokenizer converted for OpenVINO GenAI."""
-        import openvino as ov
-        from optimum.intel import OVStableDiffusionPipeline
-
-        try:
-            pipe = OVStableDiffusionPipeline.from_pretrained(m.source, export=True, compile=False, load_in_8bit=False)
-        except Exception as exc:  # optimum and its exporters raise many kinds
-            from edge_dm.errors import library_reason
-
-            raise ModelNotFoundError(f"optimum-intel could not export {m.spec}: {library_reason(exc)}") from None
-        pipe.save_pretrained(folder)
-        if precision == "fp16":
-            for component in ("text_encoder", "vae_decoder"):
-                model = ov.Core().read_model(Path(folder) / self.components[component])
-                self.write_component(folder, model, component, fp16=True)
-        convert_tokenizer(Path(folder) / "tokenizer")
-        unet = per_sample_timestep(ov.Core().read_model(Path(folder) / self.components["unet"]))
-        self.write_component(folder, unet, fp16=precision == "fp16")
-        shapes = {i.get_any_name(): str(i.get_partial_shape()) for i in unet.inputs}
-        return dict(inputs=shapes, sample_shape=list(m.sample_shape)), unet
-
-    # --- sampling ------------------------------------------------------------------------------
-    def _config(self, bundle, part: str) -> dict:
-        try:
-            return json.loads((Path(bundle.path) / part / "config.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"unreadable {part}/config.json in {bundle.path}: {exc}") from None
-
-    def vae_scale(self, bundle) -> int:
-        return 2 ** (len(self._config(bundle, "vae_decoder").get("block_out_channels", [0] * 4)) - 1)
-
-    def image_size(self, bundle, sampling) -> tuple[int, int]:
-        unet = self._config(bundle, "unet")
-        size = unet.get("sample_size", 64)
-        size = size if isinstance(size, int) else size[0]
-        default = size * self.vae_scale(bundle)
+    def image_size(self, folder: Path, sampling: SamplingConfig) -> tuple[int, int]:
+        size = part_config(folder, "unet").get("sample_size", 64)
+        default = (size if isinstance(size, int) else size[0]) * self.vae_scale(folder)
         return sampling.height or default, sampling.width or default
 
-    def sample_shape(self, bundle, sampling) -> tuple:
-        h, w = self.image_size(bundle, sampling)
-        f = self.vae_scale(bundle)
-        return (self._config(bundle, "unet").get("in_channels", 4), h // f, w // f)
+    def sample_shape(self, bundle: BundleFiles, sampling: SamplingConfig) -> tuple:
+        h, w = self.image_size(bundle.path, sampling)
+        f = self.vae_scale(bundle.path)
+        return (part_config(bundle.path, "unet").get("in_channels", 4), h // f, w // f)
 
-    def guidance(self, sampling) -> float | None:
-        g = DEFAULT_GUIDANCE if sampling.guidance_scale is None else sampling.guidance_scale
-        return g if g > 1 else None
+    def guidance(self, sampling: SamplingConfig) -> float | None:
+        g = sampling.guidance_scale
+        g = self.sampling_defaults.get("guidance_scale", 1.0) if g is None else g
+        return g if self.guided and g > 1 else None
 
-    def net_batch(self, sampling) -> int:
-        return 2 if self.guidance(sampling) else 1
-
-    def check_request(self, bundle, sampling, prompts) -> None:
+    def check(self, bundle: BundleFiles, sampling: SamplingConfig, prompts: list) -> None:
         if not prompts:
-            raise ConfigError(f"{bundle.path} holds a text-to-image model: give --prompt TEXT or --prompts FILE")
+            raise ConfigError(f"{bundle.path} holds a text-to-image model: give `prompt`")
+        bad = [p for p in prompts if not isinstance(p, str)]
+        if bad:
+            raise ConfigError(f"prompts must be strings, got {type(bad[0]).__name__}")
         self.check_sampling(bundle, sampling)
 
-    def check_sampling(self, bundle, sampling) -> None:
-        h, w = self.image_size(bundle, sampling)
-        unet = self._config(bundle, "unet")
-        multiple = self.vae_scale(bundle) * 2 ** (len(unet.get("block_out_channels", [0] * 4)) - 1)
+    def check_sampling(self, bundle: BundleFiles, sampling: SamplingConfig) -> None:
+        h, w = self.image_size(bundle.path, sampling)
+        unet = part_config(bundle.path, "unet")
+        multiple = self.vae_scale(bundle.path) * 2 ** (len(unet.get("block_out_channels", [0] * 4)) - 1)
         for name, v in (("height", h), ("width", w)):
             if v % multiple:
-                raise ConfigError(f"--{name} {v} does not suit this model: it must be a multiple of {multiple} "
+                raise ConfigError(f"`{name}` {v} does not suit this model: it must be a multiple of {multiple} "
                                   "(the VAE's and the UNet's downsampling)")
 
-    def prompts_for_calibration(self, cfg) -> tuple[list, list]:
-        prompts = read_prompts(cfg.prompts) if cfg.prompts else read_prompts(shipped_prompts())
+    def calibration_prompts(self, prompts_file: str | None) -> tuple[list, list]:
+        prompts = read_prompts(prompts_file or shipped_prompts())
         return prompts, read_prompts(shipped_prompts(held_out=True))
 
-    def encode(self, pipeline, prompts: list, sampling) -> dict | None:
-        """Text embeddings per image ("text"), and the negative prompt's ("uncond") where guided."""
+    def embed(self, parts: Components, texts: list) -> dict:
+        """{net input: array (N, ...)} of each text: here the text encoder's last hidden state."""
+        ids = tokenize(parts.path / "tokenizer", texts)
+        return {TEXT: np.concatenate([parts.run("text_encoder", ids[i:i + 1])[0] for i in range(len(texts))])}
+
+    def encode(self, parts: Components, prompts: list, sampling: SamplingConfig) -> dict | None:
+        """Each net input the prompts give, per image, and where guided the negative prompt's
+        (UNCOND + name)."""
         if not prompts:
             return None
-        texts = sorted(set(prompts) | ({sampling.negative_prompt} if self.guidance(sampling) else set()))
-        table = dict(zip(texts, self._embed(pipeline, texts)))
-        cond = {TEXT: np.stack([table[p] for p in prompts])}
-        if self.guidance(sampling):
-            cond["uncond"] = np.repeat(table[sampling.negative_prompt][None], len(prompts), 0)
+        guided = self.guidance(sampling) is not None
+        texts = sorted(set(prompts) | ({sampling.negative_prompt} if guided else set()))
+        table = self.embed(parts, texts)
+        index = {t: i for i, t in enumerate(texts)}
+        rows = np.array([index[p] for p in prompts])
+        cond = {k: v[rows] for k, v in table.items()}
+        if guided:
+            neg = np.full(len(prompts), index[sampling.negative_prompt])
+            cond.update({UNCOND + k: v[neg] for k, v in table.items()})
         return cond
 
-    def _embed(self, pipeline, texts: list) -> list:
-        from transformers import CLIPTokenizer
-
-        tokenizer = CLIPTokenizer.from_pretrained(Path(pipeline.bundle.path) / "tokenizer")
-        ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                        return_tensors="np").input_ids
-        encoder = pipeline.component("text_encoder")
-        name = encoder.model.inputs[0].get_any_name()
-        return [encoder.run({name: ids[i:i + 1]})[0][0] for i in range(len(texts))]
-
-    def net_inputs(self, roles: dict, x, t, cond, guidance) -> dict:
-        text = cond[TEXT]
+    def net_inputs(self, x, t, cond, guidance) -> dict:
+        own = {k: v for k, v in cond.items() if not k.startswith(UNCOND)}
         if guidance:
-            x, t, text = np.concatenate([x, x]), np.concatenate([t, t]), np.concatenate([cond["uncond"], text])
-        return {roles[SAMPLE]: x, roles[TIMESTEP]: t, roles[TEXT]: text}
+            x, t = np.concatenate([x, x]), np.concatenate([t, t])
+            own = {k: np.concatenate([cond.get(UNCOND + k, v), v]) for k, v in own.items()}
+        return {SAMPLE: x, TIMESTEP: t, **own}
 
     def combine(self, out, guidance):
         if not guidance:
@@ -226,32 +182,88 @@ class StableDiffusion(Family):
         uncond, text = np.split(out, 2)
         return uncond + guidance * (text - uncond)
 
-    def decode(self, pipeline, x):
+    def decode(self, parts: Components, x):
         """The VAE decoder's images of the final latents, one latent a request."""
-        from edge_dm.images import to_uint8
+        scale = part_config(parts.path, "vae_decoder").get("scaling_factor", 0.18215)
+        return to_uint8(np.concatenate([parts.run("vae_decoder", x[i:i + 1] / scale)[0] for i in range(len(x))]))
 
-        scale = self._config(pipeline.bundle, "vae_decoder").get("scaling_factor", 0.18215)
-        vae = pipeline.component("vae_decoder")
-        name = vae.model.inputs[0].get_any_name()
-        images = np.concatenate([vae.run({name: x[i:i + 1] / scale})[0] for i in range(len(x))])
-        return to_uint8(images)
 
-    # --- quantization -----------------------------------------------------------------------------
-    def compress_components(self, folder: Path, cfg) -> None:
-        """NNCF int8 weight compression of the text encoder and the VAE decoder, where asked."""
+class StableDiffusion(Family):
+    name = "stable-diffusion"
+    architectures = ("sd15",)
+    layout = Layout(components={"unet": "unet/openvino_model.xml", "text_encoder": "text_encoder/openvino_model.xml",
+                                "vae_decoder": "vae_decoder/openvino_model.xml"},
+                    scheduler_file="scheduler/scheduler_config.json")
+    conditioning = TextConditioning()
+    policy = QuantizationPolicy(report_images=4)
+    reuse_export = True  # optimum-intel's export of a full pipeline takes minutes
+    pipeline_classes = ("StableDiffusionPipeline",)  # diffusers' _class_name in model_index.json
+    optimum_class = "OVStableDiffusionPipeline"
+    tokenizers = ("tokenizer",)
+
+    def recognises(self, path: Path) -> bool:
+        index = Path(path) / "model_index.json"
+        if not index.is_file():
+            return False
+        try:
+            data = json.loads(index.read_text())
+        except (OSError, ValueError):
+            return False
+        parts = {k for k, v in data.items() if isinstance(v, list)}
+        cls = data.get("_class_name", self.pipeline_classes[0])
+        return (set(PIPELINE_PARTS) <= parts and (Path(path) / "unet" / "config.json").is_file()
+                and cls in self.pipeline_classes)
+
+    def load(self, spec: str, source: str) -> LoadedModel:
+        from diffusers import DDPMScheduler, UNet2DConditionModel
+
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet")
+        sched = DDPMScheduler.load_config(source, subfolder="scheduler")
+        return LoadedModel(spec, str(source), self, {"unet": unet.float().eval()}, dict(sched))
+
+    def random(self, arch: str) -> LoadedModel | None:
+        """`random:sd15`: SD 1.5's UNet, text encoder and VAE with seeded random weights (timing only),
+        saved as a diffusers pipeline in the edge-dm cache so optimum-intel can export it."""
+        if arch not in self.architectures:
+            return None
+        folder = home() / "random" / arch
+        if not (folder / "model_index.json").exists():
+            with atomic_output(folder, overwrite=True) as tmp:
+                self.random_pipeline(arch).save_pretrained(tmp)
+        return self.load(f"random:{arch}", str(folder))
+
+    def random_pipeline(self, arch: str):
+        return random_sd15_pipeline()
+
+    def export(self, m: LoadedModel, folder: Path, precision: str):
+        """The optimum-intel OpenVINO layout of the pipeline (fp32, or fp16 weights), with each
+        tokenizer converted for OpenVINO GenAI."""
         import openvino as ov
+        import optimum.intel
 
-        from edge_dm.quantize import compress_weights
-
-        for component, mode in (("text_encoder", cfg.text_encoder), ("vae_decoder", cfg.vae)):
-            if mode == "int8-weights":
-                model = ov.Core().read_model(Path(folder) / self.components[component])
-                self.write_component(folder, compress_weights(model), component)
+        with ScratchDir() as scratch, scratch.as_tempdir():  # optimum's own temporary export folder
+            try:
+                pipe = getattr(optimum.intel, self.optimum_class).from_pretrained(
+                    m.source, export=True, compile=False, load_in_8bit=False)
+            except Exception as exc:  # optimum and its exporters raise many kinds
+                if interrupted(exc):  # Ctrl-C or SIGTERM while exporting: end like any other interrupt
+                    raise KeyboardInterrupt from None
+                raise ModelNotFoundError(f"optimum-intel could not export {m.spec}: {library_reason(exc)}") from None
+            pipe.save_pretrained(folder)
+            del pipe
+            gc.collect()  # optimum's temporary folder goes with its pipeline, before the scratch folder
+        for name, rel in self.layout.components.items():
+            if name != "unet" and precision == "fp16":
+                save_ir(ov.Core().read_model(Path(folder) / rel), Path(folder) / rel, fp16=True)
+        for tokenizer in self.tokenizers:
+            convert_tokenizer(Path(folder) / tokenizer)
+        unet = per_sample_timestep(ov.Core().read_model(Path(folder) / self.layout.components["unet"]))
+        save_ir(unet, Path(folder) / self.layout.components["unet"], fp16=precision == "fp16")
+        shapes = {i.get_any_name(): str(i.get_partial_shape()) for i in unet.inputs}
+        return dict(inputs=shapes, sample_shape=list(m.sample_shape)), unet
 
     def cache_features(self, model) -> dict:
-        from edge_dm.families.unet2d import UNet2D
-
-        return UNet2D().cache_features(model)
+        return up_block_inputs(model)
 
 
 def per_sample_timestep(unet):
@@ -260,8 +272,7 @@ def per_sample_timestep(unet):
     steps, and optimum-intel and OpenVINO GenAI still run it unchanged. Returns the same model."""
     import openvino as ov
 
-    name = next(i.get_any_name() for i in unet.inputs if i.get_partial_shape().rank.get_length() <= 1)
-    unet.reshape({name: ov.PartialShape([-1])})
+    unet.reshape({TIMESTEP: ov.PartialShape([-1])})
     return unet
 
 

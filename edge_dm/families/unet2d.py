@@ -11,7 +11,8 @@ import json
 import re
 from pathlib import Path
 
-from edge_dm.families.base import SAMPLE, Family, LoadedModel
+from edge_dm.errors import interrupted
+from edge_dm.families.base import Family, Layout, LoadedModel, QuantizationPolicy
 
 # google/ddpm-cifar10-32's exact UNet2DModel config (35.7M parameters), for timing without the weights
 ARCHITECTURES = {
@@ -21,18 +22,6 @@ ARCHITECTURES = {
         up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_eps=1e-6, freq_shift=1,
         flip_sin_to_cos=False, downsample_padding=0, attention_head_dim=None),
 }
-
-
-def _interrupted(exc: BaseException) -> bool:
-    """Whether a conversion error is a KeyboardInterrupt that OpenVINO's frontend wrapped into its own
-    exception (OpConversionFailure and friends carry only its text), directly or as a cause."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, KeyboardInterrupt) or "KeyboardInterrupt" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def convert_unet(unet, sample_shape: tuple):
@@ -60,7 +49,7 @@ def convert_unet(unet, sample_shape: tuple):
                 unet, example_input=example,
                 input=[("sample", [-1, *sample_shape], ov.Type.f32), ("timestep", [-1], ov.Type.i64)])
         except Exception as exc:
-            if _interrupted(exc):  # Ctrl-C or SIGTERM while tracing: end like any other interrupt
+            if interrupted(exc):  # Ctrl-C or SIGTERM while tracing: end like any other interrupt
                 raise KeyboardInterrupt from None
             raise
     model.outputs[0].get_tensor().set_names({"noise_pred"})
@@ -70,17 +59,11 @@ def convert_unet(unet, sample_shape: tuple):
 class UNet2D(Family):
     name = "unet2d"
     architectures = tuple(ARCHITECTURES)
-    # Their int8 error dominated: keeping these in float cut the drift of 64 images from fp32 by
-    # 4.3 dB at no measurable speed cost (docs/QUANTIZATION.md). time_emb matches the time-embedding
-    # MLP and every resnet's time_emb_proj.
-    default_keep_float = ("conv_in", "conv_out", "time_emb")
-    # Each up-path shortcut convolution's two inputs get their own int8 scale: the shipped model's held-out
-    # error fell from 0.0308 to 0.0173 (three calibration seeds, AVX2; 0.0405 to 0.0300 on AMX) for 12
-    # more convolutions a call (docs/QUANTIZATION.md, "Calibration, measured with spread").
-    split_shortcut = True
-    components = {"unet": "unet.xml"}
-    fp32_copy = "unet_fp32.xml"  # int8 bundles keep the fp32 IR they were quantized from
-    scheduler_file = "scheduler_config.json"
+    layout = Layout(components={"unet": "unet.xml"}, scheduler_file="scheduler_config.json",
+                    fp32_copy="unet_fp32.xml")
+    # conv_in, conv_out and the time embedding (its MLP and every resnet's time_emb_proj) in float, and
+    # the shortcut split on: docs/QUANTIZATION.md says what each measured
+    policy = QuantizationPolicy(keep_float=("conv_in", "conv_out", "time_emb"), split_shortcut=True)
 
     @staticmethod
     def _layout(path: Path) -> tuple[Path, Path] | None:
@@ -122,75 +105,53 @@ class UNet2D(Family):
         spec = f"random:{arch}"
         return LoadedModel(spec, spec, self, {"unet": UNet2DModel(**ARCHITECTURES[arch]).eval()}, dict(sched))
 
-    def for_quantization(self, m: LoadedModel, cfg) -> tuple[LoadedModel, dict]:
-        """Where the shortcut split applies (splits_shortcuts), a copy whose up path convolves each skip
-        concatenation's parts apart (edge_dm.families.shortcut_split); the recipe records how many
-        convolutions split (split_convs, 0 when none)."""
-        if not self.splits_shortcuts(cfg):
+    def for_quantization(self, m: LoadedModel, split_shortcut: bool) -> tuple[LoadedModel, dict]:
+        """With the split, a copy whose up path convolves each skip concatenation's parts apart
+        (edge_dm.families.shortcut_split); the recipe records how many convolutions split."""
+        if not split_shortcut:
             return m, dict(split_convs=0)
         from edge_dm.families.shortcut_split import split_shortcuts
 
         unet, n = split_shortcuts(m.unet)
         return dataclasses.replace(m, modules={**m.modules, "unet": unet}), dict(split_convs=n)
 
-    def keep_float_for(self, m: LoadedModel, cfg) -> tuple:
-        """As Family's; where quantize does not split shortcut convolutions, a half of one named in the
-        model's set (`conv_shortcut.a`) keeps the whole convolution in float."""
-        names = super().keep_float_for(m, cfg)
-        if self.splits_shortcuts(cfg):
+    def float_names(self, names: tuple, split_shortcut: bool) -> tuple:
+        """Without the split, a half of one shortcut convolution (`conv_shortcut.a`) keeps the whole
+        convolution in float."""
+        if split_shortcut:
             return names
         return tuple(dict.fromkeys(re.sub(r"\.conv_shortcut\.[ab]$", ".conv_shortcut", n) for n in names))
-
-    def model_sample_shape(self, m: LoadedModel) -> tuple:
-        c = m.unet.config
-        size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]
-        return (c.in_channels, size, size)
 
     def export(self, m: LoadedModel, folder: Path, precision: str):
         import openvino as ov
 
-        model = convert_unet(m.unet, m.sample_shape)
-        ov.save_model(model, Path(folder) / self.components["unet"], compress_to_fp16=precision == "fp16")
-        (Path(folder) / self.scheduler_file).write_text(json.dumps(m.scheduler_config, indent=2, sort_keys=True))
-        return dict(sample_shape=list(m.sample_shape), inputs={"sample": [-1, *m.sample_shape], "timestep": [-1]}), model
-
-    def sample_shape(self, bundle, sampling) -> tuple:
-        """(C, H, W) from the IR's sample input, which edge-dm exports with a static image size."""
-        from edge_dm.families.base import input_roles
-
-        model = bundle.read_model()
-        shape = model.input(input_roles(model)[SAMPLE]).get_partial_shape()
-        return tuple(d.get_length() for d in list(shape)[1:])
-
-    def decode(self, pipeline, x):
-        from edge_dm.images import to_uint8
-
-        return to_uint8(x)
-
-    def write_quantized(self, folder: Path, fp32, int8) -> None:
-        """int8 as unet.xml, and the fp32 IR beside it as unet_fp32.xml: the baseline."""
-        import openvino as ov
-
-        ov.save_model(fp32, Path(folder) / self.fp32_copy, compress_to_fp16=False)
-        self.write_component(folder, int8)
+        shape = m.sample_shape
+        model = convert_unet(m.unet, shape)
+        ov.save_model(model, Path(folder) / self.layout.components["unet"], compress_to_fp16=precision == "fp16")
+        (Path(folder) / self.layout.scheduler_file).write_text(json.dumps(m.scheduler_config, indent=2, sort_keys=True))
+        return dict(sample_shape=list(shape), inputs={"sample": [-1, *shape], "timestep": [-1]}), model
 
     def cache_features(self, model) -> dict:
-        """Each up block's input: the output of the mid block or of the up block before it that ops of
-        the block read (through a FakeQuantize in int8 IRs), found by the names OpenVINO's PyTorch
-        frontend gives. Whether the block concatenates it with a skip or, split (shortcut_split),
-        convolves it directly does not matter."""
-        features: dict = {}
-        for op in model.get_ordered_ops():
-            match = re.match(r"__module\.up_blocks\.(\d+)[./]", op.get_friendly_name())
-            if not match:
-                continue
-            k = int(match.group(1))
-            before = re.compile(rf"__module\.up_blocks\.{k - 1}[./]" if k else r"__module\.mid_block[./]")
-            for value in op.input_values():
-                while value.get_node().get_type_name() == "FakeQuantize":
-                    value = value.get_node().input_value(0)
-                if before.match(value.get_node().get_friendly_name()):
-                    features.setdefault(k, {})[(value.get_node().get_friendly_name(), value.get_index())] = value
-        if any(len(found) != 1 for found in features.values()):
-            return {}  # not a UNet whose blocks these names tell apart
-        return {k: next(iter(found.values())) for k, found in features.items()}
+        return up_block_inputs(model)
+
+
+def up_block_inputs(model) -> dict:
+    """Each up block's input: the output of the mid block or of the up block before it that ops of
+    the block read (through a FakeQuantize in int8 IRs), found by the names OpenVINO's PyTorch
+    frontend gives. Whether the block concatenates it with a skip or, split (shortcut_split),
+    convolves it directly does not matter."""
+    features: dict = {}
+    for op in model.get_ordered_ops():
+        match = re.match(r"__module\.up_blocks\.(\d+)[./]", op.get_friendly_name())
+        if not match:
+            continue
+        k = int(match.group(1))
+        before = re.compile(rf"__module\.up_blocks\.{k - 1}[./]" if k else r"__module\.mid_block[./]")
+        for value in op.input_values():
+            while value.get_node().get_type_name() == "FakeQuantize":
+                value = value.get_node().input_value(0)
+            if before.match(value.get_node().get_friendly_name()):
+                features.setdefault(k, {})[(value.get_node().get_friendly_name(), value.get_index())] = value
+    if any(len(found) != 1 for found in features.values()):
+        return {}  # not a UNet whose blocks these names tell apart
+    return {k: next(iter(found.values())) for k, found in features.items()}

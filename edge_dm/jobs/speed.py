@@ -1,4 +1,5 @@
-"""Speed, side by side in one run: torch eager fp32, OpenVINO fp32 / bf16 / fp16, OpenVINO int8.
+"""`edge-dm benchmark`: speed side by side in one run: torch eager fp32, OpenVINO fp32 / bf16 / fp16,
+OpenVINO int8.
 
 Times are only compared within one run on one machine (ratios), never against fixed numbers.
 """
@@ -11,7 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_dm.configs import BenchmarkConfig
+from edge_dm.bundle import Bundle
+from edge_dm.configs import BenchmarkConfig, DeviceConfig, ExportConfig, QuantizeJobConfig, SamplingConfig
+from edge_dm.errors import BenchmarkError, BundleError
+from edge_dm.families.base import SAMPLE, TIMESTEP, torch_denoiser
+from edge_dm.jobs.conversion import export
+from edge_dm.jobs.quantization import quantize
+from edge_dm.models import load_model
+from edge_dm.outputs import atomic_output, check_output
+from edge_dm.pipeline import Pipeline
+from edge_dm.runtime import check_device, compile_model, device_capabilities
+from edge_dm.sampling import check_steps, generate, make_scheduler
 from edge_dm.targets import cpu_info, target_of
 
 
@@ -59,18 +70,15 @@ PROMPT = "an astronaut riding a horse in photorealistic style"
 def example_inputs(model, images: int, sample_shape, net_batch: int = 1, seed: int = 0) -> dict:
     """Seeded inputs of a denoiser IR for `images` images (net_batch inputs each): the sample at
     `sample_shape`, timestep 500, other inputs at the IR's static sizes."""
-    from edge_dm.families.base import SAMPLE, TIMESTEP, input_roles
-
     rng = np.random.default_rng(seed)
     n = images * net_batch
-    names = {v: k for k, v in input_roles(model).items()}
     out = {}
     for inp in model.inputs:
-        name, role = inp.get_any_name(), names[inp.get_any_name()]
-        if role == TIMESTEP:
+        name = inp.get_any_name()
+        if name == TIMESTEP:
             out[name] = np.full(n, 500, np.int64)
         else:
-            shape = sample_shape if role == SAMPLE else [d.get_length() for d in list(inp.get_partial_shape())[1:]]
+            shape = sample_shape if name == SAMPLE else [d.get_length() for d in list(inp.get_partial_shape())[1:]]
             out[name] = rng.standard_normal((n, *shape)).astype(np.float32)
     return out
 
@@ -80,13 +88,10 @@ def _ir_size(ir: Path) -> int:
 
 
 def _ov_variant(name, bundle, device, hint, cfg: BenchmarkConfig, sampling, size_bytes: int) -> dict:
-    from edge_dm.configs import DeviceConfig
-    from edge_dm.denoiser import compile_model
-    from edge_dm.pipeline import Pipeline
-
     model = bundle.read_model()
-    family = bundle.family
-    shape, per_image = family.sample_shape(bundle, sampling), family.net_batch(sampling)
+    c = bundle.family.conditioning
+    sampling = bundle.sampling(sampling)
+    shape, per_image = c.sample_shape(bundle, sampling), c.net_batch(sampling)
     inputs = example_inputs(model, 1, shape, per_image)
     shapes = {k: v.shape[1:] for k, v in inputs.items()}  # all static, as the pipeline compiles it
     rss0 = _rss_mb()
@@ -100,10 +105,11 @@ def _ov_variant(name, bundle, device, hint, cfg: BenchmarkConfig, sampling, size
                latency_b1=_latency(lambda: req.infer(inputs), cfg.iterations))
     row["throughput"] = {}
     for b in cfg.batch_sizes:
-        c = compile_model(model, device, b * per_image, "THROUGHPUT", hint, shapes=shapes)
-        row["throughput"][str(b)] = _images_per_s(c, example_inputs(model, b, shape, per_image), b, cfg.iterations // 2)
+        batched = compile_model(model, device, b * per_image, "THROUGHPUT", hint, shapes=shapes)
+        row["throughput"][str(b)] = _images_per_s(batched, example_inputs(model, b, shape, per_image), b,
+                                                  cfg.iterations // 2)
     pipe = Pipeline(bundle, DeviceConfig(device=device, batch_size=cfg.images, precision_hint=hint))
-    prompts = [PROMPT] if family.conditional else []
+    prompts = [PROMPT] if c.takes_prompts else []
     e2e = dict(sampling=sampling, prompts=prompts)
     pipe.sample(cfg.images, sampling.replace(steps=1), prompts)  # compile the timed run's shapes outside it
     s = time.perf_counter()
@@ -117,8 +123,6 @@ def _ov_variant(name, bundle, device, hint, cfg: BenchmarkConfig, sampling, size
 
 def _torch_variant(m, cfg: BenchmarkConfig, shape, scheduler_config, size_bytes) -> dict:
     import torch
-
-    from edge_dm.sampling import generate, make_scheduler
 
     unet = m.unet
     rss0 = _rss_mb()
@@ -138,8 +142,8 @@ def _torch_variant(m, cfg: BenchmarkConfig, shape, scheduler_config, size_bytes)
             lat = _latency(lambda: unet(xb, tb), 3, warmup=1)
             row["throughput"][str(b)] = round(b / (lat["median_ms"] / 1e3), 2)
     s = time.perf_counter()
-    generate(m.family.torch_denoiser(m), make_scheduler("ddim", scheduler_config), cfg.images, cfg.images, cfg.steps,
-             0, shape)
+    generate(torch_denoiser(m), make_scheduler("ddim", scheduler_config),
+             cfg.images, cfg.images, cfg.steps, 0, shape)
     seconds = time.perf_counter() - s
     row["end_to_end_images_per_s"] = round(cfg.images / seconds, 3)
     row["end_to_end_s_per_image"] = round(seconds / cfg.images, 3)
@@ -220,13 +224,6 @@ def float_baseline(isa: list) -> str:
 
 def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     """Measure every variant the device supports; write benchmark.json, .md and .png to cfg.output."""
-    from edge_dm.bundle import Bundle
-    from edge_dm.configs import ExportConfig, QuantizeConfig, SamplingConfig
-    from edge_dm.denoiser import check_device, device_capabilities
-    from edge_dm.errors import BundleError
-    from edge_dm.jobs import export, quantize
-    from edge_dm.outputs import atomic_output, check_output
-
     check_device(cfg.device)
     check_output(cfg.output, cfg.overwrite)
     try:
@@ -235,9 +232,7 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
         if cfg.int8:  # an int8 bundle the user named is missing or broken: say so, don't replace it
             raise
         log("no int8 bundle yet: quantizing with the defaults first")
-        int8, _ = quantize(QuantizeConfig(model=cfg.model, overwrite=True), progress=False)
-    from edge_dm.sampling import check_steps
-
+        int8, _ = quantize(QuantizeJobConfig(model=cfg.model, overwrite=True), progress=False)
     check_steps("ddim", int8.scheduler_config, cfg.steps)
     if int8.fp32_ir:  # unconditional int8 bundles keep the fp32 IR they were quantized from
         fp32, fp32_size = int8.with_model(int8.read_model(int8.fp32_ir), precision="fp32"), _ir_size(int8.fp32_ir)
@@ -253,12 +248,10 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     with atomic_output(cfg.output, cfg.overwrite) as tmp:
         caps = next((d["capabilities"] for d in device_capabilities() if d["device"] == cfg.device.split(".")[0]), [])
         rows = []
-        if cfg.torch_baseline and not int8.family.conditional:
-            from edge_dm.models import load_model
-
+        if cfg.torch_baseline and not int8.family.conditioning.takes_prompts:
             log("torch fp32 ...")
             m = load_model(cfg.model)
-            rows.append(_torch_variant(m, cfg, m.sample_shape, m.scheduler_config,
+            rows.append(_torch_variant(m, cfg, fp32.sample_shape, m.scheduler_config,
                                        sum(p.numel() * 4 for p in m.unet.parameters())))
         variants = [("OpenVINO fp32", fp32, "f32", fp32_size)]
         if "BF16" in caps:
@@ -290,8 +283,6 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
 def check_gate(cfg: BenchmarkConfig, target: str, baseline: str, speedup: float, log=print) -> None:
     """The CI gate: log the threshold that applies to this CPU class and the measured ratio, and raise
     BenchmarkError below it."""
-    from edge_dm.errors import BenchmarkError
-
     if cfg.min_int8_speedup is None:
         return
     need = cfg.int8_gate(target)

@@ -57,9 +57,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edge_dm.classifier import DEFAULT_CHANNELS as CLASSIFIER_CHANNELS, class_word
+from edge_dm.classifier import DEFAULT_CHANNELS as CLASSIFIER_CHANNELS
+from edge_dm.classifier import build_classifier, class_word, predict, save_classifier
+from edge_dm.data import load_images, load_labelled_images
 from edge_dm.errors import ConfigError, ModelNotFoundError
-from edge_dm.train import DDPM_BETAS, _check_train_output, fit, random_batch, start
+from edge_dm.jobs.training import DDPM_BETAS, _check_train_output, fit, random_batch, start
 
 STAGES = ("vae", "unet", "classifier")
 TEMPLATES = (
@@ -233,8 +235,6 @@ def _train_vae(cfg, run, device, log) -> Path:
     import torch
     from diffusers import AutoencoderKL
 
-    from edge_dm.data import load_images
-
     t0 = time.time()
     images = torch.from_numpy(load_images(cfg.data)).to(device)
     said = [f"loaded {len(images)} images in {time.time() - t0:.1f}s"]
@@ -281,8 +281,6 @@ def _text_to_image_model(cfg, tokenizer, image_size: int):
 def _train_unet(cfg, run, device, log) -> Path:
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler
-
-    from edge_dm.data import load_labelled_images
 
     vae_dir = run / "vae" / "model"
     if not (vae_dir / "config.json").is_file():
@@ -373,9 +371,6 @@ def save_pipeline(folder, model, vae, tokenizer) -> Path:
 def _train_classifier(cfg, run, device, log) -> Path:
     import torch
     import torch.nn.functional as F
-
-    from edge_dm.classifier import build_classifier, predict, save_classifier
-    from edge_dm.data import load_labelled_images
 
     t0 = time.time()
     images, labels, names = load_labelled_images(cfg.data)

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edge_dm.data import load_images
 from edge_dm.errors import ConfigError, DataError, ModelNotFoundError, OutputExistsError, library_reason
 
 # The google/ddpm-cifar10-32 family (see RESOURCES.md) at half width: 4 levels, attention at 16x16.
@@ -281,11 +282,8 @@ def fit(cfg, model, emas, opt, step: int, loss_fn, ckpt: Path, log, ema_warmup: 
 
 def train(cfg: TrainConfig, log=print) -> Path:
     """Train until `cfg.minutes` of wall time (this call) or `cfg.max_steps`; returns the EMA model dir."""
-    import numpy as np
     import torch
     from diffusers import DDPMScheduler, UNet2DModel
-
-    from edge_dm.data import load_images
 
     # every check (output, init, teacher, checkpoint, data) before any line is logged or file written
     out = _check_train_output(cfg.output)

