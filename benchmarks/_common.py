@@ -17,11 +17,11 @@ def fp32_and_int8(model: str, int8_path: str):
     sample shape and inputs per image at the default sampling: what the per-IR recipes compare."""
     from edge_dm import jobs
     from edge_dm.bundle import Bundle, BundleError
-    from edge_dm.configs import ExportConfig, SamplingConfig
+    from edge_dm.configs import ExportConfig
 
     try:
         fp32 = Bundle.from_pretrained(model, "fp32")
     except BundleError:
         fp32 = jobs.export(ExportConfig(model=model))
-    s = SamplingConfig()
-    return fp32, Bundle.from_pretrained(int8_path), fp32.family.sample_shape(fp32, s), fp32.family.net_batch(s)
+    s, c = fp32.sampling(), fp32.family.conditioning  # the model's default sampling options
+    return fp32, Bundle.from_pretrained(int8_path), c.sample_shape(fp32, s), c.net_batch(s)

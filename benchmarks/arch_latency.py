@@ -6,15 +6,15 @@ Each layout is the shipped model's UNet2DModel config (as `edge-dm train` builds
 widths, depth or attention level, converted to OpenVINO and compiled for batch 1 (LATENCY hint,
 f32 forced: CPUs with bf16 would otherwise pick it). Latency does not depend on the weights, so they
 are random. Rounds interleave the layouts so that every one sees the same machine load; each round
-is the median of `--iters` calls after 3 warm-up calls. Backs docs/BENCHMARKS.md ("Architecture vs
-latency"). JSON on stdout or in --output, a Markdown table on stderr. About 2 minutes on 2 cores.
+is the median of `--iters` calls after 3 warm-up calls. Backs
+docs/experiments/2026-11-25-arch-latency-avx2.md. JSON on stdout or in --output (one row per
+layout), a Markdown table on stderr. About 2 minutes on 2 cores.
 """
 import argparse
 import sys
 import time
 
 import numpy as np
-
 from _common import emit  # benchmarks/ is the script folder: run as python benchmarks/X.py
 
 VARIANTS = {  # name: (block_out_channels, layers_per_block, attention level or None)
@@ -82,8 +82,8 @@ def main(argv=None) -> dict:
     import torch
     from diffusers import UNet2DModel
 
-    from edge_dm.jobs.speed import machine_info
     from edge_dm.families.unet2d import convert_unet
+    from edge_dm.jobs.speed import machine_info
     from edge_dm.runtime import compile_model as compile_unet
 
     names = [n for n in VARIANTS if "[shipped]" in n or not a.only or n in a.only]

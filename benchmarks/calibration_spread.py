@@ -10,9 +10,9 @@ generated with the same image seeds as the reference and compared with `edge-dm 
 Every quantize measures its error on the same held-out trajectories (quantize's default held-out
 set, from calibration.HELD_OUT_SEED, at `--steps`), which is `summary.mean_rel_l2` in recipe.json.
 Per variant: each seed's row, and the mean, std (population) and min/max over seeds of PSNR, SSIM
-and the held-out mean rel L2. The JSON is rewritten after every seed. Backs docs/QUANTIZATION.md
-("Calibration, measured with spread"). `--num-images 4 --steps 10 --seeds 0 --only dntc` checks it
-in a few minutes.
+and the held-out mean rel L2. JSON on stdout or in --output, rewritten after every seed. Backs
+docs/experiments/2026-12-01-calibration-spread.md. `--num-images 4 --steps 10 --seeds 0 --only dntc`
+checks it in a few minutes.
 """
 import argparse
 import json

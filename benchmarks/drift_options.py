@@ -10,11 +10,11 @@ PSNR, SSIM, mean abs diff), beside the held-out noise-prediction error that `qua
 The first variant (everything quantized) draws the DNTC calibration set the others reuse
 (`--calibration-set`), so that they differ by their option only; `*-seed1` and `all-n128` draw
 fresh sets, to show how much one calibration set moves the drift. `--latency` also times the
-bundles of LATENCY_VARIANTS at batch 1 in interleaved rounds. Backs docs/QUANTIZATION.md ("Where
-the int8 error comes from", "Calibration, measured with spread"). JSON on stdout or in --output; progress on stderr. About 25 minutes on 2 cores with the
-defaults; `--num-images 8 --steps 20 --only io-temb-float` is a quick check, and
-`--num-images 16 --steps 20 --only io-temb-float --only split-shortcut --latency` compares the
-shortcut split with the defaults (docs/QUANTIZATION.md).
+bundles of LATENCY_VARIANTS at batch 1 in interleaved rounds. Backs
+docs/experiments/2026-11-25-keep-float-drift.md. JSON on stdout or in --output (one row per
+variant); progress on stderr. About 25 minutes on 2 cores with the defaults; `--num-images 8
+--steps 20 --only io-temb-float` is a quick check, and `--only io-temb-float --only split-shortcut
+--latency` compares the shortcut split with the unsplit defaults.
 """
 import argparse
 import json
@@ -118,8 +118,8 @@ def main(argv=None) -> dict:
 def latency(bundles, rounds: int = 6, iters: int = 30) -> dict:
     """Median over `rounds` interleaved rounds of each bundle's median batch-1 latency (ms) on the CPU."""
     import numpy as np
-
     from arch_latency import median_ms  # this folder's recipe
+
     from edge_dm.bundle import Bundle
     from edge_dm.runtime import compile_model as compile_unet
 

@@ -1,13 +1,14 @@
 """GroupNorm on the CPU: each UNet compiled as exported (the CPU plugin decomposes GroupNormalization
-itself) and as edge-dm compiles it (edge_dm.denoiser.group_norm_as_mvn), in interleaved rounds: batch-1
+itself) and as edge-dm compiles it (edge_dm.runtime.group_norm_as_mvn), in interleaved rounds: batch-1
 latency (LATENCY hint, one request) and images/s at `--batch` (THROUGHPUT hint, OpenVINO's optimal
 number of async requests, as `edge-dm benchmark` measures it), for the fp32 IR at bf16 and f32 and for
 an int8 IR.
 
     python benchmarks/groupnorm.py --int8 INT8_BUNDLE [--model edm-cifar10-ddpm] [--rounds 2] [--output FILE.json]
 
-The fp32 bundle is the model's cached one, exported if missing. Backs docs/BENCHMARKS.md, "GroupNorm
-on the CPU".
+The fp32 bundle is the model's cached one, exported if missing. JSON on stdout or in --output: one
+row per IR, form and round. Backs docs/BENCHMARKS.md, "GroupNorm on the CPU"
+(docs/experiments/2026-12-01-groupnorm-mvn.md).
 """
 import argparse
 import sys

@@ -10,11 +10,13 @@
 `edge-dm generate` (seed + i), DDIM with eta 0, so the images pair with an int8 bundle's for
 `edge-dm evaluate --compare` (`--save-images DIR` writes them as numbered PNGs). `--bf16` samples
 under bf16 autocast (a quick proxy, e.g. to pick an EMA). TF32 is off unless `--tf32`, which
-allows it in convolutions as cuDNN does by default (how the model card's numbers were made). `--cache-interval N` samples
-with DeepCache through the UNet's own forward (edge_dm.caching.TorchCachedNet). `--reference
-none` skips FID (images only). Runs on any torch device: 10,000 images x 100 steps take minutes on a
-GPU and hours on a 2-core CPU. Backs models/edm-cifar10-ddpm/README.md (quality), the fp32 rows of
-docs/QUANTIZATION.md (Table 5, DeepCache, DDIM steps, the student). JSON on stdout or in --output.
+allows it in convolutions as cuDNN does by default (how the model card's numbers were made).
+`--cache-interval N` samples with DeepCache through the UNet's own forward
+(edge_dm.caching.TorchCachedNet). `--reference none` skips FID (images only). Runs on any torch
+device: 10,000 images x 100 steps take minutes on a GPU and hours on a 2-core CPU. Backs
+models/edm-cifar10-ddpm/README.md (quality), the fp32 rows of docs/QUANTIZATION.md (Table 5) and of
+docs/experiments/ (2026-11-25-deepcache-and-ddim-steps.md, 2026-11-25-student-distillation.md).
+JSON on stdout or in --output: the scores and timings.
 """
 import argparse
 import time
@@ -60,9 +62,10 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     import torch
 
-    from edge_dm.images import to_uint8
     from edge_dm.families import get
-    from edge_dm.families.base import Denoiser, TorchNet
+    from edge_dm.families.base import Denoiser
+    from edge_dm.images import to_uint8
+    from edge_dm.runtime import TorchNet
     from edge_dm.sampling import generate, make_scheduler
 
     dev = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -77,8 +80,7 @@ def main(argv=None) -> dict:
         net = TorchCachedNet(unet, a.cache_branch, dev, dtype)
     else:
         net = TorchNet(unet, dev, dtype)
-    family = get("unet2d")
-    den = Denoiser(family, net, family.torch_roles)
+    den = Denoiser(get("unet2d").conditioning, net)  # no guidance: the net's inputs are sample and timestep
     c = unet.config
     size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]
     x = generate(den, make_scheduler("ddim", sched_cfg), a.num_images, a.batch_size, a.steps, seed=a.seed,

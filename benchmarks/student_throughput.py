@@ -6,8 +6,8 @@ Each layout is saved as a diffusers model folder (random weights, the shipped mo
 quantized with `edge-dm quantize`'s defaults on a small calibration set (kernel speed does not
 depend on the ranges), and timed like benchmarks/unet_throughput.py: the bare UNet, 8 images a
 request, OpenVINO's own streams, best of 3 rounds of `--images` images; rounds interleave the
-layouts. Backs docs/BENCHMARKS.md ("Architecture vs int8 throughput"). JSON on stdout or in
---output, a Markdown table on stderr. A few minutes on 2 cores.
+layouts. Backs docs/experiments/2026-11-25-student-distillation.md. JSON on stdout or in --output
+(one row per layout), a Markdown table on stderr. A few minutes on 2 cores.
 """
 import argparse
 import shutil
@@ -16,10 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _common import emit  # benchmarks/ is the script folder: run as python benchmarks/X.py
 from arch_latency import macs, unet_config  # this folder's recipes
 from unet_throughput import bare_images_per_s
-
-from _common import emit  # benchmarks/ is the script folder: run as python benchmarks/X.py
 
 SHIPPED = "(64,128,128,128) x2 [shipped]"
 VARIANTS = {  # name: (block_out_channels, layers_per_block, attention level or None)
@@ -48,9 +47,9 @@ def main(argv=None) -> dict:
     import torch
     from diffusers import UNet2DModel
 
+    from edge_dm.bundle import Bundle
     from edge_dm.jobs.speed import machine_info
     from edge_dm.resources import shipped_model_dir
-    from edge_dm.bundle import Bundle
     from edge_dm.runtime import compile_model as compile_unet
 
     names = [n for n in VARIANTS if n == SHIPPED or not a.only or n in a.only]

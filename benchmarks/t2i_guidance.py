@@ -11,8 +11,9 @@ not change it) with prompt i, cycling through `--prompts` (the shipped file hold
 the 10 caption templates, class fastest). For each guidance scale and step count: class accuracy of
 all images by `--classifier` (the class its prompt names, as `edge-dm evaluate --classifier`), and
 FID/sFID of the first `--fid-images` against `--reference` (`none`: no FID). Backs
-models/edm-cifar10-t2i/README.md (the guidance pick). On a GPU: seconds per 10,000 images at 32x32,
-then Inception (minutes on a 2-core CPU with openvino). JSON on stdout or in --output.
+models/edm-cifar10-t2i/README.md (the guidance pick; docs/experiments/2026-12-01-edm-cifar10-t2i-training.md).
+On a GPU: seconds per 10,000 images at 32x32, then Inception (minutes on a 2-core CPU with openvino).
+JSON on stdout or in --output: one row per setting.
 """
 import argparse
 import time
@@ -41,8 +42,7 @@ def main(argv=None) -> dict:
     from diffusers import StableDiffusionPipeline
 
     from edge_dm.classifier import class_accuracy, classifier_config, named_classes
-    from edge_dm.metrics import cycled
-    from edge_dm.families.stable_diffusion import read_prompts
+    from edge_dm.data import cycled, read_prompts
     from edge_dm.models import resolve
     from edge_dm.resources import shipped_dataset
 

@@ -7,7 +7,8 @@ so the options differ in nothing else. f32 and bf16 rows are the float baselines
     python benchmarks/t2i_options.py --model random:sd15 --output sd15-options.json
 
 (`random:sd15`: Stable Diffusion 1.5's architecture with seeded random weights, 512x512, 25 steps.)
-The JSON is rewritten after every row, so an interrupted run keeps what it measured.
+JSON on stdout or in --output: one row per float baseline and option, rewritten after every row, so
+an interrupted run keeps what it measured. Backs docs/experiments/2026-12-01-sd15-options-amx.md.
 """
 import argparse
 import sys
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
 from unet_profile import profile  # noqa: E402
 
-# name -> QuantizeConfig fields that differ from edge-dm's defaults
+# name -> QuantizeConfig (algorithm) options that differ from edge-dm's defaults
 VARIANTS = {
     "defaults": {},
     "performance": dict(preset="performance"),
@@ -51,8 +52,8 @@ def unet_row(name, model, shape, net_batch, hint, iterations, with_profile) -> d
 
 def end_to_end(bundle, hint, sampling, images: int) -> float:
     """Seconds per image: prompt to pixels (text encoder, denoising loop, VAE decoder)."""
-    from edge_dm.jobs.speed import PROMPT
     from edge_dm.configs import DeviceConfig
+    from edge_dm.jobs.speed import PROMPT
     from edge_dm.pipeline import Pipeline
 
     pipe = Pipeline(bundle, DeviceConfig(batch_size=1, precision_hint=hint))
@@ -81,11 +82,10 @@ def main():
         ap.error(f"unknown variants {sorted(unknown)}")
 
     from edge_dm import jobs
-    from edge_dm.jobs.speed import float_baseline, machine_info
     from edge_dm.bundle import Bundle, BundleError
     from edge_dm.calibration import calibrate, held_out
-    from edge_dm.configs import CalibrationConfig, DeviceConfig, ExportConfig, QuantizeConfig, SamplingConfig
-    from edge_dm.pipeline import Pipeline
+    from edge_dm.configs import CalibrationConfig, ExportConfig, QuantizeConfig, SamplingConfig
+    from edge_dm.jobs.speed import float_baseline, machine_info
     from edge_dm.quantize import noise_prediction_error, op_counts, quantize_model
 
     machine = machine_info()
@@ -98,20 +98,19 @@ def main():
         t0 = time.perf_counter()
         fp32 = jobs.export(ExportConfig(model=args.model))
         result["export_s"] = round(time.perf_counter() - t0, 1)
-    s = SamplingConfig(steps=args.steps)
-    family, model = fp32.family, fp32.read_model()
-    shape, net_batch = family.sample_shape(fp32, s), family.net_batch(s)
+    s = fp32.sampling(SamplingConfig(steps=args.steps))  # the model's other defaults (scheduler, guidance)
+    c, model = fp32.family.conditioning, fp32.read_model()
+    shape, net_batch = c.sample_shape(fp32, s), c.net_batch(s)
     result.update(model=args.model, sample_shape=list(shape), net_batch=net_batch, steps=args.steps)
     _log("fp32 bundle", fp32.path, "sample", shape, "x", net_batch)
 
     cal_cfg = CalibrationConfig(num_samples=args.num_samples, samples_per_trajectory=args.samples_per_trajectory,
                                 sampling=s)
-    ref = Pipeline(fp32, DeviceConfig(precision_hint="f32"))
     t0 = time.perf_counter()
-    cal = calibrate(ref, cal_cfg)
+    cal = calibrate(fp32, cal_cfg)  # the fp32 denoiser in f32 on the CPU
     result["calibration_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
-    held = held_out(ref, cal_cfg, args.eval_trajectories)
+    held = held_out(fp32, cal_cfg, args.eval_trajectories)
     result["held_out_s"] = round(time.perf_counter() - t0, 1)
     _log("calibration", result["calibration_s"], "s; held-out", result["held_out_s"], "s")
 
@@ -125,9 +124,9 @@ def main():
             save()
 
     for i, name in enumerate(args.only.split(",")):
-        cfg = QuantizeConfig(model=args.model, **VARIANTS[name])
+        cfg = QuantizeConfig(**VARIANTS[name])  # keep_float None: the float-kept set of the calibration's family
         t0 = time.perf_counter()
-        q = quantize_model(model, cal, cfg, family.default_keep_float)
+        q = quantize_model(model, cal, cfg)
         quant_s = round(time.perf_counter() - t0, 1)
         errors = noise_prediction_error(model, q, held)
         row = unet_row(name, q, shape, net_batch, None, args.iterations, not args.no_profile and i < 3)

@@ -26,6 +26,8 @@ The stages can run on different machines (the folder W travels between them):
   hint, rows in turns; the fp32 row at f32 and, where AMX runs it, bf16; into W/latency.json.
 - `scores` computes, for every row with images: FID and sFID against --reference, class accuracy by
   --classifier, and paired drift (PSNR, SSIM) from the fp32 row's images, into one JSON.
+JSON on stdout or in --output: one row per UNet, and the UNet latency. Backs
+docs/experiments/2026-12-01-text-to-image-table5.md.
 """
 import argparse
 import json
@@ -54,7 +56,7 @@ def _prompt_file(a) -> str:
 
 
 def _prompts(a) -> list:
-    from edge_dm.families.stable_diffusion import read_prompts
+    from edge_dm.data import read_prompts
 
     return read_prompts(_prompt_file(a))
 
@@ -76,7 +78,7 @@ def _split(row: str) -> tuple[str, int]:
 def bundles(a) -> dict:
     """W/bundles/ROW for each row not there yet; returns {row: seconds it took}."""
     from edge_dm import jobs
-    from edge_dm.configs import CalibrationConfig, ExportConfig, QuantizeConfig
+    from edge_dm.configs import CalibrationConfig, ExportConfig, QuantizeConfig, QuantizeJobConfig
 
     out, took = Path(a.workdir) / "bundles", {}
     prompts = _prompt_file(a)
@@ -90,8 +92,8 @@ def bundles(a) -> dict:
         elif base in EDGE_ROWS:
             sampling = _sampling(a).replace(seed=seed)
             cal = CalibrationConfig(kind=base, num_samples=a.num_samples, prompts=prompts, sampling=sampling)
-            jobs.quantize(QuantizeConfig(model=a.model, output=str(out / row), calibration=cal, target=a.target,
-                                         report_images=0), progress=False)
+            jobs.quantize(QuantizeJobConfig(model=a.model, output=str(out / row), calibration=cal, report_images=0,
+                                            quantization=QuantizeConfig(target=a.target)), progress=False)
         else:
             _optimum(a, base, seed, out / row)
         took[row] = round(time.perf_counter() - t0, 1)
@@ -121,7 +123,7 @@ def _optimum(a, base: str, seed: int, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pipe.save_pretrained(tmp)
         for component in ("unet", "text_encoder", "vae_decoder"):
-            model = ov.Core().read_model(Path(tmp) / bundle.family.components[component])
+            model = ov.Core().read_model(Path(tmp) / bundle.family.layout.components[component])
             model = per_sample_timestep(model) if component == "unet" else model
             bundle = bundle.with_model(model, component, kind="optimum-intel", precision="int8",
                                        optimum=dict(config=config.to_dict(), calibration_seed=seed))
@@ -133,10 +135,10 @@ def images(a) -> dict:
     import numpy as np
     from tqdm import tqdm
 
-    from edge_dm.jobs.speed import machine_info
     from edge_dm.bundle import Bundle
     from edge_dm.configs import DeviceConfig
-    from edge_dm.metrics import cycled
+    from edge_dm.data import cycled
+    from edge_dm.jobs.speed import machine_info
     from edge_dm.pipeline import Pipeline
 
     folder = Path(a.workdir) / "images"
@@ -169,8 +171,8 @@ def latency(a) -> dict:
     and at bf16 where AMX runs it (the float a user picks there); int8 rows at OpenVINO's default."""
     import numpy as np
 
-    from edge_dm.jobs.speed import example_inputs, machine_info
     from edge_dm.bundle import Bundle
+    from edge_dm.jobs.speed import example_inputs, machine_info
     from edge_dm.runtime import compile_model
 
     sampling, isa = _sampling(a), machine_info()["isa"]
@@ -178,9 +180,9 @@ def latency(a) -> dict:
     for images in (1, 16):
         for row in _rows(a):
             bundle = Bundle.from_pretrained(Path(a.workdir) / "bundles" / row)
-            model, family = bundle.read_model(), bundle.family
-            per_image = family.net_batch(sampling)
-            x = example_inputs(model, images, family.sample_shape(bundle, sampling), per_image)
+            model, c, s = bundle.read_model(), bundle.family.conditioning, bundle.sampling(sampling)
+            per_image = c.net_batch(s)
+            x = example_inputs(model, images, c.sample_shape(bundle, s), per_image)
             shapes = {k: v.shape[1:] for k, v in x.items()}  # all static, as the pipeline compiles it
             hints = (["f32"] + (["bf16"] if "amx_bf16" in isa else [])) if row == "fp32" else [None]
             for hint in hints:
@@ -196,7 +198,8 @@ def latency(a) -> dict:
                 request.infer(x)
                 times.append(time.perf_counter() - t0)
     rows = [dict(images=k[0], row=k[1], precision=k[2], median_ms=round(1e3 * float(np.median(v[2])), 3),
-                 p10_ms=round(1e3 * float(np.percentile(v[2], 10)), 3), p90_ms=round(1e3 * float(np.percentile(v[2], 90)), 3))
+                 p10_ms=round(1e3 * float(np.percentile(v[2], 10)), 3),
+                 p90_ms=round(1e3 * float(np.percentile(v[2], 90)), 3))
             for k, v in requests.items()]
     result = dict(machine=machine_info(), rounds=a.rounds, iterations=a.iterations, rows=rows)
     (Path(a.workdir) / "latency.json").write_text(json.dumps(result, indent=2))
@@ -214,7 +217,8 @@ def scores(a) -> dict:
     """FID/sFID, class accuracy and drift from fp32 of every row with images."""
     from edge_dm.bundle import Bundle
     from edge_dm.classifier import class_accuracy, classifier_config, named_classes
-    from edge_dm.metrics import cycled, drift, inception_features, reference_stats
+    from edge_dm.data import cycled
+    from edge_dm.metrics import drift, inception_features, reference_stats
     from edge_dm.metrics import scores as fid
     from edge_dm.quantize import op_counts
 

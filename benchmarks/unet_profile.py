@@ -5,8 +5,9 @@ at one batch size, one LATENCY request on all cores.
     python benchmarks/unet_profile.py --int8 INT8_BUNDLE [--model edm-cifar10-ddpm] [--batch 1] [--output FILE.json]
 
 The fp32 bundle is the model's cached one, exported if missing. The counters are those of the last
-of `--runs` calls after the first. Backs docs/BENCHMARKS.md, table (b') (why int8 is not faster
-than bf16 at batch 1 on AMX).
+of `--runs` calls after the first. JSON on stdout or in --output: per IR, ms by layer type and by
+kernel. Backs docs/experiments/2026-12-01-xeon-amx-target-defaults.md (why int8 is not faster than
+bf16 at batch 1 on AMX).
 """
 import argparse
 import sys

@@ -11,9 +11,10 @@ the ceiling the denoising loop approaches. One warm-up round, then the best of `
 `--streams` sets NUM_STREAMS ("auto": OpenVINO picks). Settings run one after another in one process:
 compare them within one run. `--cache-branch B` also times DeepCache's two parts (edge_dm.caching):
 the whole UNet with its cache output and the shallow part on a cache, and gives the images/s each
-`--cache-interval` would reach from them. Backs docs/BENCHMARKS.md ("Images per request") and
-docs/QUANTIZATION.md (the bare ceilings, DeepCache's speed-ups). JSON on stdout or in --output;
-one line per setting on stderr as it goes.
+`--cache-interval` would reach from them. Backs docs/experiments/2026-11-25-generation-requests-and-streams.md
+(images per request, streams, the bare ceilings) and docs/experiments/2026-11-25-deepcache-and-ddim-steps.md
+(DeepCache's speed-ups). JSON on stdout or in --output: one row per setting, the best, and with
+`--cache-branch` the images/s per cache interval; one line per setting on stderr as it goes.
 """
 import argparse
 import json
@@ -71,8 +72,8 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     import openvino as ov
 
-    from edge_dm.jobs.speed import machine_info
     from edge_dm.bundle import Bundle
+    from edge_dm.jobs.speed import machine_info
     from edge_dm.runtime import compile_model as compile_unet
 
     bundle = Bundle.from_pretrained(a.bundle)
@@ -80,7 +81,7 @@ def main(argv=None) -> dict:
     if a.cache_branch:
         from edge_dm.caching import split_ir
 
-        models["full"], models["shallow"] = split_ir(models["unet"], a.cache_branch)
+        models["full"], models["shallow"] = split_ir(models["unet"], a.cache_branch, bundle.family)
     rows = []
     for part, model in models.items():
         data = random_inputs(model, a.images)

@@ -184,12 +184,14 @@ class BundleComponents:
         self.bundle, self.path, self.device, self.precision_hint = bundle, bundle.path, device, precision_hint
         self._nets: dict = {}
 
-    def run(self, component: str, *inputs: np.ndarray) -> list:
+    def run(self, component: str, *inputs: np.ndarray) -> dict:
+        """{output name: array} of the component on inputs given in the order of its IR's inputs."""
         if component not in self._nets:
             self._nets[component] = OpenVINOModel(self.bundle.read_model(component), self.device, "LATENCY",
                                                   self.precision_hint, request_batch=1)
         net = self._nets[component]
-        return net.run({i.get_any_name(): x for i, x in zip(net.model.inputs, inputs)})
+        outputs = net.run({i.get_any_name(): x for i, x in zip(net.model.inputs, inputs)})
+        return {o.get_any_name(): v for o, v in zip(net.model.outputs, outputs)}
 
 
 def check_bundle(family: Family, folder: Path) -> None:

@@ -14,10 +14,24 @@ import click
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 from edge_dm import jobs  # noqa: E402
-from edge_dm.configs import (CALIBRATION_KINDS, COMPONENT_MODES, DEFAULT_MODEL, PRECISIONS,  # noqa: E402
-                             QUANTIZE_MODES, SCHEDULERS, BenchmarkConfig, CalibrationConfig, DeviceConfig,
-                             EvaluateConfig, ExportConfig, GenerateConfig, QuantizeConfig, QuantizeJobConfig,
-                             SamplingConfig, default)
+from edge_dm.configs import (  # noqa: E402
+    CALIBRATION_KINDS,
+    COMPONENT_MODES,
+    DEFAULT_MODEL,
+    PRECISIONS,
+    QUANTIZE_MODES,
+    SCHEDULERS,
+    BenchmarkConfig,
+    CalibrationConfig,
+    DeviceConfig,
+    EvaluateConfig,
+    ExportConfig,
+    GenerateConfig,
+    QuantizeConfig,
+    QuantizeJobConfig,
+    SamplingConfig,
+    default,
+)
 from edge_dm.data import read_prompts  # noqa: E402
 from edge_dm.errors import ConfigError, EdgeDMError  # noqa: E402
 from edge_dm.jobs.speed import markdown  # noqa: E402

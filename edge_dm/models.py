@@ -52,7 +52,13 @@ REGISTRY = {
         RegistryEntry("ddpm-bedroom", "google/ddpm-bedroom-256", "LSUN bedroom 256x256 DDPM, from the hub"),
         RegistryEntry("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5",
                       "Stable Diffusion 1.5, text-to-image, from the hub"),
-        RegistryEntry("sd-turbo", "stabilityai/sd-turbo", "SD-Turbo (SD 2.1 UNet, 1-4 steps), from the hub"),
+        RegistryEntry("sd-turbo", "stabilityai/sd-turbo", "SD-Turbo (SD 2.1 UNet, 1-4 steps), from the hub",
+                      sampling=dict(scheduler="euler-ancestral", steps=1, guidance_scale=1.0)),
+        RegistryEntry("lcm-dreamshaper", "SimianLuo/LCM_Dreamshaper_v7",
+                      "LCM Dreamshaper v7 (SD 1.5 UNet distilled to 4 steps), from the hub"),
+        RegistryEntry("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", "Stable Diffusion XL 1.0 base, from the hub"),
+        RegistryEntry("sdxl-turbo", "stabilityai/sdxl-turbo", "SDXL-Turbo (1-4 steps, 512x512), from the hub",
+                      sampling=dict(scheduler="euler-ancestral", steps=1, guidance_scale=1.0, height=512, width=512)),
     ]
 }
 

@@ -12,10 +12,13 @@ from pathlib import Path
 
 from edge_dm.errors import BundleError
 from edge_dm.families.base import Family, LoadedModel
+from edge_dm.families.lcm import LatentConsistency
+from edge_dm.families.sdxl import StableDiffusionXL
 from edge_dm.families.stable_diffusion import StableDiffusion
 from edge_dm.families.unet2d import UNet2D
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (UNet2D(), StableDiffusion())}
+FAMILIES: dict[str, Family] = {f.name: f for f in (UNet2D(), StableDiffusion(), LatentConsistency(),
+                                                   StableDiffusionXL())}
 
 
 def get(name: str | None) -> Family:
@@ -34,8 +37,8 @@ def for_folder(path: Path) -> Family | None:
 
 def pipeline_classes() -> list[str]:
     """The diffusers pipeline classes edge-dm's families take (model_index.json's _class_name)."""
-    return ["UNet2DModel + scheduler (DDPMPipeline)",
-            *[c for f in FAMILIES.values() for c in getattr(f, "pipeline_classes", ())]]
+    classes = [c for f in FAMILIES.values() for c in getattr(f, "pipeline_classes", ())]
+    return ["UNet2DModel + scheduler (DDPMPipeline)", *dict.fromkeys(classes)]
 
 
 __all__ = ["FAMILIES", "Family", "LoadedModel", "get", "for_folder", "pipeline_classes"]

@@ -48,7 +48,8 @@ class Components(Protocol):
 
     path: Path
 
-    def run(self, component: str, *inputs: np.ndarray) -> list: ...
+    def run(self, component: str, *inputs: np.ndarray) -> dict:
+        """{output name: array} of the component on inputs given in the order of its IR's inputs."""
 
 
 @dataclass

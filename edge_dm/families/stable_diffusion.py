@@ -43,7 +43,9 @@ from edge_dm.runtime import save_ir
 
 TEXT = "encoder_hidden_states"
 UNCOND = "uncond:"  # prefix of a conditioning entry's unconditional (negative prompt) half
-PIPELINE_PARTS = ("text_encoder", "tokenizer", "unet", "vae", "scheduler")
+# a text-to-image model's own scheduler, where edge-dm offers it, is its default (others: the family's)
+OWN_SCHEDULERS = {"DDIMScheduler": "ddim", "EulerDiscreteScheduler": "euler", "LCMScheduler": "lcm",
+                  "EulerAncestralDiscreteScheduler": "euler-ancestral", "DPMSolverMultistepScheduler": "dpm-solver"}
 
 # Stable Diffusion 1.5's architecture (diffusers configs), for timing with seeded random weights
 SD15 = dict(
@@ -89,16 +91,26 @@ def tokenize(folder: Path, texts: list) -> np.ndarray:
     """Token ids (N, max_length) of `texts` by the CLIP tokenizer in `folder`, padded as diffusers
     pads; a text cut to the tokenizer's length is named in one line (logger "edge_dm")."""
     from transformers import CLIPTokenizer
+    from transformers.utils import logging as transformers_logging
 
     tokenizer = CLIPTokenizer.from_pretrained(folder)
     ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="np").input_ids
-    for text in texts:
-        n = len(tokenizer(text).input_ids)
-        if n > tokenizer.model_max_length:
+    level = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its own note on long texts, which edge-dm gives once below
+    try:
+        lengths = [len(tokenizer(text).input_ids) for text in texts]
+    finally:
+        transformers_logging.set_verbosity(level)
+    for text, n in zip(texts, lengths):
+        if n > tokenizer.model_max_length and text not in _cut:
+            _cut.add(text)
             log.warning(f"Note: the prompt {text[:40]!r}... is {n} tokens; the text encoder reads its first "
                         f"{tokenizer.model_max_length}")
     return ids
+
+
+_cut: set = set()  # prompts named as cut already
 
 
 class TextConditioning(Conditioning):
@@ -151,7 +163,8 @@ class TextConditioning(Conditioning):
     def embed(self, parts: Components, texts: list) -> dict:
         """{net input: array (N, ...)} of each text: here the text encoder's last hidden state."""
         ids = tokenize(parts.path / "tokenizer", texts)
-        return {TEXT: np.concatenate([parts.run("text_encoder", ids[i:i + 1])[0] for i in range(len(texts))])}
+        first = [next(iter(parts.run("text_encoder", ids[i:i + 1]).values())) for i in range(len(texts))]
+        return {TEXT: np.concatenate(first)}  # the last hidden state
 
     def encode(self, parts: Components, prompts: list, sampling: SamplingConfig) -> dict | None:
         """Each net input the prompts give, per image, and where guided the negative prompt's
@@ -185,7 +198,8 @@ class TextConditioning(Conditioning):
     def decode(self, parts: Components, x):
         """The VAE decoder's images of the final latents, one latent a request."""
         scale = part_config(parts.path, "vae_decoder").get("scaling_factor", 0.18215)
-        return to_uint8(np.concatenate([parts.run("vae_decoder", x[i:i + 1] / scale)[0] for i in range(len(x))]))
+        images = [next(iter(parts.run("vae_decoder", x[i:i + 1] / scale).values())) for i in range(len(x))]
+        return to_uint8(np.concatenate(images))
 
 
 class StableDiffusion(Family):
@@ -198,28 +212,33 @@ class StableDiffusion(Family):
     policy = QuantizationPolicy(report_images=4)
     reuse_export = True  # optimum-intel's export of a full pipeline takes minutes
     pipeline_classes = ("StableDiffusionPipeline",)  # diffusers' _class_name in model_index.json
+    parts = ("text_encoder", "tokenizer", "unet", "vae", "scheduler")  # the pipeline's folders
     optimum_class = "OVStableDiffusionPipeline"
     tokenizers = ("tokenizer",)
 
     def recognises(self, path: Path) -> bool:
         index = Path(path) / "model_index.json"
-        if not index.is_file():
-            return False
         try:
             data = json.loads(index.read_text())
+            unet = json.loads((Path(path) / "unet" / "config.json").read_text())
         except (OSError, ValueError):
             return False
-        parts = {k for k, v in data.items() if isinstance(v, list)}
-        cls = data.get("_class_name", self.pipeline_classes[0])
-        return (set(PIPELINE_PARTS) <= parts and (Path(path) / "unet" / "config.json").is_file()
-                and cls in self.pipeline_classes)
+        folders = {k for k, v in data.items() if isinstance(v, list) and v[0]}
+        return (set(self.parts) <= folders and data.get("_class_name") in self.pipeline_classes
+                and self.takes_unet(unet))
+
+    def takes_unet(self, unet_config: dict) -> bool:
+        """Whether a UNet of this config belongs to this family (LCM's has a guidance embedding)."""
+        return not unet_config.get("time_cond_proj_dim")
 
     def load(self, spec: str, source: str) -> LoadedModel:
         from diffusers import DDPMScheduler, UNet2DConditionModel
 
         unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet")
-        sched = DDPMScheduler.load_config(source, subfolder="scheduler")
-        return LoadedModel(spec, str(source), self, {"unet": unet.float().eval()}, dict(sched))
+        sched = dict(DDPMScheduler.load_config(source, subfolder="scheduler"))
+        own = OWN_SCHEDULERS.get(sched.get("_class_name"))
+        return LoadedModel(spec, str(source), self, {"unet": unet.float().eval()}, sched,
+                           sampling=dict(scheduler=own) if own else {})
 
     def random(self, arch: str) -> LoadedModel | None:
         """`random:sd15`: SD 1.5's UNet, text encoder and VAE with seeded random weights (timing only),
