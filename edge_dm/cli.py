@@ -423,3 +423,13 @@ def benchmark(batch_sizes, no_torch, min_int8_speedup, **kwargs):
     cfg = BenchmarkConfig(**kwargs, batch_sizes=_int_list(batch_sizes, "--batch-sizes"), torch_baseline=not no_torch,
                           min_int8_speedup=_speedups(min_int8_speedup))
     click.echo(markdown(jobs.benchmark(cfg, log=lambda s: click.echo(s, err=True))))
+
+
+def reference() -> str:
+    """docs/CLI.md: every command's --help, as Markdown (tests/test_docs.py keeps the file up to date;
+    regenerate it with `python -c "from edge_dm.cli import reference; print(reference(), end='')" > docs/CLI.md`)."""
+    lines = ["# Command reference", "", "Generated from `edge-dm COMMAND --help` (`edge_dm.cli.reference`).", ""]
+    for name, command in sorted(main.commands.items()):
+        ctx = click.Context(command, info_name=f"edge-dm {name}", terminal_width=100, max_content_width=100)
+        lines += [f"## edge-dm {name}", "", "```", command.get_help(ctx).rstrip(), "```", ""]
+    return "\n".join(lines)

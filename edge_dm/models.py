@@ -44,7 +44,8 @@ REGISTRY = {
                                   "up_blocks.3.resnets.2.conv_shortcut")),
         RegistryEntry("edm-cifar10-t2i", "models/edm-cifar10-t2i",
                       "edge-dm's own text-to-image CIFAR-10 Stable Diffusion pipeline ('a photo of a horse'), "
-                      "6.6M params, 32x32, shipped in models/"),
+                      "6.6M params, 32x32, shipped in models/",
+                      sampling=dict(steps=25, guidance_scale=3.0)),  # its model card's
         RegistryEntry("ddpm-cifar10", "google/ddpm-cifar10-32",
                       "Ho et al.'s CIFAR-10 DDPM, 35.7M params, from the Hugging Face hub"),
         RegistryEntry("ddpm-celebahq", "google/ddpm-celebahq-256", "CelebA-HQ 256x256 DDPM, from the hub"),

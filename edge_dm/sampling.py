@@ -46,6 +46,12 @@ def check_steps(name: str, config: dict, steps: int) -> None:
         scheduler.set_timesteps(steps)
     except (ValueError, IndexError) as exc:
         raise ConfigError(f"the {name} scheduler cannot run {steps} `steps`: {exc}") from None
+    first = int(scheduler.timesteps[0])
+    if first < T // 2:
+        spacing = config.get("timestep_spacing", "leading")
+        raise ConfigError(f"with {steps} `steps` the {name} scheduler's first timestep is {first} of {T} (timestep "
+                          f"spacing {spacing!r}): it would start from noise as if it were almost an image; "
+                          "give more steps, or a model whose scheduler spaces them 'trailing'")
 
 
 def generators(seed: int, start: int, count: int):

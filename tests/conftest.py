@@ -67,15 +67,16 @@ def sd_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def sd_fp32(sd_dir, tmp_path_factory):
+def sd_fp32(sd_dir):
+    """The tiny SD pipeline's fp32 bundle, in the bundle cache (where `edge-dm quantize` reuses it)."""
     from edge_dm.configs import ExportConfig
     from edge_dm.jobs import export
 
-    return export(ExportConfig(model=sd_dir, output=str(tmp_path_factory.mktemp("e") / "fp32")))
+    return export(ExportConfig(model=sd_dir))
 
 
 @pytest.fixture(scope="session")
-def sd_int8(sd_dir, sd_prompts, tmp_path_factory):
+def sd_int8(sd_dir, sd_fp32, sd_prompts, tmp_path_factory):
     """(bundle, summary) of the tiny SD pipeline quantized with edge-dm's defaults, 8 DNTC samples at 4 steps."""
     from edge_dm.configs import CalibrationConfig, SamplingConfig
     from edge_dm.jobs import quantize

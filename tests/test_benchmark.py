@@ -31,7 +31,7 @@ def test_benchmark_writes_json_markdown_and_chart(tiny_model_dir, tiny_int8, tmp
 
 def test_speedup_gate_fails_with_a_clear_error(tiny_model_dir, tiny_int8, tmp_path):
     cfg = BenchmarkConfig(model=tiny_model_dir, int8=str(tiny_int8.path), output=str(tmp_path / "b"),
-                          iterations=3, batch_sizes=(1,), steps=1, images=1, torch_baseline=False,
+                          iterations=3, batch_sizes=(1,), steps=2, images=1, torch_baseline=False,
                           min_int8_speedup=dict(avx2=1000.0, vnni=1000.0, amx=1000.0))
     with pytest.raises(BenchmarkError, match=r"int8 is \d+\.\d\dx OpenVINO (fp32|bf16) at batch 1, below the "
                                              r"1000.00x required on (avx2|vnni|amx) CPUs"):
@@ -64,7 +64,7 @@ def test_a_named_int8_bundle_that_is_missing_is_an_error(tiny_model_dir, tmp_pat
     from edge_dm.errors import BundleError
 
     cfg = BenchmarkConfig(model=tiny_model_dir, int8=str(tmp_path / "typo"), output=str(tmp_path / "b"),
-                          iterations=3, batch_sizes=(1,), steps=1, images=1, torch_baseline=False)
+                          iterations=3, batch_sizes=(1,), steps=2, images=1, torch_baseline=False)
     with pytest.raises(BundleError, match="typo"):
         benchmark(cfg, log=lambda s: None)
     assert not (tmp_path / "b").exists()

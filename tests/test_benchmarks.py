@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from edge_dm.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(ROOT.glob("models/*/README.md")),
+DOCS = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "CLI.md"), *sorted(ROOT.glob("models/*/README.md")),
         ROOT / "benchmarks" / "README.md"]
 
 
@@ -63,3 +63,10 @@ def test_every_documented_command_and_option_exists():
                 if w.startswith("-") and not (w in options or (w.endswith("*") and any(o.startswith(w[:-1]) for o in options))):
                     wrong.append(f"{doc}: edge-dm {words[0]} {w}: no such option")
     assert not wrong, "\n".join(wrong)
+
+
+def test_cli_reference_is_up_to_date():
+    """docs/CLI.md is every command's --help (regenerate: see edge_dm.cli.reference)."""
+    from edge_dm.cli import reference
+
+    assert (ROOT / "docs" / "CLI.md").read_text() == reference()

@@ -302,7 +302,7 @@ def test_a_new_run_cleans_what_a_killed_run_left(tiny_model_dir, tiny_bundle, tm
             proc.kill()
     stale = [p for p in os.listdir(work) if ".partial-" in p]
     assert stale and not (work / "out").exists()  # SIGKILL: no cleanup ran
-    r = CliRunner().invoke(main, ["generate", "--model", str(tiny_bundle.path), "--num-images", "1", "--steps", "1",
+    r = CliRunner().invoke(main, ["generate", "--model", str(tiny_bundle.path), "--num-images", "1", "--steps", "2",
                                   "--output", str(work / "out")])
     assert r.exit_code == 0, r.output
     assert sorted(os.listdir(work)) == ["out"] and (work / "out" / "00000.png").is_file()

@@ -53,7 +53,7 @@ def test_non_empty_folder_is_refused_without_overwrite(tmp_path):
     with pytest.raises(OutputExistsError, match=r"\(pass overwrite to replace it\)$"):
         check_output(tmp_path / "out")
     with pytest.raises(OutputExistsError):
-        with atomic_output(tmp_path / "out") as tmp:
+        with atomic_output(tmp_path / "out"):
             pytest.fail("the block must not run")
     assert (tmp_path / "out" / "x").read_text() == "old"
     (tmp_path / "empty").mkdir()

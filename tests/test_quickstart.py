@@ -5,7 +5,7 @@ from click.testing import CliRunner
 from edge_dm.cli import main
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_quantize_then_generate_on_the_shipped_model(tmp_path):
     r = CliRunner().invoke(main, ["quantize", "--num-samples", "16", "--eval-trajectories", "1"])
     assert r.exit_code == 0, r.output
@@ -16,7 +16,7 @@ def test_quantize_then_generate_on_the_shipped_model(tmp_path):
     assert (tmp_path / "s" / "grid.png").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_quantize_then_generate_on_the_shipped_text_to_image_model(tmp_path):
     """The README's text-to-image line (fewer calibration samples and steps; about 2 minutes on 2 cores)."""
     from edge_dm.resources import shipped_dataset

@@ -1,5 +1,6 @@
-"""The text-to-image family on a tiny Stable Diffusion pipeline the test builds (tests/tiny_sd.py):
-export through optimum-intel, DNTC, NNCF, generate, and both OpenVINO loaders, for real, offline."""
+"""The text-to-image family on a tiny Stable Diffusion pipeline the tests build (tests/tiny_sd.py):
+what tests/test_contracts.py does not check for every family (the bundle's layout and report, class
+accuracy, the benchmark of a guided UNet), for real, offline."""
 import json
 
 import numpy as np
@@ -14,75 +15,6 @@ from edge_dm.errors import ConfigError, DataError
 
 PROMPT = "a photo of a horse"
 STEPS = 4
-
-
-def diffusers_latents(sd_dir, prompts, seeds, guidance, steps=STEPS):
-    """Latents of diffusers' own StableDiffusionPipeline (torch) after each step, per image."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(sd_dir)
-    seen = []
-    pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, height=IMAGE, width=IMAGE,
-         generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="latent",
-         callback_on_step_end=lambda p, i, t, kw: seen.append(kw["latents"].clone()) or {},
-         callback_on_step_end_tensor_inputs=["latents"])
-    return seen
-
-
-def test_edge_dm_loop_equals_diffusers_pipeline(sd_dir, sd_fp32):
-    """edge-dm's own loop on the fp32 OpenVINO UNet, with guidance, gives diffusers' latents."""
-    from edge_dm.configs import DeviceConfig
-    from edge_dm.pipeline import Pipeline
-    from edge_dm.sampling import generate, make_scheduler
-
-    pipe = Pipeline(sd_fp32, DeviceConfig(precision_hint="f32"))
-    s = sd_fp32.sampling(SamplingConfig(steps=STEPS, seed=3, guidance_scale=5.0))
-    cond = pipe.conditioning.encode(pipe.components, [PROMPT, "a red car"], s)
-    ours = generate(pipe.denoiser(s), make_scheduler("ddim", pipe.bundle.scheduler_config), 2, 2, STEPS, 3,
-                    pipe.conditioning.sample_shape(pipe.bundle, s), cond=cond)
-    ref = diffusers_latents(sd_dir, [PROMPT, "a red car"], [3, 4], 5.0)[-1].numpy()
-    np.testing.assert_allclose(ours, ref, atol=2e-4, rtol=1e-3)
-
-
-@pytest.mark.parametrize("runtime", [dict(batch_size=2), dict(batch_size=5), dict(batch_size=3, parallel=2)])
-def test_an_image_depends_on_its_seed_not_on_the_batching(sd_fp32, runtime):
-    """As tests/test_pipeline.py asks of the unconditional UNet, with prompts and guidance: one batch
-    of 5 runs on one stream of all cores, batches of 1 or 2 on the device's several streams."""
-    from edge_dm.configs import DeviceConfig
-    from edge_dm.pipeline import Pipeline
-
-    prompts = [PROMPT, "a photo of a ship", "a blurry photo of a horse", PROMPT, "a photo of a ship"]
-    s = SamplingConfig(steps=2, seed=10, guidance_scale=3.0)
-    reference = Pipeline(sd_fp32, DeviceConfig(batch_size=1, precision_hint="f32")).sample(5, s, prompts)
-    images = Pipeline(sd_fp32, DeviceConfig(precision_hint="f32", **runtime)).sample(5, s, prompts)
-    np.testing.assert_array_equal(images, reference)  # byte-identical pixels
-    tail = Pipeline(sd_fp32, DeviceConfig(precision_hint="f32", **runtime)).sample(2, s.replace(seed=13), prompts[3:])
-    np.testing.assert_array_equal(tail, reference[3:])  # seeds 13, 14 alone: the same images
-
-
-def test_each_dntc_record_equals_an_independent_pipeline_run(sd_dir, sd_int8):
-    """Record k is the UNet's whole input at its step: [x, x], [t, t], [uncond, text] of a diffusers
-    run from the same seed and prompt (lane j: seed j, prompt j of the file)."""
-    from edge_dm.calibration import CalibrationSet, assign_lanes
-
-    bundle, _ = sd_int8
-    cal = CalibrationSet.load(bundle.path / "calibration.npz")
-    prompts = ["a photo of a horse", "a red car", "a blurry photo of a ship"]
-    assert cal.inputs["sample"].shape[1] == 2 and cal.inputs["encoder_hidden_states"].shape[1:] == (2, 77, 32)
-    for lane, members in enumerate(assign_lanes(cal.step, 4)):
-        from diffusers.utils.torch_utils import randn_tensor
-
-        after = diffusers_latents(sd_dir, [prompts[lane % 3]], [lane], 7.5)
-        start = randn_tensor((1, 4, 8, 8), generator=torch.Generator().manual_seed(lane))
-        for k in members:
-            step = int(cal.step[k])
-            x = (start if step == 0 else after[step - 1])[0].numpy()
-            rec = cal.record(k)
-            np.testing.assert_allclose(rec["sample"][0], x, atol=1e-4)
-            np.testing.assert_array_equal(rec["sample"][0], rec["sample"][1])
-            assert rec["timestep"][0] == rec["timestep"][1] == cal.t[k]
-            # unconditional half first, as diffusers orders it; the text half differs
-            assert np.abs(rec["encoder_hidden_states"][0] - rec["encoder_hidden_states"][1]).max() > 1e-3
 
 
 def test_int8_bundle_layout_recipe_and_report(sd_int8):
@@ -101,23 +33,6 @@ def test_int8_bundle_layout_recipe_and_report(sd_int8):
     assert summary["calibration_samples"] == 8 and len(summary["noise_prediction_rel_l2"]) == STEPS
 
 
-def test_int8_folder_runs_unchanged_in_optimum_intel(sd_int8):
-    from optimum.intel import OVStableDiffusionPipeline
-
-    bundle, _ = sd_int8
-    pipe = OVStableDiffusionPipeline.from_pretrained(str(bundle.path))
-    image = pipe(PROMPT, num_inference_steps=2, height=IMAGE, width=IMAGE, output_type="np").images[0]
-    assert image.shape == (IMAGE, IMAGE, 3) and np.isfinite(image).all()
-
-
-def test_int8_folder_runs_unchanged_in_openvino_genai(sd_int8):
-    genai = pytest.importorskip("openvino_genai")
-    bundle, _ = sd_int8
-    image = genai.Text2ImagePipeline(str(bundle.path), "CPU").generate(PROMPT, num_inference_steps=2, width=IMAGE,
-                                                                        height=IMAGE)
-    assert image.data.shape == (1, IMAGE, IMAGE, 3)
-
-
 def test_generate_by_prompt_same_seed_same_image(sd_int8, tmp_path):
     from edge_dm.jobs import generate
 
@@ -131,11 +46,8 @@ def test_generate_by_prompt_same_seed_same_image(sd_int8, tmp_path):
     assert (tmp_path / "a" / "00006.png").read_bytes() == (tmp_path / "b" / "00006.png").read_bytes()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--prompt", "a horse", "--model", "UNCOND"], "takes no prompt"),
-    ([], "give --prompt"),
-    (["--prompt", "a horse", "--height", "36"], "multiple of 8"),
-    (["--prompt", "a horse", "--guidance-scale", "0.5"], "guidance-scale must be >= 1"),
+@pytest.mark.parametrize("args,message", [  # more in tests/test_contracts.py, for every family
+    (["--prompt", "a horse", "--guidance-scale", "0.5"], "--guidance-scale must be >= 1"),
     (["--prompts", "EMPTY"], "holds no prompt"),
 ])
 def test_bad_text_to_image_input_is_one_line_and_writes_nothing(sd_int8, tiny_bundle, tmp_path, args, message):
@@ -202,6 +114,7 @@ def test_benchmark_times_the_unet_at_the_pipelines_batch(sd_dir, sd_int8, tmp_pa
     assert (tmp_path / "b" / "benchmark.md").exists()
 
 
+@pytest.mark.e2e
 def test_t2i_options_recipe_compares_options_on_one_calibration_set(sd_dir, tmp_path):
     import subprocess
     import sys

@@ -101,8 +101,13 @@ def build_tiny_sdxl(path, seed: int = 0, turbo: bool = False) -> Path:
     a UNet with SDXL's added text-and-time conditioning, the tiny VAE; EulerDiscreteScheduler (turbo:
     EulerAncestralDiscreteScheduler with trailing timesteps, as SDXL-Turbo ships)."""
     import torch
-    from diffusers import (AutoencoderKL, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler,
-                           StableDiffusionXLPipeline, UNet2DConditionModel)
+    from diffusers import (
+        AutoencoderKL,
+        EulerAncestralDiscreteScheduler,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     path = Path(path)
