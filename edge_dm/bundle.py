@@ -193,6 +193,14 @@ class BundleComponents:
         outputs = net.run({i.get_any_name(): x for i, x in zip(net.model.inputs, inputs)})
         return {o.get_any_name(): v for o, v in zip(net.model.outputs, outputs)}
 
+    def stats(self) -> dict:
+        """{component: {calls, seconds}} since the last reset_stats (compiling excluded)."""
+        return {k: dict(calls=n.calls, seconds=n.seconds) for k, n in self._nets.items()}
+
+    def reset_stats(self) -> None:
+        for net in self._nets.values():
+            net.reset_stats()
+
 
 def check_bundle(family: Family, folder: Path) -> None:
     """BundleError naming the first file the family's bundle layout needs and `folder` lacks."""
