@@ -49,6 +49,10 @@ class OutputExistsError(EdgeDMError):
     """The output path exists and is not empty, and overwriting was not asked for."""
 
 
+class OutputError(EdgeDMError):
+    """An output could not be written (a full disk, a vanished folder)."""
+
+
 class QuantizationError(EdgeDMError):
     """Quantization ran but could not meet the quality budget it was asked to hold (`max_drop`)."""
 

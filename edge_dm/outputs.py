@@ -1,7 +1,13 @@
 """Atomic outputs: an output folder or file appears complete, or not at all.
 
 Work goes into a hidden `.NAME.partial-<pid>-<rand>` beside the target, which is renamed into place
-when complete. Every folder edge-dm makes holds a MARKER file; `overwrite` replaces only such folders.
+when complete. Every folder edge-dm makes holds a MARKER file listing what edge-dm wrote into it;
+`overwrite` replaces only such folders, and only while they hold nothing else. A file output is
+replaced only where edge-dm wrote it: a hidden `.NAME.edge-dm` beside it says so.
+
+Signals: SIGTERM and SIGINT raise KeyboardInterrupt, so the cleanup of every `with` block runs; where a
+library call does not return to Python within GRACE_S seconds (a long OpenVINO inference), the
+temporary files of this process are removed and it exits with code 130 anyway.
 """
 from __future__ import annotations
 
@@ -15,9 +21,12 @@ import re
 import secrets
 import shutil
 import signal
+import sys
+import threading
+import time
 from pathlib import Path
 
-from edge_dm.errors import ConfigError, OutputExistsError
+from edge_dm.errors import ConfigError, OutputError, OutputExistsError
 
 MARKER = ".edge-dm"
 
@@ -41,6 +50,11 @@ def slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "--", str(spec).strip("/")) or "model"
 
 
+WRITTEN_BY = "edge-dm"  # a JSON file output's "written_by"
+GRACE_S = 3.0  # after SIGTERM/SIGINT, how long library code may hold on before the process exits anyway
+_live: set = set()  # this process's temporary outputs and scratch folders, removed at a forced exit
+_publishing = threading.Lock()  # held while an output is renamed into place
+_terminating = threading.Event()
 _PARTIAL = re.compile(r"\..+\.partial-(\d{1,9})-[0-9a-f]{8}(\.[^.]*)?")
 _OLD = re.compile(r"\.(.+)\.old-(\d{1,9})-[0-9a-f]{8}")
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
@@ -76,18 +90,55 @@ def check_output(path, overwrite: bool = False, kind: str = "dir", legacy=None, 
                 raise OutputExistsError(f"output {target} is a folder; a file is wanted here")
             if target.exists() and not overwrite:
                 raise OutputExistsError(f"output file {target} exists (pass `overwrite` to replace it)")
+            if target.exists() and not _written_by_edge_dm(target):
+                raise OutputExistsError(f"output file {target} was not written by edge-dm and will not be replaced")
         elif target.exists() and not target.is_dir():
             raise OutputExistsError(f"output {target} is a file; a folder is wanted here")
         elif os.path.ismount(target):
             raise ConfigError(f"output {target} is a mount point; choose a folder inside it")
         elif target.is_dir() and any(target.iterdir()):
             if not overwrite:
-                raise OutputExistsError(f"output folder {target} exists and is not empty (pass `overwrite` to replace it)")
+                raise OutputExistsError(f"output folder {target} exists and is not empty "
+                                        "(pass `overwrite` to replace it)")
             if not (target / MARKER).is_file() and not (legacy and legacy(target)):
                 raise OutputExistsError(f"output folder {target} was not made by edge-dm and will not be replaced")
+            added = _not_written_by_edge_dm(target)
+            if added:
+                shown = ", ".join(added[:3]) + (f" and {len(added) - 3} more" if len(added) > 3 else "")
+                raise OutputExistsError(f"output folder {target} holds files edge-dm did not write ({shown}); "
+                                        "`overwrite` would delete them: move them or choose another output")
     except OSError as exc:
         raise ConfigError(f"output {target} cannot be written: {exc.strerror or exc}") from None
     return target
+
+
+def _file_marker(path: Path) -> Path:
+    return path.with_name(f".{path.name}{MARKER}")
+
+
+def _written_by_edge_dm(path: Path) -> bool:
+    """Whether edge-dm wrote the file output `path` (its marker beside it, or, for JSON from before the
+    markers, "written_by": "edge-dm" in it)."""
+    if _file_marker(path).is_file():
+        return True
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("written_by") == WRITTEN_BY
+
+
+def _not_written_by_edge_dm(folder: Path) -> list[str]:
+    """Files in an edge-dm output folder that its marker does not list (none for markers of edge-dm
+    versions that listed nothing)."""
+    try:
+        listed = json.loads((folder / MARKER).read_text()).get("files")
+    except (OSError, ValueError):
+        return []
+    if listed is None:
+        return []
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
+    return sorted(present - set(listed) - {MARKER})
 
 
 def _remove(path: Path) -> None:
@@ -141,7 +192,11 @@ def _publish(tmp: Path, target: Path, overwrite: bool, kind: str, legacy) -> Pat
     """Move tmp to target under the lock; return where the replaced old output now lies, if any."""
     with _locked(target):
         check_output(target, overwrite, kind, legacy)  # again: another run may have published meanwhile
-        if kind == "file" or not target.exists():
+        if kind == "file":
+            _file_marker(target).write_text(json.dumps({"tool": "edge-dm", "kind": kind}) + "\n")
+            os.replace(tmp, target)
+            return None
+        if not target.exists():
             os.replace(tmp, target)
             return None
         if not any(target.iterdir()):  # an empty folder (maybe the cwd): fill it in place, marker first
@@ -176,6 +231,7 @@ def atomic_output(path, overwrite: bool = False, kind: str = "dir", legacy=None,
     if kind == "file":
         tmp = tmp.with_name(tmp.name + target.suffix)  # np.savez and friends insist on their suffix
     hold = None
+    _live.add(tmp)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         clean_stale(target.parent)
@@ -189,9 +245,19 @@ def atomic_output(path, overwrite: bool = False, kind: str = "dir", legacy=None,
         _remove(tmp)
         raise ConfigError(f"output {target} cannot be written: {exc.strerror or exc}") from None
     try:
-        yield tmp
         try:
-            old = _publish(tmp, target, overwrite, kind, legacy)
+            yield tmp
+            if kind == "dir":  # the marker lists what edge-dm wrote
+                files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*")
+                               if p.is_file() and p.name != MARKER)
+                (tmp / MARKER).write_text(json.dumps({"tool": "edge-dm", "kind": kind, "files": files}) + "\n")
+        except OSError as exc:  # a full disk, a vanished folder: one line, not a traceback
+            raise OutputError(f"output {target} could not be written: {exc.strerror or exc}") from None
+        if _terminating.is_set():  # a signal a library swallowed: nothing is put in place
+            raise KeyboardInterrupt
+        try:
+            with _publishing:
+                old = _publish(tmp, target, overwrite, kind, legacy)
         except OSError as exc:
             raise ConfigError(f"output {target} could not be put in place: {exc.strerror or exc}") from None
         if old is not None:
@@ -200,6 +266,7 @@ def atomic_output(path, overwrite: bool = False, kind: str = "dir", legacy=None,
         if hold is not None:
             os.close(hold)
         _remove(tmp)
+        _live.discard(tmp)
 
 
 def write_atomic(path, data: bytes | str) -> None:
@@ -281,6 +348,7 @@ class ScratchDir:
             raise ConfigError(f"cannot make a temporary folder in {parent}: {exc.strerror or exc}") from None
         with contextlib.suppress(OSError):  # tells clean_stale in other pid namespaces we are alive
             fcntl.flock(self._hold, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _live.add(self.path)
         self._finalizer = weakref.finalize(self, ScratchDir._release, self._hold, self.path)
 
     @staticmethod
@@ -288,6 +356,7 @@ class ScratchDir:
         with contextlib.suppress(OSError):
             os.close(hold)
         _remove(path)
+        _live.discard(path)
 
     def cleanup(self) -> None:
         self._finalizer()
@@ -310,11 +379,40 @@ class ScratchDir:
             tempfile.tempdir = before
 
 
-def _on_sigterm(signum, frame):
+def _on_signal(signum, frame):
+    """SIGTERM / SIGINT: KeyboardInterrupt now, and a forced exit if the process is still here GRACE_S later."""
+    if not _terminating.is_set():
+        _terminating.set()
+        threading.Thread(target=_exit_later, daemon=True).start()
     raise KeyboardInterrupt
 
 
-def install_sigterm_handler() -> None:
-    """Make SIGTERM raise KeyboardInterrupt in the main thread, so the Ctrl-C cleanup runs."""
-    if signal.getsignal(signal.SIGTERM) is not _on_sigterm:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+def _exit_later() -> None:
+    time.sleep(GRACE_S)
+    with _publishing:  # never halfway through renaming an output into place
+        for path in list(_live):
+            _remove(path)
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.write("\nAborted: nothing was written.\n")
+            sys.stderr.flush()
+        os._exit(130)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGINT end a run as Ctrl-C does (KeyboardInterrupt, every cleanup), within GRACE_S
+    seconds even where a library call holds on."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(sig) is not _on_signal:
+            signal.signal(sig, _on_signal)
+
+
+def clean_scratch() -> None:
+    """Remove the scratch folders (ScratchDir) that killed edge-dm processes left."""
+    with contextlib.suppress(ConfigError):
+        parent = home() / "tmp"
+        if parent.is_dir():
+            clean_stale(parent)
+
+
+install_sigterm_handler = install_signal_handlers  # the name edge-dm 0.2.0's CLI imported
