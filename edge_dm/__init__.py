@@ -12,7 +12,12 @@ The Python API, in diffusers' and NNCF's style (objects in, objects out; nothing
 edge_dm.jobs holds what the CLI runs (export, quantize, generate, evaluate, benchmark), each writing
 its output.
 """
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# diffusers logs at import time ("Multiple distributions found for package optimum": optimum-intel also
+# provides `optimum`); edge-dm's output shows edge-dm's lines (a caller's own setting wins)
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 try:
     __version__ = version("edge-dm")

@@ -138,6 +138,8 @@ class Bundle:
             return open_bundle(spec)
         if Path(spec).is_dir() and (Path(spec) / RECIPE).exists():
             return open_bundle(spec)  # raises with what is missing
+        if str(spec).startswith((".", "/", "~")) and not Path(spec).expanduser().exists():
+            raise BundleError(f"bundle {spec} not found")
         default = default_bundle_path(str(spec), precision)
         if is_bundle(default):
             return open_bundle(default)

@@ -35,7 +35,7 @@ import numpy as np
 from edge_dm.bundle import Bundle
 from edge_dm.configs import CalibrationConfig, SamplingConfig
 from edge_dm.data import load_images
-from edge_dm.errors import DataError
+from edge_dm.errors import ConfigError, DataError
 from edge_dm.families.base import TIMESTEP, Denoiser
 from edge_dm.images import to_model_range
 from edge_dm.outputs import write_atomic
@@ -74,15 +74,18 @@ class CalibrationSet:
 
     @classmethod
     def load(cls, path: str | Path) -> "CalibrationSet":
+        if not Path(path).is_file():
+            raise DataError(f"calibration set {path} not found")
         try:
-            with np.load(path) as z:
+            with np.load(path, allow_pickle=False) as z:
                 recipe = json.loads(str(z["recipe"]))
                 inputs = {k[len(INPUT_PREFIX):]: z[k] for k in z.files if k.startswith(INPUT_PREFIX)}
                 if not inputs:  # the format before families: x (N, C, H, W) and t (N,)
                     inputs = {"sample": z["x"][:, None], "timestep": z["t"][:, None]}
                 return cls(inputs, z["step"], recipe)
-        except (OSError, KeyError, ValueError, EOFError) as exc:
-            raise DataError(f"cannot read calibration set {path}: {exc}") from None
+        except (OSError, KeyError, ValueError, EOFError, AttributeError) as exc:
+            raise DataError(f"{path} is not a calibration set edge-dm wrote (a calibration.npz of an int8 bundle): "
+                            f"{type(exc).__name__}") from None
 
     def check_fits(self, model) -> None:
         """DataError unless every record has the inputs of `model` (an openvino.Model) in shapes it takes."""
@@ -178,12 +181,20 @@ def reference_denoiser(bundle: Bundle, sampling: SamplingConfig) -> Denoiser:
     return Denoiser(c, net, c.guidance(sampling))
 
 
+def check_float(bundle: Bundle) -> None:
+    """ConfigError unless `bundle` holds a float denoiser: calibration follows the full-precision model."""
+    if bundle.precision not in ("fp32", "fp16"):
+        raise ConfigError(f"calibration follows the full-precision model's trajectory: {bundle.path} holds a "
+                          f"{bundle.precision} model; give its fp32 bundle (edge-dm export)")
+
+
 def calibrate(fp32: Bundle, cfg: CalibrationConfig = CalibrationConfig(), progress=None) -> CalibrationSet:
     """The calibration set of kind cfg.kind for the float bundle `fp32`: its denoiser runs in f32 on
     the CPU at cfg.sampling (the model's defaults where it leaves options open), with the family's
     calibration prompts (text-to-image)."""
     c = fp32.family.conditioning
     s = fp32.sampling(cfg.sampling)
+    check_float(fp32)
     c.check_sampling(fp32, s)
     prompts, _ = c.calibration_prompts(cfg.prompts)
     cond = c.encode(fp32.components("CPU", "f32"), prompts, s)
@@ -263,6 +274,7 @@ def held_out(fp32: Bundle, cfg: CalibrationConfig, trajectories: int, progress=N
     cfg.sampling from HELD_OUT_SEED, with the family's held-out prompts."""
     c = fp32.family.conditioning
     s = fp32.sampling(cfg.sampling)
+    check_float(fp32)
     _, prompts = c.calibration_prompts(cfg.prompts)
     return held_out_set(reference_denoiser(fp32, s), fp32.scheduler_config, c.sample_shape(fp32, s), s,
                         trajectories, HELD_OUT_SEED, c.encode(fp32.components("CPU", "f32"), prompts, s),

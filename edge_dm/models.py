@@ -11,6 +11,7 @@ The family (edge_dm.families) is told by the folder's layout.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,23 @@ def _check_scheduler(m: LoadedModel, where) -> None:
         raise ModelNotFoundError(f"cannot load the model in {where}: {exc}") from None
 
 
+def peek_scheduler_config(spec: str) -> dict | None:
+    """A local or registry model's scheduler config, read without loading the model (None: a hub id,
+    random weights, or a folder without one), so options can be checked before the seconds a load takes."""
+    if spec.startswith(RANDOM_PREFIX):
+        return None
+    try:
+        path = Path(resolve(spec)).expanduser()
+    except ModelNotFoundError:
+        return None
+    for candidate in (path / "scheduler" / "scheduler_config.json", path.parent / "scheduler" / "scheduler_config.json"):
+        try:
+            return json.loads(candidate.read_text())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def load_model(spec: str) -> LoadedModel:
     """The model `spec` names (module docstring), with its registry entry's defaults where it has one."""
     m = _load(spec)
@@ -133,6 +151,9 @@ def _load(spec: str) -> LoadedModel:
         raise ModelNotFoundError(f"unknown architecture {arch!r}; known: {', '.join(known)}")
     source = resolve(spec)
     path = Path(source).expanduser()
+    if (path / "recipe.json").is_file():
+        raise ModelNotFoundError(f"{path} is an edge-dm bundle, not a diffusers model: give the model it was made "
+                                 "from (its recipe.json says which, as \"source\")")
     if path.exists():
         family = for_folder(path)
         if family is None:

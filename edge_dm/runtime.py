@@ -7,9 +7,10 @@ against). Model families turn a net into a denoiser (edge_dm.families.base.Denoi
 from __future__ import annotations
 
 import math
+import shutil
 import time
 
-from edge_dm.errors import DeviceError, library_reason
+from edge_dm.errors import DeviceError, OutputError, library_reason
 
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 
@@ -133,9 +134,15 @@ def save_ir(model, path, fp16: bool = False) -> None:
 
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.new.xml")
-    ov.save_model(model, tmp, compress_to_fp16=fp16)
-    os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
-    os.replace(tmp, path)
+    try:
+        ov.save_model(model, tmp, compress_to_fp16=fp16)
+        os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # OpenVINO's message for a full disk is "basic_ios::clear: iostream error"
+        for leftover in (tmp, tmp.with_suffix(".bin")):
+            leftover.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free / 1e6
+        raise OutputError(f"cannot write {path} ({free:.0f} MB free there): {library_reason(exc)}") from None
 
 
 class OpenVINOModel:

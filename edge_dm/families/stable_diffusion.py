@@ -14,6 +14,7 @@ batch of two, as the UNet receives it.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -43,6 +44,7 @@ from edge_dm.runtime import save_ir
 
 TEXT = "encoder_hidden_states"
 UNCOND = "uncond:"  # prefix of a conditioning entry's unconditional (negative prompt) half
+MAX_SIZE_FACTOR = 2  # the largest image side edge-dm takes, in multiples of the model's own
 # a text-to-image model's own scheduler, where edge-dm offers it, is its default (others: the family's)
 OWN_SCHEDULERS = {"DDIMScheduler": "ddim", "EulerDiscreteScheduler": "euler", "LCMScheduler": "lcm",
                   "EulerAncestralDiscreteScheduler": "euler-ancestral", "DPMSolverMultistepScheduler": "dpm-solver"}
@@ -69,6 +71,11 @@ def part_config(folder: Path, part: str) -> dict:
         return json.loads((Path(folder) / part / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise BundleError(f"unreadable {part}/config.json in {folder}: {exc}") from None
+
+
+def vae_config(folder: Path) -> dict:
+    """The VAE's config.json: vae_decoder/ in a bundle, vae/ in a diffusers folder."""
+    return part_config(folder, "vae_decoder" if (Path(folder) / "vae_decoder").is_dir() else "vae")
 
 
 def byte_level_tokenizer(folder: Path, max_length: int = 77):
@@ -102,11 +109,12 @@ def tokenize(folder: Path, texts: list) -> np.ndarray:
         lengths = [len(tokenizer(text).input_ids) for text in texts]
     finally:
         transformers_logging.set_verbosity(level)
-    for text, n in zip(texts, lengths):
-        if n > tokenizer.model_max_length and text not in _cut:
-            _cut.add(text)
-            log.warning(f"Note: the prompt {text[:40]!r}... is {n} tokens; the text encoder reads its first "
-                        f"{tokenizer.model_max_length}")
+    cut = [t for t, n in zip(texts, lengths) if n > tokenizer.model_max_length and t not in _cut]
+    if cut:
+        _cut.update(cut)
+        log.warning(f"Note: {len(cut)} prompt{'s are' if len(cut) > 1 else ' is'} longer than the text encoder's "
+                    f"{tokenizer.model_max_length} tokens; it reads the first {tokenizer.model_max_length} "
+                    f"(first: {cut[0][:60]!r})")
     return ids
 
 
@@ -122,11 +130,15 @@ class TextConditioning(Conditioning):
     guided = True  # takes classifier-free guidance
 
     def vae_scale(self, folder: Path) -> int:
-        return 2 ** (len(part_config(folder, "vae_decoder").get("block_out_channels", [0] * 4)) - 1)
+        return 2 ** (len(vae_config(folder).get("block_out_channels", [0] * 4)) - 1)
+
+    def trained_size(self, folder: Path) -> int:
+        """The image side the UNet was made for, in pixels."""
+        size = part_config(folder, "unet").get("sample_size", 64)
+        return (size if isinstance(size, int) else size[0]) * self.vae_scale(folder)
 
     def image_size(self, folder: Path, sampling: SamplingConfig) -> tuple[int, int]:
-        size = part_config(folder, "unet").get("sample_size", 64)
-        default = (size if isinstance(size, int) else size[0]) * self.vae_scale(folder)
+        default = self.trained_size(folder)
         return sampling.height or default, sampling.width or default
 
     def sample_shape(self, bundle: BundleFiles, sampling: SamplingConfig) -> tuple:
@@ -151,10 +163,15 @@ class TextConditioning(Conditioning):
         h, w = self.image_size(bundle.path, sampling)
         unet = part_config(bundle.path, "unet")
         multiple = self.vae_scale(bundle.path) * 2 ** (len(unet.get("block_out_channels", [0] * 4)) - 1)
+        largest = MAX_SIZE_FACTOR * self.trained_size(bundle.path)
         for name, v in (("height", h), ("width", w)):
             if v % multiple:
                 raise ConfigError(f"`{name}` {v} does not suit this model: it must be a multiple of {multiple} "
                                   "(the VAE's and the UNet's downsampling)")
+            if v > largest:
+                raise ConfigError(f"`{name}` {v} is more than {MAX_SIZE_FACTOR}x the {largest // MAX_SIZE_FACTOR} pixels "
+                                  f"this model was made for: its images would not hold together, and memory and time "
+                                  f"grow with the area ({(h * w) / (largest / MAX_SIZE_FACTOR) ** 2:.0f}x)")
 
     def calibration_prompts(self, prompts_file: str | None) -> tuple[list, list]:
         prompts = read_prompts(prompts_file or shipped_prompts())
@@ -197,7 +214,7 @@ class TextConditioning(Conditioning):
 
     def decode(self, parts: Components, x):
         """The VAE decoder's images of the final latents, one latent a request."""
-        scale = part_config(parts.path, "vae_decoder").get("scaling_factor", 0.18215)
+        scale = vae_config(parts.path).get("scaling_factor", 0.18215)
         images = [next(iter(parts.run("vae_decoder", x[i:i + 1] / scale).values())) for i in range(len(x))]
         return to_uint8(np.concatenate(images))
 
@@ -260,7 +277,7 @@ class StableDiffusion(Family):
         import openvino as ov
         import optimum.intel
 
-        with ScratchDir() as scratch, scratch.as_tempdir():  # optimum's own temporary export folder
+        with ScratchDir() as scratch, scratch.as_tempdir(), quiet():  # optimum's own temporary export folder
             try:
                 pipe = getattr(optimum.intel, self.optimum_class).from_pretrained(
                     m.source, export=True, compile=False, load_in_8bit=False)
@@ -283,6 +300,27 @@ class StableDiffusion(Family):
 
     def cache_features(self, model) -> dict:
         return up_block_inputs(model)
+
+
+@contextlib.contextmanager
+def quiet():
+    """While optimum-intel exports: its libraries' notes (tracer warnings, deprecations, the HF cache's
+    missing-file lines, transformers' and optimum's info and warnings) kept off edge-dm's output."""
+    import io
+    import warnings
+
+    loggers = [logging.getLogger(name) for name in ("optimum", "transformers", "diffusers", "nncf", "torch")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def per_sample_timestep(unet):

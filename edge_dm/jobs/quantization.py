@@ -24,11 +24,11 @@ from edge_dm.bundle import (
 from edge_dm.calibration import CalibrationSet, calibrate, held_out
 from edge_dm.configs import DeviceConfig, QuantizeJobConfig
 from edge_dm.data import load_images
-from edge_dm.errors import ConfigError
+from edge_dm.errors import ConfigError, DataError
 from edge_dm.families.base import LoadedModel
 from edge_dm.jobs.progress import bar
 from edge_dm.jobs.report import write_report
-from edge_dm.models import load_model
+from edge_dm.models import load_model, peek_scheduler_config
 from edge_dm.outputs import atomic_output, check_output
 from edge_dm.pipeline import Pipeline
 from edge_dm.quantize import (
@@ -52,8 +52,14 @@ def quantize(cfg: QuantizeJobConfig, progress: bool = True) -> tuple[Bundle, dic
     inputs = [p for p in (cfg.model, cfg.calibration_set, cfg.calibration.data, cfg.calibration.prompts) if p]
     out = check_output(cfg.output or default_bundle_path(cfg.model, "int8"), cfg.overwrite, inputs=inputs)
     cal = CalibrationSet.load(cfg.calibration_set) if cfg.calibration_set else None
+    peeked = peek_scheduler_config(cfg.model)  # mu and fixed_t checked before the model loads, where it can be
+    if peeked is not None:
+        cfg.calibration.check_timesteps(int(peeked.get("num_train_timesteps", 1000)))
     m = load_model(cfg.model)
     family, c, q = m.family, m.family.conditioning, cfg.quantization
+    if cal is not None and cal.recipe.get("family", family.name) != family.name:
+        raise DataError(f"the calibration set {cfg.calibration_set} was made for a {cal.recipe['family']} model; "
+                        f"this one is {family.name}")
     s = cfg.calibration.sampling.resolved(m.sampling_defaults)
     cal_cfg = cfg.calibration.replace(sampling=s)
     cal_cfg.check_timesteps(m.num_train_timesteps)
@@ -64,6 +70,8 @@ def quantize(cfg: QuantizeJobConfig, progress: bool = True) -> tuple[Bundle, dic
     for component, option in COMPONENT_OPTIONS.items():
         if getattr(cfg, option) != "float" and component not in family.layout.components:
             raise ConfigError(f"`{option}` is for models with a {component}; this {family.name} model has none")
+    if Path(m.source).is_dir():  # sizes against the model's own files, before the export
+        c.check_sampling(_Files(Path(m.source)), s)
     split = family.policy.splits(q)
     m, rewritten = family.for_quantization(m, split)
     keep = q.keep_float if q.keep_float is not None else \
@@ -75,7 +83,8 @@ def quantize(cfg: QuantizeJobConfig, progress: bool = True) -> tuple[Bundle, dic
         fields.update(rewritten)
         ir = tmp / family.layout.components["unet"]
         fp32_bytes = ir.stat().st_size + ir.with_suffix(".bin").stat().st_size
-        fp32_bundle = Bundle(tmp, dict(family=family.name, sampling=m.sampling or None), {ir: fp32})  # no second read
+        fp32_bundle = Bundle(tmp, dict(family=family.name, precision="fp32", sampling=m.sampling or None),
+                             {ir: fp32})  # in memory: no second read
         c.check_sampling(fp32_bundle, s)
         check_quantizable(fp32, q, cal)
         timings = {}
@@ -84,6 +93,7 @@ def quantize(cfg: QuantizeJobConfig, progress: bool = True) -> tuple[Bundle, dic
         if cal is None and q.mode == "int8":
             with bar(progress, s.steps, f"calibration ({cal_cfg.kind})", "step") as b:
                 cal = calibrate(fp32_bundle, cal_cfg, b.update)
+                b.update(b.total - b.n)  # the trajectories stop at the last step a sample needs
         timings["calibration_s"] = round(time.perf_counter() - t0, 2)
 
         t0 = time.perf_counter()
@@ -124,6 +134,16 @@ def quantize(cfg: QuantizeJobConfig, progress: bool = True) -> tuple[Bundle, dic
     bundle = open_bundle(out)
     summary["ir_bytes_int8"] = bundle.recipe["ir_bytes"]
     return bundle, summary
+
+
+class _Files:
+    """A model folder as the families read a bundle's files (edge_dm.families.base.BundleFiles)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read_model(self, ir: str = "unet"):
+        raise NotImplementedError("the folder holds no IR yet")
 
 
 def check_module_names(m: LoadedModel, names: tuple) -> None:

@@ -8,21 +8,35 @@ import numpy as np
 from edge_dm.metrics import drift
 
 
-def side_by_side(fp32: np.ndarray, int8: np.ndarray, labels: list[str]):
-    """A PIL image, one row per pair: the fp32 image, the int8 image, and the row's label (a prompt) below them."""
+def side_by_side(fp32: np.ndarray, int8: np.ndarray, labels: list[str], min_side: int = 192):
+    """A PIL image, one row per pair: the fp32 image and the int8 image, enlarged (nearest neighbour) to
+    at least `min_side` pixels so a person can see small images' differences, and below them the pair's
+    drift and its whole label (a prompt), wrapped."""
+    import textwrap
+
     from PIL import Image, ImageDraw
 
     n, h, w, _ = fp32.shape
-    pad, text_h = 4, 14
-    canvas = Image.new("RGB", (2 * w + 3 * pad, text_h + n * (h + pad + text_h) + pad), "white")
+    scale = max(1, -(-min_side // max(h, w)))
+    h, w = h * scale, w * scale
+    pad, line = 6, 14
+    width = 2 * w + 3 * pad
+    chars = max(20, (width - 2 * pad) // 6)
+    texts = [textwrap.wrap(f"{drift(fp32[i:i + 1], int8[i:i + 1])['psnr_db']:.1f} dB PSNR: {labels[i]}", chars)
+             for i in range(n)]
+    height = line + pad + sum(h + pad + line * len(t) + pad for t in texts)
+    canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((pad, 1), "fp32 | int8", fill="black")
+    draw.text((pad, 2), "fp32 | int8", fill="black")
+    y = line + pad
     for i in range(n):
-        y = text_h + i * (h + pad + text_h)
-        canvas.paste(Image.fromarray(fp32[i]), (pad, y))
-        canvas.paste(Image.fromarray(int8[i]), (2 * pad + w, y))
-        psnr = drift(fp32[i:i + 1], int8[i:i + 1])["psnr_db"]
-        draw.text((pad, y + h + 1), f"{psnr:.1f} dB  {labels[i]}"[: max(8, (2 * w) // 6)], fill="black")
+        for j, image in enumerate((fp32[i], int8[i])):
+            canvas.paste(Image.fromarray(image).resize((w, h), Image.NEAREST), (pad + j * (w + pad), y))
+        y += h + pad
+        for text in texts[i]:
+            draw.text((pad, y), text, fill="black")
+            y += line
+        y += pad
     return canvas
 
 
