@@ -380,31 +380,47 @@ class ScratchDir:
 
 
 def _on_signal(signum, frame):
-    """SIGTERM / SIGINT: KeyboardInterrupt now, and a forced exit if the process is still here GRACE_S later."""
-    if not _terminating.is_set():
-        _terminating.set()
-        threading.Thread(target=_exit_later, daemon=True).start()
+    """SIGTERM / SIGINT in the main thread: KeyboardInterrupt, so every cleanup runs."""
+    _terminating.set()
     raise KeyboardInterrupt
 
 
-def _exit_later() -> None:
-    time.sleep(GRACE_S)
-    with _publishing:  # never halfway through renaming an output into place
-        for path in list(_live):
-            _remove(path)
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.write("\nAborted: nothing was written.\n")
-            sys.stderr.flush()
-        os._exit(130)
+def _watch(fd: int) -> None:
+    """A thread reading the signal numbers Python's C handler writes at once, even while the main thread
+    is inside a long library call: it gives the process GRACE_S seconds, then removes this process's
+    temporary outputs and exits with 130."""
+    while True:
+        try:
+            signums = os.read(fd, 16)
+        except OSError:
+            return
+        if any(n in (signal.SIGTERM, signal.SIGINT) for n in signums):
+            time.sleep(GRACE_S)
+            with _publishing:  # never halfway through renaming an output into place
+                for path in list(_live):
+                    _remove(path)
+                with contextlib.suppress(Exception):
+                    sys.stdout.flush()
+                    sys.stderr.write("\nAborted: nothing was written.\n")
+                    sys.stderr.flush()
+                os._exit(130)
+
+
+_watching: list = []
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM and SIGINT end a run as Ctrl-C does (KeyboardInterrupt, every cleanup), within GRACE_S
-    seconds even where a library call holds on."""
+    """SIGTERM and SIGINT end a run as Ctrl-C does (KeyboardInterrupt, every cleanup), and within GRACE_S
+    seconds even where a library call holds the main thread (call it from the main thread)."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         if signal.getsignal(sig) is not _on_signal:
             signal.signal(sig, _on_signal)
+    if not _watching:
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        _watching.append(threading.Thread(target=_watch, args=(read,), daemon=True, name="edge-dm-signals"))
+        _watching[0].start()
 
 
 def clean_scratch() -> None:

@@ -76,7 +76,11 @@ def assets(tiny_model_dir, tiny_bundle, tmp_path_factory):
     train(TrainConfig(data=str(root / "images.tar"), output=str(root / "run-32"), max_steps=1, batch_size=2,
                       block_out_channels=(32, 32), layers_per_block=1, attention_level=None, warmup_steps=1),
           log=lambda s: None)
-    return dict(MODEL=tiny_model_dir, BUNDLE=str(tiny_bundle.path), BADSCHED=str(bad_sched),
+    (root / "prompts.txt").write_text("a photo of a cat\n")
+    (root / "no-images").mkdir()
+    (root / "random.npz").write_bytes(np.random.default_rng(0).bytes(4096))
+    return dict(MODEL=tiny_model_dir, BUNDLE=str(tiny_bundle.path), BADSCHED=str(bad_sched), PROMPTS=str(root / "prompts.txt"),
+                NOIMAGES=str(root / "no-images"), RANDOMNPZ=str(root / "random.npz"),
                 BADSCHEDBUNDLE=str(bad_sched_bundle), CORRUPT=str(corrupt), WRONGCAL=str(root / "wrong-shape.npz"),
                 IMAGES=str(root / "images"), TAR=str(root / "images.tar"), RUN32=str(root / "run-32"))
 
@@ -115,6 +119,14 @@ ROWS = {
     "quantize-max-drop-weights": ("quantize --model MODEL --mode weights --max-drop 0.1 --output OUT", None),
     "quantize-max-iterations-alone": ("quantize --model MODEL --max-iterations 3 --output OUT", None),
     "quantize-max-iterations-zero": ("quantize --model MODEL --max-drop 0.1 --max-iterations 0 --output OUT", None),
+    "quantize-prompts-unconditional": ("quantize --model MODEL --prompts PROMPTS --output OUT", None),
+    "quantize-forward-no-images": ("quantize --model MODEL --calibration forward --data NOIMAGES --output OUT", None),
+    "quantize-seed-huge": ("quantize --model MODEL --seed 1180591620717411303424 --output OUT", None),
+    "quantize-calset-random-bytes": ("quantize --model MODEL --calibration-set RANDOMNPZ --output OUT", None),
+    "quantize-bundle-as-model": ("quantize --model BUNDLE --output OUT", None),
+    "quantize-vae-unconditional": ("quantize --model MODEL --vae int8 --output OUT", None),
+    "quantize-ignore-pattern-regex": ("quantize --model MODEL --ignore-pattern ( --output OUT", None),
+    "quantize-negative-prompt-unconditional": ("quantize --model MODEL --negative-prompt blur --output OUT", None),
     # generate
     "generate-no-bundle": ("generate --model /no/such/bundle --output OUT", None),
     "generate-out-file": ("generate --model BUNDLE --steps 2 --num-images 1 --output OUT", "file"),
@@ -131,6 +143,10 @@ ROWS = {
     "generate-device": ("generate --model BUNDLE --device NPU7 --output OUT", None),
     "generate-corrupt-bin": ("generate --model CORRUPT --steps 2 --num-images 1 --output OUT", None),
     "generate-bad-scheduler": ("generate --model BADSCHEDBUNDLE --steps 2 --num-images 1 --output OUT", None),
+    "generate-seed-huge": ("generate --model BUNDLE --seed 1180591620717411303424 --output OUT", None),
+    "generate-one-leading-step": ("generate --model BUNDLE --steps 1 --output OUT", None),
+    "generate-cache-as-long-as-the-run": ("generate --model BUNDLE --steps 4 --cache-interval 4 --output OUT", None),
+    "generate-no-bundle-path": ("generate --model ./no/such/bundle --output OUT", None),
     # evaluate
     "evaluate-no-reference": ("evaluate --samples IMAGES --reference /no/such/ref.npz --output OUT", None),
     "evaluate-no-samples": ("evaluate --samples /no/such/samples --reference IMAGES --output OUT", None),
@@ -306,3 +322,136 @@ def test_a_new_run_cleans_what_a_killed_run_left(tiny_model_dir, tiny_bundle, tm
                                   "--output", str(work / "out")])
     assert r.exit_code == 0, r.output
     assert sorted(os.listdir(work)) == ["out"] and (work / "out" / "00000.png").is_file()
+
+
+# --- data never lost, results never silently wrong (issue #35) ------------------------------------
+
+def test_an_output_never_overlaps_an_input(tiny_bundle, tmp_path):
+    before = _tree(tiny_bundle.path)
+    for out in (tiny_bundle.path, tiny_bundle.path / "images", tiny_bundle.path.parent):
+        r = CliRunner().invoke(main, ["generate", "--model", str(tiny_bundle.path), "--steps", "2", "--num-images", "1",
+                                      "--output", str(out), "--overwrite"])
+        assert r.exit_code == 1 and "overlaps" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert _tree(tiny_bundle.path) == before
+
+
+def test_overwrite_replaces_only_what_edge_dm_wrote(tiny_bundle, tmp_path):
+    out = tmp_path / "out"
+    args = ["generate", "--model", str(tiny_bundle.path), "--steps", "2", "--num-images", "1", "--output", str(out)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    (out / "my-notes.txt").write_text("mine")
+    r = CliRunner().invoke(main, [*args, "--overwrite"])
+    assert r.exit_code == 1 and "my-notes.txt" in r.output and "--overwrite would delete" in r.output, r.output
+    assert (out / "my-notes.txt").read_text() == "mine"
+    (out / "my-notes.txt").unlink()
+    assert CliRunner().invoke(main, [*args, "--overwrite"]).exit_code == 0  # edge-dm's own files only: replaced
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"my": "scores"}')
+    r = CliRunner().invoke(main, ["evaluate", "--samples", str(out), "--compare", str(out), "--output", str(mine),
+                                  "--overwrite"])
+    assert r.exit_code == 1 and "not written by edge-dm" in r.output and mine.read_text() == '{"my": "scores"}'
+    ours = tmp_path / "ours.json"
+    for _ in range(2):  # written, then replaced
+        r = CliRunner().invoke(main, ["evaluate", "--samples", str(out), "--compare", str(out), "--output", str(ours),
+                                      "--overwrite"])
+        assert r.exit_code == 0, r.output
+
+
+HOLD_ON = """
+import sys
+import numpy as np
+from edge_dm.outputs import atomic_output, install_signal_handlers
+install_signal_handlers()
+try:
+    with atomic_output(sys.argv[1]) as tmp:
+        (tmp / "x").write_text("x")
+        a = np.ones((16000, 16000), np.float32)
+        print("ready", flush=True)
+        a @ a  # one library call of a minute or more: Python's own signal handling waits for it to return
+except KeyboardInterrupt:
+    print("Aborted: nothing was written.", file=sys.stderr)
+    sys.exit(130)
+"""
+
+
+def test_a_signal_ends_the_run_within_seconds_even_inside_a_long_library_call(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               EDGE_DM_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_ON, str(tmp_path / "out")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)  # the loop alone would run for minutes
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "Aborted: nothing was written.", err
+    assert os.listdir(tmp_path) == ["home"] or os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_is_one_line(tiny_bundle, tmp_path):
+    """RLIMIT_FSIZE makes every write past 100 bytes fail as a full disk does (an OSError)."""
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100)); from edge_dm.cli import main; sys.exit(main())")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               EDGE_DM_HOME=str(tmp_path / "home"))
+    r = subprocess.run([sys.executable, "-c", code, "generate", "--model", str(tiny_bundle.path), "--steps", "2",
+                        "--num-images", "2", "--output", str(tmp_path / "out")], env=env, capture_output=True,
+                       text=True, timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("Error:")]
+    assert r.returncode == 1 and len(lines) == 1 and "could not be written" in lines[0], r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
+
+
+def test_python_api_errors_are_edge_dms(tiny_bundle, tiny_int8):
+    from edge_dm import CalibrationConfig, Pipeline, calibrate, quantize_model
+    from edge_dm.calibration import CalibrationSet
+    from edge_dm.errors import ConfigError
+
+    pipe = Pipeline(tiny_bundle)
+    for kwargs, words in ((dict(num_images=0), "num_images"), (dict(num_images=-2), "num_images"),
+                          (dict(seed=1.5), "seed"), (dict(seed=2 ** 70), "seed"), (dict(steps=1), "first timestep"),
+                          (dict(prompt=["a", "b"], num_images=1), "prompt"), (dict(output_type="tensor"), "output_type"),
+                          (dict(steps=4, cache_interval=4), "cache_interval")):
+        with pytest.raises(ConfigError, match=words):
+            pipe(**kwargs)
+    int8, _ = tiny_int8
+    with pytest.raises(ConfigError, match="quantized already"):
+        quantize_model(int8.read_model(), CalibrationSet.load(int8.path / "calibration.npz"))
+    with pytest.raises(ConfigError, match="full-precision"):
+        calibrate(int8, CalibrationConfig(num_samples=2))
+
+
+def test_prompts_cycle_and_files_are_read_as_written(sd_int8, tmp_path):
+    from edge_dm.data import read_prompts
+
+    bundle, _ = sd_int8
+    file = tmp_path / "p.txt"
+    file.write_text("\ufeffa photo of a horse\n\na red car\n", encoding="utf-8")
+    assert read_prompts(file) == ["a photo of a horse", "a red car"]  # no byte-order mark in the first prompt
+    r = CliRunner().invoke(main, ["generate", "--model", str(bundle.path), "--prompts", str(file), "--num-images", "3",
+                                  "--steps", "2", "--output", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    config = json.loads((tmp_path / "out" / "generate.json").read_text())["config"]
+    assert config["num_images"] == 3 and len(list((tmp_path / "out").glob("0*.png"))) == 3
+    r = CliRunner().invoke(main, ["generate", "--model", str(bundle.path), "--prompts", str(file), "--steps", "2",
+                                  "--output", str(tmp_path / "one-a-line")])
+    assert r.exit_code == 0 and len(list((tmp_path / "one-a-line").glob("0*.png"))) == 2, r.output
+
+
+def test_import_and_text_to_image_quantize_print_only_edge_dms_lines(sd_dir, tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               EDGE_DM_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, "-c", "import edge_dm, edge_dm.cli"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == r.stderr == "", r.stderr
+    r = subprocess.run([sys.executable, "-m", "edge_dm", "quantize", "--model", sd_dir, "--num-samples", "2", "--steps",
+                        "2", "--eval-trajectories", "1", "--report-images", "0", "--output", str(tmp_path / "q")],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import re
+
+    ours = r"(calibration \(dntc\)|held-out error): .*|Note: \d+ prompts? (is|are) longer than .*"
+    others = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if ln.strip() and not re.fullmatch(ours, ln.strip())]
+    assert not others, others
