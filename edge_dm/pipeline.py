@@ -28,7 +28,7 @@ from edge_dm.errors import ConfigError
 from edge_dm.families.base import SAMPLE, Denoiser
 from edge_dm.runtime import OpenVINOModel, check_device, check_precision_hint
 from edge_dm.sampling import check_steps, generate, make_scheduler
-from edge_dm.targets import cpu_isa, made_for, overflow_risk
+from edge_dm.targets import cpu_isa, float_rest, made_for, overflow_risk
 
 
 @dataclass
@@ -69,6 +69,8 @@ def _recorded_overflow_fix(recipe: dict):
 
 class Pipeline:
     def __init__(self, bundle: Bundle, runtime: DeviceConfig = DeviceConfig()):
+        if runtime.precision_hint is None and bundle.precision == "int8" and runtime.device.upper() == "CPU":
+            runtime = runtime.replace(precision_hint=float_rest(cpu_isa(), bundle.family.conditioning.takes_prompts))
         self.bundle, self.family, self.runtime = bundle, bundle.family, runtime
         self.conditioning = self.family.conditioning
         check_device(runtime.device)

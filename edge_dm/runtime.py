@@ -80,7 +80,7 @@ def compile_model(model, device: str, batch: int, hint: str = "LATENCY", precisi
     model = model.clone()
     model.reshape({i.get_any_name(): [batch, *(shapes.get(i.get_any_name()) or list(i.get_partial_shape())[1:])]
                    for i in model.inputs if i.get_partial_shape().rank.get_length() > 0})
-    if device == "CPU":
+    if device == "CPU" and _decomposes_group_norm(model, precision_hint):
         group_norm_as_mvn(model)
     config = {"PERFORMANCE_HINT": hint}
     if precision_hint:
@@ -92,12 +92,24 @@ def compile_model(model, device: str, batch: int, hint: str = "LATENCY", precisi
         raise DeviceError(f"could not compile the model on {device}: {library_reason(exc)}") from None
 
 
+def _decomposes_group_norm(model, precision_hint: str | None) -> bool:
+    """Whether the CPU plugin would run `model`'s GroupNorms as its slow per-group MVN: where the model
+    holds FakeQuantize or runs at a 16-bit precision (its fused GroupNorm path is for f32 float models)."""
+    import openvino as ov
+
+    if any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()):
+        return True
+    precision = precision_hint or ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    return str(precision).lower() in ("bf16", "f16")
+
+
 def group_norm_as_mvn(model) -> int:
     """Rewrite every GroupNormalization of `model` (an openvino.Model, in place) as the same function:
     MVN over the input reshaped to [N, groups, -1], reshaped back, times gamma plus beta per channel.
     Returns how many were rewritten.
 
-    `compile_model` does this for the CPU. The CPU plugin decomposes GroupNormalization itself into
+    `compile_model` does this for the CPU where the plugin would decompose them. The CPU plugin
+    decomposes GroupNormalization itself into
     an MVN over [N * groups, C / groups, H, W] wherever the model holds FakeQuantize or runs at bf16
     (its fused GroupNormalization path is for f32 float models only), and that MVN is the slow part:
     on the shipped model this form is much faster (docs/BENCHMARKS.md, "GroupNorm on the CPU")."""

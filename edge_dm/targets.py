@@ -63,6 +63,15 @@ def nncf_defaults(target: str) -> dict:
                 target_device="CPU_SPR" if target == "amx" else "CPU")
 
 
+def float_rest(isa, text_to_image: bool) -> str | None:
+    """The INFERENCE_PRECISION_HINT edge-dm gives an int8 model's float operations on a CPU with the flags
+    `isa` (None: OpenVINO's own choice, bf16 where the CPU runs it natively, else f32): f32 for a
+    text-to-image UNet on a CPU with native BF16 but no AMX, where its bf16 rest was the slower one
+    (docs/BENCHMARKS.md, "The float rest of an int8 model")."""
+    isa = set(isa)
+    return "f32" if text_to_image and "avx512_bf16" in isa and "amx_bf16" not in isa else None
+
+
 def stamp(model, target: dict) -> None:
     """Record in an int8 openvino.Model's rt_info (saved in its IR) what it was quantized for:
     `target` holds name, overflow_fix and target_device."""

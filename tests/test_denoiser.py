@@ -173,14 +173,19 @@ def test_group_norm_as_mvn_is_the_same_function():
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_cpu_compile_normalizes_each_group_over_one_axis():
-    """On the CPU, compile_model runs each GroupNorm as one MVN over [N, groups, C/groups * H * W] (the
-    plugin's own decomposition normalizes [N * groups, C/groups, H, W], slowly), with the same result."""
+def test_cpu_compile_normalizes_each_group_over_one_axis_where_the_plugin_would_decompose_it():
+    """At a 16-bit precision (as with FakeQuantize) compile_model runs each GroupNorm as one MVN over
+    [N, groups, C/groups * H * W] (the plugin's own decomposition normalizes [N * groups, C/groups, H, W],
+    slowly); an f32 float model keeps the plugin's fused GroupNorm."""
     from edge_dm.runtime import compile_model
 
     model, x, expected = _group_norms()
-    compiled = compile_model(model, "CPU", 2, precision_hint="f32")
-    mvn_inputs = sorted(list(op.input(0).get_shape()) for op in compiled.get_runtime_model().get_ordered_ops()
-                        if op.get_rt_info()["layerType"].astype(str) == "MVN")
-    assert mvn_inputs == [[2, 2, 64], [2, 4, 32]]
-    np.testing.assert_allclose(compiled(x)[0], expected, rtol=1e-5, atol=1e-5)
+
+    def mvn_inputs(compiled):
+        return sorted(list(op.input(0).get_shape()) for op in compiled.get_runtime_model().get_ordered_ops()
+                      if op.get_rt_info()["layerType"].astype(str) == "MVN")
+
+    assert mvn_inputs(compile_model(model, "CPU", 2, precision_hint="bf16")) == [[2, 2, 64], [2, 4, 32]]
+    f32 = compile_model(model, "CPU", 2, precision_hint="f32")
+    assert mvn_inputs(f32) == []
+    np.testing.assert_allclose(f32(x)[0], expected, rtol=1e-5, atol=1e-5)
