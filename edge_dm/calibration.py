@@ -34,13 +34,13 @@ import numpy as np
 
 from edge_dm.bundle import Bundle
 from edge_dm.configs import CalibrationConfig, SamplingConfig
-from edge_dm.data import load_images
+from edge_dm.data import cycled, load_images
 from edge_dm.errors import ConfigError, DataError
 from edge_dm.families.base import TIMESTEP, Denoiser
 from edge_dm.images import to_model_range
 from edge_dm.outputs import write_atomic
 from edge_dm.runtime import OpenVINOModel
-from edge_dm.sampling import denoise, generators, initial_noise, make_scheduler, take
+from edge_dm.sampling import denoise, generate, generators, initial_noise, make_scheduler, take
 
 INPUT_PREFIX = "input."
 
@@ -264,6 +264,19 @@ def collect(cfg: CalibrationConfig, denoiser, scheduler_config: dict, sample_sha
     if drawn is not None:
         cal.recipe["drawn_t_mean"], cal.recipe["drawn_t_std"] = float(drawn.mean()), float(drawn.std())
     return cal
+
+
+def final_latents(fp32: Bundle, cfg: CalibrationConfig, count: int) -> np.ndarray:
+    """The loop's final states of `count` full trajectories of the float bundle `fp32` at cfg.sampling
+    (seed cfg.sampling.seed + i, calibration prompt i cycling): what its VAE decoder decodes, to
+    calibrate that on."""
+    c = fp32.family.conditioning
+    s = fp32.sampling(cfg.sampling)
+    prompts, _ = c.calibration_prompts(cfg.prompts)
+    prompts = cycled(prompts, count)
+    cond = c.encode(fp32.components("CPU", "f32"), prompts, s)
+    return generate(reference_denoiser(fp32, s), make_scheduler(s.scheduler, fp32.scheduler_config), count, count,
+                    s.steps, s.seed, c.sample_shape(fp32, s), cond=cond)
 
 
 HELD_OUT_SEED = 1_000_003  # far from any calibration seed: held-out trajectories share no noise

@@ -32,7 +32,7 @@ SCHEDULERS = {  # edge-dm's name -> the diffusers class, used unchanged
 }
 CALIBRATION_KINDS = ("dntc", "uniform", "pipeline", "fixed", "noise", "forward")
 QUANTIZE_MODES = ("int8", "weights")
-COMPONENT_MODES = ("float", "int8-weights")
+COMPONENT_MODES = ("float", "int8-weights", "int8")  # int8: weights and activations, calibrated
 RECIPE_FORMAT = 2  # recipe.json's layout: 1 (no "format" key) held one flat QuantizeConfig for a quantize job
 
 
@@ -393,6 +393,7 @@ class BenchmarkConfig(Config):
     steps: int = 20
     images: int = 4
     torch_baseline: bool = True
+    float_precisions: tuple = ("f32", "bf16", "f16")  # OpenVINO float variants to time, where the device has them
     int8: str | None = None  # an int8 bundle; default: the cached one of `model`, quantized if missing
     # the CI gate: fail when int8 is slower at batch 1 than this many times the float variant a user
     # would pick on this CPU (benchmark.float_baseline); one number for every CPU, or one per CPU class
@@ -401,6 +402,8 @@ class BenchmarkConfig(Config):
 
     def __post_init__(self):
         _positive(iterations=self.iterations, steps=self.steps, images=self.images)
+        for p in self.float_precisions:
+            _choice("float_precisions", p, ("f32", "bf16", "f16"))
         if not self.batch_sizes:
             raise ConfigError("give at least one batch size")
         _positive(**{f"batch_size_{b}": b for b in self.batch_sizes})

@@ -121,6 +121,24 @@ def quantize_model(model, calibration: CalibrationSet | None, config: QuantizeCo
     return q
 
 
+def quantize_component(model, inputs: list[dict], config: QuantizeConfig | None = None):
+    """The int8 openvino.Model (weights and activations) of a component besides the denoiser (a text
+    encoder, a VAE decoder), calibrated on `inputs` (each a dict of the model's named inputs), for the
+    CPU class config.target; nothing kept in float. `model` is left unchanged. NNCF's target device is
+    CPU unless the config names one (NNCF 3.4's CPU_SPR placement fails on CLIP text encoders with an
+    IndexError)."""
+    import nncf
+
+    cfg = config or QuantizeConfig()
+    cfg = cfg.replace(keep_float=(), ignored_names=(), ignored_patterns=(), ignored_types=(),
+                      target_device=cfg.target_device or "CPU").for_target()
+    options = nncf_options(cfg, model, ())
+    with nncf_quiet():
+        q = nncf.quantize(model.clone(), nncf.Dataset(inputs), subset_size=cfg.subset_size or len(inputs), **options)
+    _stamp(q, cfg)
+    return q
+
+
 def _stamp(q, cfg: QuantizeConfig) -> None:
     """Record in `q` the target its quantization was for (cfg with its target resolved)."""
     stamp(q, dict(name=cfg.target, overflow_fix=cfg.overflow_fix, target_device=cfg.target_device))

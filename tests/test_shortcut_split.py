@@ -8,6 +8,7 @@ from tiny import build_tiny_unet
 from edge_dm.configs import QuantizeConfig
 from edge_dm.errors import ConfigError
 from edge_dm.families import get
+from edge_dm.families.base import Family
 from edge_dm.families.shortcut_split import SplitConv, SplitResnet, split_shortcuts
 from edge_dm.families.unet2d import convert_unet
 
@@ -66,10 +67,59 @@ def test_exported_ir_is_the_same_function_and_no_shortcut_reads_a_concat():
     assert reads_concat(plain) and not reads_concat(split)  # the shortcuts read a and b themselves
 
 
-def test_only_unet2d_offers_it():
+def test_which_families_split_and_where():
+    """unet2d splits its torch model before export; stable-diffusion splits the exported IR
+    (ir_for_quantization), so its for_quantization leaves the model alone. Both by default for int8."""
     sd, unet2d = get("stable-diffusion"), get("unet2d")
-    assert sd.policy.splits(QuantizeConfig(split_shortcut=True)) and not sd.policy.splits(QuantizeConfig())
+    for family in (sd, unet2d):
+        assert family.policy.splits(QuantizeConfig()) and not family.policy.splits(QuantizeConfig(mode="weights"))
+        assert not family.policy.splits(QuantizeConfig(split_shortcut=False))
+    assert sd.for_quantization("m", True) == sd.for_quantization("m", False) == ("m", {})
+    # unsplit, a half names its whole convolution, as in unet2d
+    names = ("up_blocks.0.resnets.0.conv_shortcut.a", "up_blocks.0.resnets.0.conv_shortcut.b", "conv_in")
+    assert sd.float_names(names, True) == names
+    assert sd.float_names(names, False) == ("up_blocks.0.resnets.0.conv_shortcut", "conv_in")
     with pytest.raises(ConfigError, match="unet2d"):
-        sd.for_quantization(None, True)
-    assert sd.for_quantization("m", False) == ("m", {})
-    assert unet2d.policy.splits(QuantizeConfig()) and not unet2d.policy.splits(QuantizeConfig(mode="weights"))
+        Family().for_quantization(None, True)  # a family without a split refuses it
+
+
+def _convs_reading_concat(model) -> list:
+    return [op.get_friendly_name() for op in model.get_ops()
+            if op.get_type_name() == "Convolution" and op.input_value(0).get_node().get_type_name() == "Concat"]
+
+
+def test_sd_ir_split_is_the_same_function_and_each_part_gets_its_own_quantizer(sd_fp32, sd_prompts):
+    """The stable-diffusion family's IR split on the tiny SD pipeline's optimum-intel export: the same
+    function at f32, no convolution left reading a skip Concat, idempotent; quantized by NNCF, each
+    part of a split convolution reads its input through a FakeQuantize of its own."""
+    import openvino as ov
+
+    from edge_dm.calibration import calibrate
+    from edge_dm.configs import CalibrationConfig, SamplingConfig
+    from edge_dm.quantize import quantize_model
+
+    sd = get("stable-diffusion")
+    plain = sd_fp32.read_model()
+    assert sd.ir_for_quantization(plain, False) == (plain, dict(split_convs=0))
+    split, fields = sd.ir_for_quantization(plain, True)
+    concat_convs = _convs_reading_concat(plain)
+    assert fields["split_convs"] == len(concat_convs) > 0 and not _convs_reading_concat(split)
+    assert _convs_reading_concat(plain) == concat_convs  # the export itself is left alone
+    assert sd.ir_for_quantization(split, True)[1] == dict(split_convs=0)  # nothing left to split
+
+    rng = np.random.default_rng(0)
+    x = {"sample": rng.standard_normal((3, 4, 8, 8)).astype(np.float32), "timestep": np.array([900, 400, 30]),
+         "encoder_hidden_states": rng.standard_normal((3, 77, 32)).astype(np.float32)}
+    want, got = (ov.Core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0] for m in (plain, split))
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+    fp32 = sd_fp32.with_model(split)
+    cal = calibrate(fp32, CalibrationConfig(num_samples=4, samples_per_trajectory=4, prompts=str(sd_prompts),
+                                            sampling=SamplingConfig(steps=4)))
+    q = quantize_model(split, cal, QuantizeConfig())
+    convs = {op.get_friendly_name(): op for op in q.get_ops() if op.get_type_name() == "Convolution"}
+    pairs = [(op, convs[name.replace(".a/", ".b/")]) for name, op in convs.items() if ".conv_shortcut.a/" in name]
+    assert len(pairs) == fields["split_convs"]
+    quantizers = [tuple(conv.input_value(0).get_node() for conv in pair) for pair in pairs]
+    assert all(a.get_type_name() == b.get_type_name() == "FakeQuantize" for a, b in quantizers)
+    assert all(a.get_friendly_name() != b.get_friendly_name() for a, b in quantizers)

@@ -62,6 +62,7 @@ class LoadedModel:
     scheduler_config: dict
     extra: dict = field(default_factory=dict)  # family-specific facts
     keep_float: tuple | None = None  # what quantize keeps in float by default (None: the family's policy)
+    smooth_quant_alpha: float | None = None  # NNCF's SmoothQuant alpha by default (None: NNCF's)
     sampling: dict = field(default_factory=dict)  # this model's sampling defaults beyond its family's
 
     @property
@@ -171,6 +172,11 @@ class Conditioning:
         """The noise prediction from the net's first output (guidance, where used)."""
         return out
 
+    def component_inputs(self, bundle: BundleFiles, component: str, prompts: list, latents) -> list[tuple]:
+        """Calibration records of a component besides the denoiser: per record, its inputs in IR order,
+        as the pipeline feeds it (`latents`: final states of the loop, for a decoder)."""
+        raise ConfigError(f"this model has no component {component!r} to quantize")
+
     def decode(self, parts: Components, x: np.ndarray) -> np.ndarray:
         """uint8 NHWC images from the loop's final state."""
         return to_uint8(x)
@@ -250,6 +256,13 @@ class Family:
         if split_shortcut:
             raise ConfigError(f"`split_shortcut` is for unet2d models, not {self.name}")
         return m, {}
+
+    def ir_for_quantization(self, model, split_shortcut: bool) -> tuple[object, dict]:
+        """The fp32 denoiser IR `edge-dm quantize` calibrates, quantizes and measures against: `model`
+        (the openvino.Model of the fp32 export, left unchanged) rewritten into the same function as
+        asked, and recipe fields saying what changed. The quantize job calls it right after the fp32
+        export, with the split flag it passed to for_quantization. Here: `model` as it is."""
+        return model, {}
 
     def float_names(self, names: tuple, split_shortcut: bool) -> tuple:
         """The module names to keep in float in the model for_quantization made of it."""

@@ -16,11 +16,17 @@ Only blocks this module can mirror exactly are rewritten: `UpBlock2D` and `AttnU
 upsamplers and no FreeU, whose resnets are plain `ResnetBlock2D`s with a shortcut convolution and the
 default time embedding; others stay as they are. Module names inside a block are kept
 (`up_blocks.1.resnets.0.conv_shortcut.a`), so keep-float names still match.
+
+`split_concat_convolutions` does the same on an exported OpenVINO IR, for families whose export this
+package does not control (stable-diffusion exports through optimum-intel): every Convolution that
+reads a channel Concat of two tensors directly becomes two Convolutions summed, named as the torch
+split names them.
 """
 from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -129,3 +135,66 @@ def split_shortcuts(unet) -> tuple[nn.Module, int]:
             unet.up_blocks[k] = SplitUpBlock(block, channels)
         channels = block.resnets[-1].conv2.out_channels
     return unet, sum(isinstance(m, SplitConv) for m in unet.modules())
+
+
+def _part_name(name: str, part: str) -> str:
+    """An op name of the PyTorch frontend (`__module.<module path>/aten::.../<Op>`) with the module
+    path's last name suffixed by `.a` or `.b`, as a SplitConv part of that module is named."""
+    module, sep, rest = name.partition("/")
+    return f"{module}.{part}{sep}{rest}"
+
+
+def _bias(conv) -> tuple | None:
+    """(the Add, the Constant) where the only consumer of `conv` adds a Constant to it (its bias), else None."""
+    users = list(conv.output(0).get_target_inputs())
+    if len(users) != 1 or users[0].get_node().get_type_name() != "Add":
+        return None
+    add = users[0].get_node()
+    other = add.input_value(1 - users[0].get_index()).get_node()
+    return (add, other) if other.get_type_name() == "Constant" else None
+
+
+def split_concat_convolutions(model) -> tuple[object, int]:
+    """A copy of the openvino.Model `model` in which every Convolution (any kernel, ungrouped) that
+    reads a Concat of two tensors along channels, with its weight a Constant, is two Convolutions on
+    the parts (the weight split along input channels) summed; and the number split.
+
+    The same function to float rounding. Where the convolution's only consumer adds a Constant bias
+    (how the PyTorch frontend writes a biased convolution), each part adds half of it, as SplitConv
+    does, so NNCF's bias correction corrects both parts. Parts are named `<module>.a` and `<module>.b`
+    (`__module.up_blocks.0.resnets.0.conv_shortcut.a/aten::_convolution/Convolution`), so keep-float
+    names of the torch split and of the whole module match them. The Concat stays where others read
+    it. Idempotent: a split model has no such Convolution left, so it comes back unchanged with 0."""
+    import openvino.opset13 as ops
+
+    model = model.clone()
+    n = 0
+    for conv in model.get_ordered_ops():
+        if conv.get_type_name() != "Convolution":
+            continue
+        cat, weight = (conv.input_value(i).get_node() for i in (0, 1))
+        if cat.get_type_name() != "Concat" or cat.get_input_size() != 2 or weight.get_type_name() != "Constant":
+            continue
+        rank = cat.get_output_partial_shape(0).rank
+        axis = cat.get_attributes()["axis"]
+        if rank.is_dynamic or axis % rank.get_length() != 1 or cat.get_input_partial_shape(0)[1].is_dynamic:
+            continue
+        split = cat.get_input_partial_shape(0)[1].get_length()
+        w, name = weight.get_data(), conv.get_friendly_name()
+        attrs = conv.get_attributes()
+        parts = [ops.convolution(cat.input_value(i), ops.constant(np.ascontiguousarray(w[:, ch])), attrs["strides"],
+                                 attrs["pads_begin"], attrs["pads_end"], attrs["dilations"], attrs["auto_pad"],
+                                 name=_part_name(name, part))
+                 for i, part, ch in ((0, "a", slice(0, split)), (1, "b", slice(split, None)))]
+        out, bias = conv.output(0), _bias(conv)
+        if bias is not None:  # half the bias on each part, a Constant each (bias correction changes them apart)
+            add, constant = bias
+            parts = [ops.add(p, ops.constant(constant.get_data() / 2), name=_part_name(add.get_friendly_name(), part))
+                     for p, part in zip(parts, "ab")]
+            out = add.output(0)
+        total = ops.add(parts[0], parts[1], name=name.partition("/")[0] + "/split/Add")
+        out.replace(total.output(0))
+        n += 1
+    if n:
+        model.validate_nodes_and_infer_types()
+    return model, n

@@ -18,6 +18,7 @@ import contextlib
 import gc
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +213,16 @@ class TextConditioning(Conditioning):
         uncond, text = np.split(out, 2)
         return uncond + guidance * (text - uncond)
 
+    def component_inputs(self, bundle: BundleFiles, component: str, prompts: list, latents) -> list[tuple]:
+        """A text encoder's: the token ids of each prompt and of the empty prompt; the VAE decoder's:
+        each final latent, scaled as decode scales it."""
+        if component == "vae_decoder":
+            scale = vae_config(bundle.path).get("scaling_factor", 0.18215)
+            return [(x[None] / scale,) for x in latents]
+        tokenizer = "tokenizer_2" if component == "text_encoder_2" else "tokenizer"
+        ids = tokenize(Path(bundle.path) / tokenizer, [*dict.fromkeys([*prompts, ""])])
+        return [(ids[i:i + 1],) for i in range(len(ids))]
+
     def decode(self, parts: Components, x):
         """The VAE decoder's images of the final latents, one latent a request."""
         scale = vae_config(parts.path).get("scaling_factor", 0.18215)
@@ -226,7 +237,9 @@ class StableDiffusion(Family):
                                 "vae_decoder": "vae_decoder/openvino_model.xml"},
                     scheduler_file="scheduler/scheduler_config.json")
     conditioning = TextConditioning()
-    policy = QuantizationPolicy(report_images=4)
+    # Q-Diffusion's shortcut split, made on the exported IR (ir_for_quantization); nothing float by default
+    # (a model's measured set is its registry entry's): docs/QUANTIZATION.md, "Text-to-image defaults"
+    policy = QuantizationPolicy(split_shortcut=True, report_images=4)
     reuse_export = True  # optimum-intel's export of a full pipeline takes minutes
     pipeline_classes = ("StableDiffusionPipeline",)  # diffusers' _class_name in model_index.json
     parts = ("text_encoder", "tokenizer", "unet", "vae", "scheduler")  # the pipeline's folders
@@ -300,6 +313,36 @@ class StableDiffusion(Family):
 
     def cache_features(self, model) -> dict:
         return up_block_inputs(model)
+
+    def for_quantization(self, m: LoadedModel, split_shortcut: bool) -> tuple[LoadedModel, dict]:
+        """`m` unchanged, split or not: optimum-intel exports the pipeline from the model's folder, not
+        from `m`'s torch modules, so the shortcut split is made on the exported IR (ir_for_quantization)."""
+        return m, {}
+
+    def ir_for_quantization(self, model, split_shortcut: bool) -> tuple[object, dict]:
+        """The fp32 denoiser IR `edge-dm quantize` calibrates, quantizes and measures against: `model`
+        (the openvino.Model of the fp32 export, left unchanged) rewritten into the same function as
+        asked, and recipe fields saying what changed. The quantize job calls it right after the fp32
+        export, with the split flag it passed to for_quantization.
+
+        With the split, each Convolution that reads a channel Concat (each up-path resnet's 1x1
+        `conv_shortcut` of cat(running state, skip)) becomes `conv_shortcut.a` + `conv_shortcut.b` on
+        the two parts (edge_dm.families.shortcut_split.split_concat_convolutions), so NNCF gives each
+        part a quantizer of its own; `split_convs` counts them. `conv1` reads the Concat through
+        GroupNorm and SiLU and stays whole, as in unet2d."""
+        if not split_shortcut:
+            return model, dict(split_convs=0)
+        from edge_dm.families.shortcut_split import split_concat_convolutions
+
+        model, n = split_concat_convolutions(model)
+        return model, dict(split_convs=n)
+
+    def float_names(self, names: tuple, split_shortcut: bool) -> tuple:
+        """Without the split, a half of one shortcut convolution (`conv_shortcut.a`) keeps the whole
+        convolution in float."""
+        if split_shortcut:
+            return names
+        return tuple(dict.fromkeys(re.sub(r"\.conv_shortcut\.[ab]$", ".conv_shortcut", n) for n in names))
 
 
 @contextlib.contextmanager

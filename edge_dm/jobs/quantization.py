@@ -21,8 +21,8 @@ from edge_dm.bundle import (
     write_quantized,
     write_recipe,
 )
-from edge_dm.calibration import CalibrationSet, calibrate, held_out
-from edge_dm.configs import DeviceConfig, QuantizeJobConfig
+from edge_dm.calibration import CalibrationSet, calibrate, final_latents, held_out
+from edge_dm.configs import DeviceConfig, QuantizeConfig, QuantizeJobConfig
 from edge_dm.data import load_images
 from edge_dm.errors import ConfigError, DataError
 from edge_dm.families.base import LoadedModel
@@ -39,6 +39,7 @@ from edge_dm.quantize import (
     hold_budget,
     kept_float,
     op_counts,
+    quantize_component,
     quantize_model,
 )
 from edge_dm.sampling import check_steps
@@ -76,11 +77,13 @@ def quantize(cfg: QuantizeJobConfig, progress: bool = True) -> tuple[Bundle, dic
     m, rewritten = family.for_quantization(m, split)
     keep = q.keep_float if q.keep_float is not None else \
         m.keep_float if m.keep_float is not None else family.policy.keep_float
-    q = q.replace(keep_float=family.float_names(keep, split))
+    q = q.replace(keep_float=family.float_names(keep, split),
+                  smooth_quant_alpha=q.smooth_quant_alpha if q.smooth_quant_alpha is not None else m.smooth_quant_alpha)
     check_module_names(m, q.keep_float)
     with atomic_output(out, cfg.overwrite, inputs=inputs + [m.source]) as tmp:
         fields, fp32 = _fp32_export(m, tmp)
-        fields.update(rewritten)
+        fp32, ir_fields = family.ir_for_quantization(fp32, split)
+        fields.update(rewritten, **ir_fields)
         ir = tmp / family.layout.components["unet"]
         fp32_bytes = ir.stat().st_size + ir.with_suffix(".bin").stat().st_size
         fp32_bundle = Bundle(tmp, dict(family=family.name, precision="fp32", sampling=m.sampling or None),
@@ -113,13 +116,18 @@ def quantize(cfg: QuantizeJobConfig, progress: bool = True) -> tuple[Bundle, dic
             timings["accuracy_control_s"] = round(time.perf_counter() - t0, 2)
 
         write_quantized(family, tmp, fp32, int8)
-        compress_components(family, tmp, cfg)
+        t0 = time.perf_counter()
+        components = quantize_components(fp32_bundle, tmp, cfg, cal_cfg, q)
+        if components:
+            timings["components_s"] = round(time.perf_counter() - t0, 2)
         if cal is not None:
             cal.save(tmp / "calibration.npz")
         summary = dict(timings, ops=op_counts(int8), ir_bytes_fp32=fp32_bytes, noise_prediction_rel_l2=errors["by_t"],
                        mean_rel_l2=errors["mean_rel_l2"])
         if budget is not None:
             summary["accuracy_control"] = budget
+        if components:
+            summary["component_ops"] = components
         if cal is not None:
             summary.update(calibration_samples=len(cal), calibration_t_mean=round(float(cal.t.mean()), 1))
         precision = "int8" if q.mode == "int8" else "int8-weights"
@@ -155,14 +163,39 @@ def check_module_names(m: LoadedModel, names: tuple) -> None:
             raise ConfigError(f"`keep_float` {name!r}: no module of this model is named so")
 
 
-def compress_components(family, folder: Path, cfg: QuantizeJobConfig) -> None:
-    """NNCF int8 weight compression of the components besides the denoiser, where cfg asks."""
+def quantize_components(fp32: Bundle, folder: Path, cfg: QuantizeJobConfig, cal_cfg, q: QuantizeConfig) -> dict:
+    """The components besides the denoiser as cfg asks: NNCF int8 weight compression, or W8A8 calibrated
+    on what each receives when the pipeline runs (text encoders: the calibration prompts' tokens; the VAE
+    decoder: the final latents of full trajectories at the deployed sampling). Returns each changed
+    component's op counts."""
     import openvino as ov
 
-    for component, option in COMPONENT_OPTIONS.items():
-        if getattr(cfg, option) == "int8-weights":
-            model = ov.Core().read_model(Path(folder) / family.layout.components[component])
-            write_component(family, folder, compress_weights(model), component)
+    family, done = fp32.family, {}
+    for component in family.layout.components:
+        option = "vae" if component == "vae_decoder" else "text_encoder" if component.startswith("text_encoder") \
+            else None
+        mode = getattr(cfg, option) if option else "float"
+        if mode == "float":
+            continue
+        model = ov.Core().read_model(Path(folder) / family.layout.components[component])
+        if mode == "int8-weights":
+            compressed = compress_weights(model)
+        else:
+            compressed = quantize_component(model, component_inputs(fp32, component, model, cal_cfg), q)
+        write_component(family, folder, compressed, component)
+        done[component] = op_counts(compressed)
+    return done
+
+
+def component_inputs(fp32: Bundle, component: str, model, cal_cfg, count: int = 8) -> list[dict]:
+    """Calibration records of a component: its IR's named inputs as the pipeline feeds it (the family
+    says how, from the calibration prompts and, for a VAE decoder, `count` final latents)."""
+    c = fp32.family.conditioning
+    prompts, _ = c.calibration_prompts(cal_cfg.prompts)
+    latents = final_latents(fp32, cal_cfg, count) if component == "vae_decoder" else None
+    records = c.component_inputs(fp32, component, prompts, latents)
+    names = [i.get_any_name() for i in model.inputs]
+    return [dict(zip(names, r)) for r in records]
 
 
 def _fp32_export(m: LoadedModel, folder: Path):
