@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from pathlib import Path
 
 import click
 
@@ -23,6 +24,7 @@ from edge_dm.configs import (  # noqa: E402
     SCHEDULERS,
     BenchmarkConfig,
     CalibrationConfig,
+    ClusterConfig,
     DeviceConfig,
     EvaluateConfig,
     ExportConfig,
@@ -35,12 +37,13 @@ from edge_dm.configs import (  # noqa: E402
 from edge_dm.data import read_prompts  # noqa: E402
 from edge_dm.errors import ConfigError, EdgeDMError  # noqa: E402
 from edge_dm.jobs.speed import markdown  # noqa: E402
+from edge_dm.jobs.sweep import SweepConfig, load_spec  # noqa: E402
 from edge_dm.jobs.training import TrainConfig  # noqa: E402
 from edge_dm.jobs.training import attention_level as parse_attention_level  # noqa: E402
 from edge_dm.jobs.training_t2i import STAGES as T2I_STAGES  # noqa: E402
 from edge_dm.jobs.training_t2i import TextToImageTrainConfig, train_text_to_image  # noqa: E402
 from edge_dm.models import REGISTRY  # noqa: E402
-from edge_dm.outputs import install_sigterm_handler  # noqa: E402
+from edge_dm.outputs import clean_scratch, install_signal_handlers  # noqa: E402
 from edge_dm.runtime import device_capabilities  # noqa: E402
 from edge_dm.targets import TARGETS  # noqa: E402
 
@@ -63,7 +66,8 @@ def _flag(param: str) -> str:
 def library_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        install_sigterm_handler()
+        install_signal_handlers()
+        clean_scratch()  # what killed runs left in edge-dm's scratch folder
         try:
             return fn(*args, **kwargs)
         except EdgeDMError as exc:
@@ -123,6 +127,32 @@ device_options = _options(
                                                   "(default: the device's optimal number)"),
     _opt(DeviceConfig, "precision_hint", help="OpenVINO INFERENCE_PRECISION_HINT (f32, bf16, f16)"),
 )
+cluster_options = _options(
+    click.option("--cluster", "address",
+                 help="run on Ray: local (an embedded Ray on this machine) or a Ray cluster's address "
+                      "(auto, ray://host:10001, host:6379)  [default: in this process, no Ray]"),
+    _opt(ClusterConfig, "workers", type=int,
+         help="--cluster: Ray workers, each holding the compiled bundle  [default: as many as the cluster can place]"),
+    _opt(ClusterConfig, "cpus_per_worker", type=int,
+         help="--cluster: CPUs each worker reserves and is pinned to  [default: 4, or a node's CPUs if fewer]"),
+    _opt(ClusterConfig, "shard_images", type=int,
+         help="--cluster: images per piece of work  [default: shrinking as the job ends, whole batches]"),
+    _opt(ClusterConfig, "timeout_s", "--cluster-timeout", type=float,
+         help="--cluster: seconds the cluster may take to answer, and its workers to start"),
+)
+
+
+def _cluster(kwargs: dict) -> ClusterConfig | None:
+    """The ClusterConfig of --cluster and its options (removed from kwargs); None without --cluster."""
+    options = _pick(ClusterConfig, kwargs)
+    if options["address"] is None:
+        given = [k for k in options if k != "address" and not _defaulted(k)]
+        if given:
+            raise ConfigError(f"`{given[0]}` is an option of `address`: give both, or neither")
+        return None
+    return ClusterConfig(**options)
+
+
 prompt_options = _options(
     click.option("--prompt", "prompt", multiple=True,
                  help="text-to-image: the prompt (repeat: image i takes prompt i, cycling)"),
@@ -179,17 +209,24 @@ def export(**kwargs):
 @image_sampling
 @cache_options
 @device_options
+@cluster_options
 @click.option("--output", type=click.Path(), default=default(GenerateConfig, "output"), show_default=True)
 @overwrite_option
 @library_errors
 def generate(prompt, prompts_file, **kwargs):
-    """Generate images with a bundle (default: the int8 bundle of --model) on an OpenVINO device."""
+    """Generate images with a bundle (default: the int8 bundle of --model) on an OpenVINO device, in
+    this process or sharded by seeds over a Ray cluster's workers (--cluster): the same files either way."""
     prompts = _prompts(prompt, prompts_file)
     if prompts_file and _defaulted("num_images"):  # one image a line unless told how many
         kwargs["num_images"] = len(prompts)
+    cluster = _cluster(kwargs)
     sampling, runtime = SamplingConfig(**_pick(SamplingConfig, kwargs)), DeviceConfig(**_pick(DeviceConfig, kwargs))
-    r = jobs.generate(GenerateConfig(**kwargs, prompts=prompts, sampling=sampling, runtime=runtime))
+    r = jobs.generate(GenerateConfig(**kwargs, prompts=prompts, sampling=sampling, runtime=runtime, cluster=cluster))
     click.echo(f"{r['images']} images -> {r['output']}  ({r['precision']} on {r['device']})")
+    if "cluster" in r:
+        c = r["cluster"]
+        click.echo(f"Ray {c['address']}: {c['workers']} workers x {c['cpus_per_worker']} CPUs on {c['nodes']} nodes, "
+                   f"{c['shards']} shards ({c['resumed_shards']} resumed, {c['retried_shards']} retried)")
     click.echo(f"UNet {r['unet_ms_per_call']:.2f} ms/call ({r['parallel']} in flight), {r['images_per_s']:.2f} images/s")
 
 
@@ -376,13 +413,17 @@ def quantize(bias_correction, keep_float, **kwargs):
 @cache_options
 @device_options
 @_opt(EvaluateConfig, "feature_device", help="where Inception runs: openvino (CPU, f32) or a torch device (cpu, cuda)")
+@cluster_options
 @click.option("--output", type=click.Path(), help="write the results as JSON here")
 @overwrite_option
 @library_errors
 def evaluate(prompt, prompts_file, **kwargs):
-    """Sample quality: FID and sFID against a reference, class accuracy, and int8-vs-fp32 drift (PSNR, SSIM)."""
+    """Sample quality: FID and sFID against a reference, class accuracy, and int8-vs-fp32 drift (PSNR, SSIM).
+    With --cluster, bundles' images and their Inception features are made on a Ray cluster's workers."""
+    cluster = _cluster(kwargs)
     sampling, runtime = SamplingConfig(**_pick(SamplingConfig, kwargs)), DeviceConfig(**_pick(DeviceConfig, kwargs))
-    r = jobs.evaluate(EvaluateConfig(**kwargs, prompts=_prompts(prompt, prompts_file), sampling=sampling, runtime=runtime))
+    r = jobs.evaluate(EvaluateConfig(**kwargs, prompts=_prompts(prompt, prompts_file), sampling=sampling,
+                                     runtime=runtime, cluster=cluster))
     for key in ("fid", "sfid"):
         if key in r:
             click.echo(f"{key.upper():5s} {r[key]:.3f}  ({r['num_images']} images)")
@@ -413,16 +454,37 @@ def evaluate(prompt, prompts_file, **kwargs):
               show_default=True, help="throughput sweep, comma-separated")
 @_opt(BenchmarkConfig, "steps", type=int, help="DDIM steps of the end-to-end run")
 @_opt(BenchmarkConfig, "images", type=int, help="images of the end-to-end run")
+@click.option("--float-precisions", default=",".join(default(BenchmarkConfig, "float_precisions")), show_default=True,
+              help="OpenVINO float variants to time (f32, bf16, f16), where the device has them")
 @click.option("--no-torch", is_flag=True, help="skip the torch eager baseline")
 @click.option("--min-int8-speedup", "min_int8_speedup",
               help="fail when int8 at batch 1 is below this many times the float a user would pick here "
                    "(bf16 with AMX, else f32): one number, or one per CPU class, e.g. avx2=0.6,vnni=0.9,amx=0.75")
 @library_errors
-def benchmark(batch_sizes, no_torch, min_int8_speedup, **kwargs):
+def benchmark(batch_sizes, no_torch, min_int8_speedup, float_precisions, **kwargs):
     """Speed side by side: torch fp32, OpenVINO fp32/bf16/fp16 and int8, as ratios from one run."""
     cfg = BenchmarkConfig(**kwargs, batch_sizes=_int_list(batch_sizes, "--batch-sizes"), torch_baseline=not no_torch,
-                          min_int8_speedup=_speedups(min_int8_speedup))
+                          min_int8_speedup=_speedups(min_int8_speedup),
+                          float_precisions=tuple(p.strip() for p in float_precisions.split(",") if p.strip()))
     click.echo(markdown(jobs.benchmark(cfg, log=lambda s: click.echo(s, err=True))))
+
+
+@main.command()
+@click.argument("spec", type=click.Path())
+@click.option("--output", type=click.Path(), default=default(SweepConfig, "output"), show_default=True,
+              help="the sweep's folder: finished cells, results.json, results.md, plot.png; a rerun resumes it")
+@click.option("--overwrite", is_flag=True, help="start the sweep in --output afresh")
+@cluster_options
+@library_errors
+def sweep(spec, output, overwrite, **kwargs):
+    """Quantize a model over a grid of quantize options and calibration seeds (SPEC: a JSON file, or YAML
+    with PyYAML), score each cell's images (on a Ray cluster with --cluster), and tabulate each metric's
+    mean and spread over the seeds. A stopped sweep resumes where it stopped."""
+    cfg = SweepConfig.from_spec(load_spec(spec), output=output, overwrite=overwrite, cluster=_cluster(kwargs))
+    r = jobs.sweep(cfg, log=lambda line: click.echo(line, err=True))
+    click.echo((Path(r["output"]) / "results.md").read_text(), nl=False)
+    click.echo(f"{len(r['cells'])} cells ({r['resumed_cells']} resumed) -> {r['output']}: results.json, results.md, "
+               "plot.png")
 
 
 def reference() -> str:

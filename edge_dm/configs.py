@@ -7,7 +7,8 @@ Each option is defined once, here; the CLI takes its defaults from these classes
 Two kinds: the options of an algorithm (`SamplingConfig`, `DeviceConfig`, `CalibrationConfig`,
 `QuantizeConfig`: what `quantize_model`, `calibrate` and `Pipeline` take) and the options of a job,
 which wrap them with a model, an output and what the job reports (`ExportConfig`,
-`QuantizeJobConfig`, `GenerateConfig`, `EvaluateConfig`, `BenchmarkConfig`).
+`QuantizeJobConfig`, `GenerateConfig`, `EvaluateConfig`, `BenchmarkConfig`). `ClusterConfig`: where
+generate and evaluate run their images when not in this process (a Ray cluster).
 """
 from __future__ import annotations
 
@@ -275,6 +276,26 @@ class QuantizeConfig(Config):
                             target_device=self.target_device or by_target["target_device"])
 
 
+@dataclass(frozen=True)
+class ClusterConfig(Config):
+    """Where generate and evaluate make their images when not in this process: a Ray cluster
+    (edge_dm.jobs.cluster). None of it changes which image a seed gives."""
+    address: str = "local"  # local (an embedded Ray here) or a Ray address: auto, ray://host:10001, host:6379
+    workers: int | None = None  # Ray actors, each holding the compiled bundle (None: as many as the cluster places)
+    cpus_per_worker: int | None = None  # CPUs each worker reserves and is pinned to (None: 4, a node's CPUs if fewer)
+    shard_images: int | None = None  # images per piece of work (None: shrinking as the job ends, whole batches)
+    timeout_s: float = 30.0  # how long the cluster may take to answer, and its workers to start
+
+    def __post_init__(self):
+        if not isinstance(self.address, str) or not self.address.strip() or self.address != self.address.strip():
+            raise ConfigError(f"`address` must be local or a Ray address (auto, ray://host:10001, host:6379), "
+                              f"got {self.address!r}")
+        _positive_if_set(workers=self.workers, cpus_per_worker=self.cpus_per_worker, shard_images=self.shard_images)
+        _finite(timeout_s=self.timeout_s)
+        if self.timeout_s <= 0:
+            raise ConfigError(f"`timeout_s` must be > 0 seconds, got {self.timeout_s}")
+
+
 # --- the jobs' options -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -345,7 +366,8 @@ class GenerateConfig(Config):
     prompts: tuple = ()  # text-to-image: image i has prompt i, cycling through them
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     runtime: DeviceConfig = field(default_factory=DeviceConfig)
-    _nested = {"sampling": SamplingConfig, "runtime": DeviceConfig}
+    cluster: ClusterConfig | None = None  # None: in this process; else sharded by seeds over a Ray cluster's workers
+    _nested = {"sampling": SamplingConfig, "runtime": DeviceConfig, "cluster": ClusterConfig}
 
     def __post_init__(self):
         _positive(num_images=self.num_images)
@@ -366,7 +388,8 @@ class EvaluateConfig(Config):
     feature_device: str = "openvino"  # Inception on OpenVINO's CPU (f32), or a torch device: cpu, cuda
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     runtime: DeviceConfig = field(default_factory=DeviceConfig)
-    _nested = {"sampling": SamplingConfig, "runtime": DeviceConfig}
+    cluster: ClusterConfig | None = None  # None: in this process; else bundles' images (and features) on a Ray cluster
+    _nested = {"sampling": SamplingConfig, "runtime": DeviceConfig, "cluster": ClusterConfig}
 
     def __post_init__(self):
         _positive(num_images=self.num_images)

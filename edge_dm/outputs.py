@@ -430,5 +430,3 @@ def clean_scratch() -> None:
         if parent.is_dir():
             clean_stale(parent)
 
-
-install_sigterm_handler = install_signal_handlers  # the name edge-dm 0.2.0's CLI imported

@@ -131,7 +131,7 @@ def test_every_option_default_is_its_configs_default():
                     continue
                 got = None if param.default is None or "UNSET" in repr(param.default) else param.default
                 if isinstance(want, tuple):  # a list option written as text, e.g. --batch-sizes 1,8,32
-                    got = tuple(int(v) for v in str(got).split(","))
+                    got = tuple(type(want[0])(v) for v in str(got).split(","))
                 elif want is not None and got is not None:
                     got = type(want)(got)
                 assert got == want, (command, param.name, got, want)

@@ -58,8 +58,11 @@ def test_existing_output_is_refused_unless_overwrite(tiny_model_dir, tmp_path):
     with pytest.raises(OutputExistsError, match="pass overwrite"):
         export(ExportConfig(model=tiny_model_dir, output=str(out)))
     assert (out / "note.txt").exists()
-    export(ExportConfig(model=tiny_model_dir, output=str(out), overwrite=True))
-    assert not (out / "note.txt").exists() and (out / "unet.xml").exists()
+    with pytest.raises(OutputExistsError, match=r"files edge-dm did not write \(note.txt\)"):  # a user's file
+        export(ExportConfig(model=tiny_model_dir, output=str(out), overwrite=True))
+    (out / "note.txt").unlink()
+    export(ExportConfig(model=tiny_model_dir, output=str(out), overwrite=True))  # only edge-dm's own: replaced
+    assert (out / "unet.xml").exists()
 
 
 def test_overwrite_never_replaces_a_folder_edge_dm_did_not_make(tiny_model_dir, tmp_path):

@@ -441,6 +441,7 @@ def test_prompts_cycle_and_files_are_read_as_written(sd_int8, tmp_path):
     assert r.exit_code == 0 and len(list((tmp_path / "one-a-line").glob("0*.png"))) == 2, r.output
 
 
+@pytest.mark.e2e
 def test_import_and_text_to_image_quantize_print_only_edge_dms_lines(sd_dir, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                EDGE_DM_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1")

@@ -195,9 +195,9 @@ def test_two_processes_into_one_output_exactly_one_wins(tmp_path, kind):
 
 SLEEPER = """
 import sys, time
-from edge_dm.outputs import atomic_output, install_sigterm_handler
-install_sigterm_handler()
-install_sigterm_handler()
+from edge_dm.outputs import atomic_output, install_signal_handlers
+install_signal_handlers()
+install_signal_handlers()
 try:
     with atomic_output(sys.argv[1]) as tmp:
         (tmp / "half").write_text("x")

@@ -8,9 +8,9 @@ from conftest import quantize_job
 
 from edge_dm.bundle import open_bundle
 from edge_dm.calibration import CalibrationSet
-from edge_dm.configs import GenerateConfig, QuantizeConfig, QuantizeJobConfig, SamplingConfig
+from edge_dm.configs import QuantizeConfig, QuantizeJobConfig, SamplingConfig
 from edge_dm.errors import ConfigError
-from edge_dm.jobs import generate, quantize
+from edge_dm.jobs import quantize
 from edge_dm.quantize import int8_ops, nncf_options, op_counts, quantize_model
 from edge_dm.targets import cpu_isa, made_for, target_of
 
@@ -51,15 +51,14 @@ def test_summary_and_recipe(int8):
 
 
 def test_int8_bundle_generates_close_to_fp32(int8, tiny_bundle, tmp_path):
-    bundle, _ = int8
-    kw = dict(num_images=4, sampling=SamplingConfig(steps=10, seed=1))
-    generate(GenerateConfig(model=str(bundle.path), output=str(tmp_path / "q"), **kw), progress=False)
-    generate(GenerateConfig(model=str(tiny_bundle.path), output=str(tmp_path / "f"), **kw), progress=False)
-    from PIL import Image
+    """The same seeds through the int8 and the fp32 bundle: a PSNR floor about 2 dB below what three
+    calibration seeds gave on the AMX VM (19.1-21.3 dB: a tiny random UNet is hard to quantize)."""
+    from edge_dm.metrics import drift
+    from edge_dm.pipeline import Pipeline
 
-    q = np.stack([np.asarray(Image.open(tmp_path / "q" / f"{i:05d}.png"), np.float32) for i in range(1, 5)])
-    f = np.stack([np.asarray(Image.open(tmp_path / "f" / f"{i:05d}.png"), np.float32) for i in range(1, 5)])
-    assert np.abs(q - f).mean() < 40  # same seeds: int8 images stay near the fp32 ones
+    bundle, _ = int8
+    s = SamplingConfig(steps=10, seed=1)
+    assert drift(Pipeline(tiny_bundle).sample(4, s), Pipeline(bundle).sample(4, s))["psnr_db"] >= 17.0
 
 
 def _int8_weight_range(model):

@@ -101,6 +101,7 @@ def test_prompt_file_errors():
         SamplingConfig(guidance_scale=0.9)
 
 
+@pytest.mark.e2e
 def test_benchmark_times_the_unet_at_the_pipelines_batch(sd_dir, sd_int8, tmp_path):
     from edge_dm.configs import BenchmarkConfig
     from edge_dm.jobs.speed import benchmark

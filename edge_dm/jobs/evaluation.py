@@ -1,8 +1,14 @@
 """`edge-dm evaluate`: FID and sFID against a reference, class accuracy (text-to-image), and the
 paired drift of two image sets from the same seeds (edge_dm.metrics, edge_dm.classifier), of image
-folders or of images a bundle generates."""
+folders or of images a bundle generates.
+
+With cfg.cluster, a bundle's images are generated on a Ray cluster (edge_dm.jobs.cluster), and the
+Inception features of the samples computed there beside them; the driver merges the features'
+sums (edge_dm.metrics.FeatureSums), so the scores are those of one process to float tolerance.
+"""
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -13,7 +19,8 @@ from edge_dm.bundle import is_bundle, open_bundle
 from edge_dm.classifier import class_accuracy, classifier_config, named_classes
 from edge_dm.configs import EvaluateConfig
 from edge_dm.data import cycled, load_images
-from edge_dm.errors import DataError
+from edge_dm.errors import ConfigError, DataError
+from edge_dm.jobs.cluster import ClusterJob, ClusterRun, ClusterSession, connect
 from edge_dm.jobs.progress import bar
 from edge_dm.metrics import check_feature_device, drift, inception_features, reference_path, reference_stats, scores
 from edge_dm.outputs import atomic_output, check_output
@@ -67,31 +74,80 @@ def images_of(spec: str, pipe: Pipeline | None, cfg: EvaluateConfig, progress: b
     return images
 
 
+def cluster_images(cluster: ClusterSession, pipe: Pipeline, cfg: EvaluateConfig, progress: bool, timings: dict,
+                   label: str, features: bool, keep_images: bool = True) -> ClusterRun:
+    """cfg.num_images images of the checked pipeline `pipe`'s bundle made on `cluster` (and with
+    `features`, their Inception features on cfg.feature_device there); how long it took goes into
+    `timings[label]`."""
+    sampling = pipe.check(cfg.sampling, cfg.prompts)
+    job = ClusterJob(pipe.bundle, sampling, cfg.num_images, tuple(cycled(cfg.prompts, cfg.num_images)), cfg.runtime,
+                     cfg.feature_device if features else None, keep_images)
+    run = cluster.sample(job, progress, label)
+    st = run.stats
+    timings[label] = dict(seconds=round(st["seconds"], 2), images_per_s=round(cfg.num_images / st["seconds"], 2),
+                          parallel=st["parallel"], batch_size=cfg.runtime.batch_size,
+                          cluster={k: st[k] for k in ("address", "workers", "cpus_per_worker", "nodes", "shards",
+                                                      "resumed_shards", "retried_shards", "lost_workers")})
+    return run
+
+
 def evaluate(cfg: EvaluateConfig, progress: bool = True) -> dict:
     """Score cfg.samples (folder or bundle) with FID/sFID against cfg.reference, the paired drift
     against cfg.compare (a second folder or bundle, same seeds), and/or the class accuracy by
     cfg.classifier (image i against the class prompt i names). Writes JSON to cfg.output if given.
 
-    `timings` in the result: seconds spent generating each bundle's images and computing features.
+    `timings` in the result: seconds spent generating each bundle's images and computing features
+    (with cfg.cluster, features are computed on the workers: their seconds summed over workers).
     """
     pipes = check_sources(cfg)
     classes = image_classes(cfg)
+    if cfg.cluster and not pipes:
+        raise ConfigError("`address` generates a bundle's images on a cluster, and `samples` (and `compare`) "
+                          "are image folders: evaluate them without it")
+    with connect(cfg.cluster) if cfg.cluster else contextlib.nullcontext() as cluster:  # checked before any work
+        runs: list[ClusterRun] = []
+        result = _evaluate(cfg, pipes, classes, cluster, runs, progress)
+        for run in runs:
+            run.finish()  # the result is written: the shards kept for a resume go
+    return result
+
+
+def _evaluate(cfg: EvaluateConfig, pipes: dict, classes: list | None, cluster: ClusterSession | None,
+              runs: list, progress: bool) -> dict:
+    """evaluate's work once everything is checked: the cluster runs it made are appended to `runs`."""
     t0 = time.perf_counter()
     timings: dict = {}
-    images = images_of(cfg.samples, pipes.get(cfg.samples), cfg, progress, timings, "generate_samples")
-    result = dict(samples=cfg.samples, num_images=len(images), config=cfg.to_dict())
+    sums = None
+    if cluster and cfg.samples in pipes:
+        keep = bool(cfg.compare or classes is not None)  # FID alone needs only the features
+        runs.append(cluster_images(cluster, pipes[cfg.samples], cfg, progress, timings, "generate_samples",
+                                   features=bool(cfg.reference), keep_images=keep))
+        images, sums = runs[-1].images, runs[-1].features
+        if sums is not None:
+            timings["features"] = dict(seconds=round(runs[-1].stats["feature_seconds"], 2),
+                                       device=cfg.feature_device, summed_over_workers=True)
+    else:
+        images = images_of(cfg.samples, pipes.get(cfg.samples), cfg, progress, timings, "generate_samples")
+    count = len(images) if images is not None else cfg.num_images
+    result = dict(samples=cfg.samples, num_images=count, config=cfg.to_dict())
     if cfg.compare:
-        compare = images_of(cfg.compare, pipes.get(cfg.compare), cfg, progress, timings, "generate_compare")
+        if cluster and cfg.compare in pipes:
+            runs.append(cluster_images(cluster, pipes[cfg.compare], cfg, progress, timings, "generate_compare",
+                                       features=False))
+            compare = runs[-1].images
+        else:
+            compare = images_of(cfg.compare, pipes.get(cfg.compare), cfg, progress, timings, "generate_compare")
         result["drift"] = drift(compare, images)
     if cfg.reference:
-        if len(images) < 2:
-            raise DataError(f"FID needs at least 2 images, {cfg.samples} holds {len(images)}")
+        if count < 2:
+            raise DataError(f"FID needs at least 2 images, {cfg.samples} holds {count}")
         ref = reference_stats(cfg.reference, cfg.feature_device)
-        t_feat = time.perf_counter()
-        with bar(progress, len(images), "inception", "img") as b:
-            feats = inception_features(images, device=cfg.feature_device, progress=b.update)
-        timings["features"] = dict(seconds=round(time.perf_counter() - t_feat, 2), device=cfg.feature_device)
-        result.update(scores(feats, ref))
+        if sums is None:
+            t_feat = time.perf_counter()
+            with bar(progress, len(images), "inception", "img") as b:
+                sums = inception_features(images, device=cfg.feature_device, progress=b.update)
+            timings["features"] = dict(seconds=round(time.perf_counter() - t_feat, 2), device=cfg.feature_device)
+        result.update(scores(sums, ref))
         result["inception_score"] = None
         result["inception_score_note"] = "the FID Inception weights hold no classifier head, so IS is not computed"
     if classes is not None:
