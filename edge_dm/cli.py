@@ -491,7 +491,9 @@ def reference() -> str:
     """docs/CLI.md: every command's --help, as Markdown (tests/test_docs.py keeps the file up to date;
     regenerate it with `python -c "from edge_dm.cli import reference; print(reference(), end='')" > docs/CLI.md`)."""
     lines = ["# Command reference", "", "Generated from `edge-dm COMMAND --help` (`edge_dm.cli.reference`).", ""]
+    parent = click.Context(main, info_name="edge-dm", terminal_width=100, max_content_width=100,
+                           **main.context_settings)
     for name, command in sorted(main.commands.items()):
-        ctx = click.Context(command, info_name=f"edge-dm {name}", terminal_width=100, max_content_width=100)
+        ctx = click.Context(command, parent=parent, info_name=name, terminal_width=100, max_content_width=100)
         lines += [f"## edge-dm {name}", "", "```", command.get_help(ctx).rstrip(), "```", ""]
     return "\n".join(lines)
