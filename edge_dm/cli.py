@@ -40,6 +40,7 @@ from edge_dm.jobs.speed import markdown  # noqa: E402
 from edge_dm.jobs.sweep import SweepConfig, load_spec  # noqa: E402
 from edge_dm.jobs.training import TrainConfig  # noqa: E402
 from edge_dm.jobs.training import attention_level as parse_attention_level  # noqa: E402
+from edge_dm.jobs.training_lcm import LCMTrainConfig, train_lcm  # noqa: E402
 from edge_dm.jobs.training_t2i import STAGES as T2I_STAGES  # noqa: E402
 from edge_dm.jobs.training_t2i import TextToImageTrainConfig, train_text_to_image  # noqa: E402
 from edge_dm.models import REGISTRY  # noqa: E402
@@ -245,7 +246,9 @@ def _defaulted(param: str) -> bool:
 @_opt(TrainConfig, "dropout", type=float)
 @click.option("--init", type=click.Path(),
               help="start from this UNet folder (fresh optimizer); a deeper one gives its blocks by position")
-@click.option("--teacher", type=click.Path(), help="distil: regress onto this UNet folder's noise prediction")
+@click.option("--teacher", type=click.Path(),
+              help="unet2d: regress onto this UNet folder's noise prediction; lcm: the text-to-image pipeline "
+                   "(folder or shipped name) to distil  [lcm default: edm-cifar10-t2i]")
 @_opt(TrainConfig, "distill", type=float,
       help="weight of the teacher's prediction in the target (the rest: the drawn noise)")
 @click.option("--channels", default=",".join(map(str, default(TrainConfig, "block_out_channels"))), show_default=True,
@@ -254,9 +257,10 @@ def _defaulted(param: str) -> bool:
 @click.option("--attention-level", default=str(default(TrainConfig, "attention_level")), show_default=True,
               help="the level with self-attention (0 = full resolution), or 'none'")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the UNet (CUDA)")
-@click.option("--family", type=click.Choice(["unet2d", "stable-diffusion"]), default="unet2d", show_default=True,
+@click.option("--family", type=click.Choice(["unet2d", "stable-diffusion", "lcm"]), default="unet2d", show_default=True,
               help="unet2d: an unconditional pixel DDPM; stable-diffusion: a text-to-image pipeline on class "
-                   "captions of labelled data (<class>/<image>), trained in --stage steps")
+                   "captions of labelled data (<class>/<image>), trained in --stage steps; lcm: --teacher "
+                   "distilled into a latent consistency model (1-8 steps) on the same captions")
 @click.option("--stage", type=click.Choice(list(T2I_STAGES)),
               help="stable-diffusion: vae, then unet (text encoder with it; writes OUTPUT/pipeline), and classifier")
 @click.option("--cross-attention-levels", help="stable-diffusion: UNet levels with cross-attention  [default: 1]")
@@ -266,12 +270,18 @@ def _defaulted(param: str) -> bool:
 @click.option("--empty-caption-rate", type=float, help="stable-diffusion: share of empty captions  [default: 0.1]")
 @click.option("--classifier-channels", help="stable-diffusion --stage classifier: widths  [default: 48,96,192]")
 @click.option("--eval-data", type=click.Path(), help="--stage classifier: labelled held-out images to score")
+@click.option("--guidance-range", help="lcm: guidance scales MIN,MAX the student learns  [default: 1.5,4.5]")
 @library_errors
 def train(data, output, channels, attention_level, compile_, family, stage, **kwargs):
     """Train a small DDPM (resumes from OUTPUT/checkpoint.pt), or with --family stable-diffusion one
     stage of a text-to-image pipeline (resumes from OUTPUT/STAGE/checkpoint.pt)."""
     source = click.get_current_context().get_parameter_source
     t2i = {k: kwargs.pop(k) for k in T2I_ONLY}
+    guidance_range = kwargs.pop("guidance_range")
+    if family == "lcm":
+        return _train_lcm(data, output, compile_, stage, t2i, guidance_range, kwargs, source)
+    if guidance_range is not None:
+        raise ConfigError("--guidance-range is an option of --family lcm")
     if family == "stable-diffusion":
         return _train_text_to_image(data, output, channels, attention_level, compile_, stage, t2i, kwargs, source)
     given = [k for k, v in t2i.items() if v is not None] + (["stage"] if stage else [])
@@ -303,6 +313,23 @@ def _train_text_to_image(data, output, channels, attention_level, compile_, stag
     click.echo(f"{stage}: {train_text_to_image(cfg, log=click.echo)}")
 
 
+def _train_lcm(data, output, compile_, stage, t2i, guidance_range, kwargs, source):
+    """`edge-dm train --family lcm`: the shared options given, with the distillation's own defaults."""
+    others = [k for k in ("init", "distill", "dropout", "attention_level", "channels", "layers_per_block")
+              if source(k) != click.core.ParameterSource.DEFAULT]
+    others += [k for k, v in t2i.items() if v is not None] + (["stage"] if stage else [])
+    if others:
+        raise ConfigError(f"--{others[0].replace('_', '-')} is not an option of --family lcm")
+    given = {k: kwargs[k] for k in ("minutes", "batch_size", "lr", "warmup_steps")
+             if k == "minutes" or source(k) != click.core.ParameterSource.DEFAULT}
+    if kwargs["teacher"] is not None:
+        given["teacher"] = kwargs["teacher"]
+    if guidance_range is not None:
+        given["guidance_range"] = _float_list(guidance_range, "--guidance-range")
+    cfg = LCMTrainConfig(data=data, output=output, compile=compile_, **given)
+    click.echo(f"pipeline: {train_lcm(cfg, log=click.echo)}")
+
+
 def _speedups(text: str | None) -> float | dict | None:
     """--min-int8-speedup: "1.2" (every CPU) or "avx2=0.6,vnni=0.9,amx=0.75" (per CPU class)."""
     if text is None:
@@ -314,6 +341,13 @@ def _speedups(text: str | None) -> float | dict | None:
     except ValueError:
         raise ConfigError(f"--min-int8-speedup takes a number or CPU-class=number pairs separated by commas "
                           f"(avx2=0.6,vnni=0.9,amx=0.75), got {text!r}") from None
+
+
+def _float_list(text: str, option: str) -> tuple:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{option} must be numbers separated by commas, got {text!r}") from None
 
 
 def _int_list(text: str, option: str) -> tuple:

@@ -18,19 +18,27 @@ from edge_dm.families.stable_diffusion import SD15, TEXT, StableDiffusion, TextC
 GUIDANCE_EMBEDDING = "timestep_cond"
 
 
-def guidance_embedding(w: float, dim: int, count: int) -> np.ndarray:
-    """diffusers' LatentConsistencyModelPipeline.get_guidance_scale_embedding of w, for `count` images
-    (float32, computed as torch computes it there)."""
+def guidance_embedding_tensor(w, dim: int):
+    """diffusers' LatentConsistencyModelPipeline.get_guidance_scale_embedding of the 1-D float tensor
+    `w` (one guidance weight w = guidance_scale - 1 per image), on w's device, as torch computes it there."""
     import torch
 
-    ws = torch.tensor(w).repeat(count) * 1000.0
+    w = (w * 1000.0).to(torch.float32)
     half = dim // 2
-    emb = torch.exp(torch.arange(half, dtype=torch.float32) * -(torch.log(torch.tensor(10000.0)) / (half - 1)))
-    emb = ws.to(torch.float32)[:, None] * emb[None, :]
+    emb = torch.exp(torch.arange(half, dtype=torch.float32, device=w.device)
+                    * -(torch.log(torch.tensor(10000.0)) / (half - 1)))
+    emb = w[:, None] * emb[None, :]
     emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
     if dim % 2 == 1:
         emb = torch.nn.functional.pad(emb, (0, 1))
-    return emb.numpy()
+    return emb
+
+
+def guidance_embedding(w: float, dim: int, count: int) -> np.ndarray:
+    """The guidance embedding of one w for `count` images, float32 (see guidance_embedding_tensor)."""
+    import torch
+
+    return guidance_embedding_tensor(torch.tensor(w).repeat(count), dim).numpy()
 
 
 class LCMConditioning(TextConditioning):

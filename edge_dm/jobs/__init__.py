@@ -7,6 +7,7 @@ any work, runs the library's in-memory steps and writes its output atomically.
     evaluate(EvaluateConfig)      edge_dm.jobs.evaluation    FID/sFID, drift, class accuracy
     benchmark(BenchmarkConfig)    edge_dm.jobs.speed         float and int8 speed side by side
     train(TrainConfig)            edge_dm.jobs.training      how the shipped models were trained (GPU)
+                                  (text-to-image: training_t2i; latent consistency distillation: training_lcm)
     sweep(SweepConfig)            edge_dm.jobs.sweep         quantize over a grid of options and seeds, score each
 
 generate and evaluate run on a Ray cluster where their config's `cluster` says so (ClusterConfig;

@@ -61,6 +61,7 @@ from edge_dm.classifier import DEFAULT_CHANNELS as CLASSIFIER_CHANNELS
 from edge_dm.classifier import build_classifier, class_word, predict, save_classifier
 from edge_dm.data import load_images, load_labelled_images
 from edge_dm.errors import ConfigError, ModelNotFoundError
+from edge_dm.families.stable_diffusion import quiet
 from edge_dm.jobs.training import DDPM_BETAS, _check_train_output, fit, random_batch, start
 
 STAGES = ("vae", "unet", "classifier")
@@ -197,6 +198,24 @@ def _token_ids(tokenizer, texts):
     return tokenizer(texts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
 
 
+def caption_latents(images, labels, names, vae, tokenizer, device: str):
+    """What a text-to-image UNet trains on, on `device`: (the scaled latents of every image and of its
+    mirror image, encoded once by the frozen `vae`; their labels; the token ids of every caption as
+    [class, template, token]; the empty caption's token ids)."""
+    import torch
+
+    vae = vae.to(device)
+    scale = vae.config.scaling_factor
+    with torch.no_grad():
+        x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        latents = torch.cat([vae.encode(v[i:i + 500]).latent_dist.mean * scale
+                             for v in (x, x.flip(3)) for i in range(0, len(v), 500)])
+        del x
+    labels = torch.from_numpy(labels).to(device).repeat(2)
+    table = torch.stack([_token_ids(tokenizer, captions(n)) for n in names]).to(device)
+    return latents, labels, table, _token_ids(tokenizer, [EMPTY]).to(device)
+
+
 # --- the stages ----------------------------------------------------------------------------------------
 def train_text_to_image(cfg: TextToImageTrainConfig, log=print) -> Path:
     """Run stage `cfg.stage` until `cfg.minutes` (this call) or `cfg.max_steps`, resuming from its
@@ -302,16 +321,7 @@ def _train_unet(cfg, run, device, log) -> Path:
     folder, ckpt, emas, opt, step, gen = _start(
         cfg, run, model, device, log, said, "--channels, --layers-per-block, --cross-attention-levels, --text-width, "
         "--text-layers, or the data's classes")
-    vae = vae.to(device)
-    scale = vae.config.scaling_factor
-    with torch.no_grad():  # every image and its mirror image, encoded once: the VAE is frozen
-        x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        latents = torch.cat([vae.encode(v[i:i + 500]).latent_dist.mean * scale
-                             for v in (x, x.flip(3)) for i in range(0, len(v), 500)])
-        del x
-    labels = torch.from_numpy(labels).to(device).repeat(2)
-    table = torch.stack([_token_ids(tokenizer, captions(n)) for n in names]).to(device)  # class, template, token
-    empty = _token_ids(tokenizer, [EMPTY]).to(device)
+    latents, labels, table, empty = caption_latents(images, labels, names, vae, tokenizer, device)
     log(f"encoded {len(latents)} latents {tuple(latents.shape[1:])} (with mirror images); "
         f"{len(TEMPLATES)} caption templates, {cfg.empty_caption_rate:.0%} empty")
     sched = DDPMScheduler(**DDPM_BETAS)
@@ -364,7 +374,8 @@ def save_pipeline(folder, model, vae, tokenizer) -> Path:
         vae=copy.deepcopy(vae).cpu().half(), text_encoder=copy.deepcopy(model["text_encoder"]).cpu().float(),
         tokenizer=tokenizer, unet=copy.deepcopy(model["unet"]).cpu().half(), scheduler=scheduler(),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(folder, safe_serialization=True)
+    with quiet():  # no writing bars
+        pipe.save_pretrained(folder, safe_serialization=True)
     return Path(folder)
 
 
