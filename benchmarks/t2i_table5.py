@@ -27,7 +27,9 @@ The stages can run on different machines (the folder W travels between them):
 - `scores` computes, for every row with images: FID and sFID against --reference, class accuracy by
   --classifier, and paired drift (PSNR, SSIM) from the fp32 row's images, into one JSON.
 JSON on stdout or in --output: one row per UNet, and the UNet latency. Backs
-docs/experiments/2026-12-01-text-to-image-table5.md.
+docs/experiments/2026-12-01-text-to-image-table5.md. Steps and guidance default to the model's own;
+any text-to-image family runs (the few-step table: `--model edm-cifar10-lcm`, optimum-intel's rows
+through OVLatentConsistencyModelPipeline, its calibration at that pipeline's default steps).
 """
 import argparse
 import json
@@ -107,7 +109,8 @@ def _optimum(a, base: str, seed: int, out: Path) -> None:
 
     import openvino as ov
     import torch
-    from optimum.intel import OVQuantizationConfig, OVStableDiffusionPipeline, OVWeightQuantizationConfig
+    import optimum.intel
+    from optimum.intel import OVQuantizationConfig, OVWeightQuantizationConfig
 
     from edge_dm.bundle import Bundle
     from edge_dm.families.stable_diffusion import per_sample_timestep
@@ -116,10 +119,10 @@ def _optimum(a, base: str, seed: int, out: Path) -> None:
     n, prompts = a.optimum_samples, _prompts(a)
     config = (OVWeightQuantizationConfig(bits=8, quant_method="hybrid", dataset=prompts, num_samples=n)
               if base == "optimum-hybrid" else OVQuantizationConfig(dataset=prompts, num_samples=n))
-    torch.manual_seed(seed)  # optimum's calibration pipeline draws its noise from torch's global generator
-    pipe = OVStableDiffusionPipeline.from_pretrained(resolve(a.model), export=True, compile=False,
-                                                     quantization_config=config)
     bundle = Bundle.from_pretrained(Path(a.workdir) / "bundles" / "fp32")
+    pipeline_class = getattr(optimum.intel, bundle.family.optimum_class)  # OVStableDiffusionPipeline, OVLatent...
+    torch.manual_seed(seed)  # optimum's calibration pipeline draws its noise from torch's global generator
+    pipe = pipeline_class.from_pretrained(resolve(a.model), export=True, compile=False, quantization_config=config)
     with tempfile.TemporaryDirectory() as tmp:
         pipe.save_pretrained(tmp)
         for component in ("unet", "text_encoder", "vae_decoder"):
@@ -247,7 +250,9 @@ def scores(a) -> dict:
         print(f"{row}: FID {r.get('fid', float('nan')):.2f} sFID {r.get('sfid', float('nan')):.2f} "
               f"class acc {r['class_accuracy']['accuracy']:.3f}", file=sys.stderr)
     timing = Path(a.workdir) / "latency.json"
-    return dict(model=a.model, steps=a.steps, guidance_scale=a.guidance_scale, reference=a.reference,
+    fp32_bundle = Path(a.workdir) / "bundles" / "fp32"
+    sampling = Bundle.from_pretrained(fp32_bundle).sampling(_sampling(a)) if fp32_bundle.exists() else _sampling(a)
+    return dict(model=a.model, steps=sampling.steps, guidance_scale=sampling.guidance_scale, reference=a.reference,
                 classifier=a.classifier, rows=result,
                 unet_latency=json.loads(timing.read_text()) if timing.exists() else None)
 
@@ -263,8 +268,8 @@ def main(argv=None) -> dict:
     p.add_argument("--num-samples", type=int, default=32, help="edge-dm calibration N (its default)")
     p.add_argument("--optimum-samples", type=int, default=200, help="optimum-intel's num_samples (its default)")
     p.add_argument("--prompts", help="prompt file (default: the shipped cifar10-prompts.txt)")
-    p.add_argument("--steps", type=int, default=25, help="DDIM steps (the model card's)")
-    p.add_argument("--guidance-scale", type=float, default=3.0, help="(the model card's)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the model's own, its card's)")
+    p.add_argument("--guidance-scale", type=float, help="(default: the model's own, its card's)")
     p.add_argument("--num-images", type=int, default=10000)
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--part-size", type=int, default=5000, help="images per .npz part")

@@ -110,13 +110,15 @@ def test_t2i_table5_rows_share_prompts_and_seeds(tmp_path):
     (tmp_path / "p.txt").write_text("\n".join(prompts) + "\n")
     out, work = tmp_path / "t5.json", tmp_path / "w"
     r = subprocess.run([sys.executable, str(BENCHMARKS / "t2i_table5.py"), "all", "--workdir", str(work),
-                        "--model", str(sd), "--prompts", str(tmp_path / "p.txt"), "--steps", "2", "--num-images", "5",
+                        "--model", str(sd), "--prompts", str(tmp_path / "p.txt"), "--steps", "2", "--guidance-scale", "3",
+                        "--num-images", "5",
                         "--batch-size", "2", "--part-size", "3", "--num-samples", "4", "--optimum-samples", "4",
                         "--iterations", "2", "--rounds", "1", "--classifier", str(clf), "--reference", "none",
                         "--output", str(out)],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(out.read_text())
+    assert (result["steps"], result["guidance_scale"]) == (2, 3.0)
     rows = {row["row"]: row for row in result["rows"]}
     assert {(t["row"], t["images"]) for t in result["unet_latency"]["rows"]} == {(n, k) for n in rows for k in (1, 16)}
     assert list(rows) == ["fp32", "dntc", "uniform", "pipeline", "optimum-hybrid", "optimum-int8"]
@@ -134,3 +136,31 @@ def test_t2i_table5_rows_share_prompts_and_seeds(tmp_path):
     pipe = Pipeline(Bundle.from_pretrained(work / "bundles" / "fp32"), DeviceConfig(batch_size=2, precision_hint="f32"))
     own = pipe.sample(5, SamplingConfig(steps=2, guidance_scale=3.0), [prompts[i % 3] for i in range(5)])
     np.testing.assert_array_equal(fp32, own)
+
+
+def test_t2i_table5_takes_a_latent_consistency_model_and_its_own_sampling(tmp_path):
+    """The few-step table's recipe: an LCM's optimum-intel row comes from OVLatentConsistencyModelPipeline
+    and runs in edge-dm's loop; steps and guidance left out are the model's own."""
+    import torch
+    from tiny_sd import IMAGE, build_tiny_lcm
+
+    from edge_dm.classifier import build_classifier, save_classifier
+
+    if not (BENCHMARKS / "t2i_table5.py").is_file():
+        pytest.skip("benchmarks/ is not beside the tests")
+    lcm = build_tiny_lcm(tmp_path / "lcm")
+    torch.manual_seed(0)
+    clf = save_classifier(build_classifier((8, 16), 2), tmp_path / "clf", (8, 16), ["horse", "ship"], IMAGE)
+    (tmp_path / "p.txt").write_text("a photo of a horse\na photo of a ship\n")
+    out, work = tmp_path / "t5.json", tmp_path / "w"
+    r = subprocess.run([sys.executable, str(BENCHMARKS / "t2i_table5.py"), "all", "--workdir", str(work),
+                        "--model", str(lcm), "--prompts", str(tmp_path / "p.txt"), "--rows", "fp32,optimum-int8",
+                        "--num-images", "2", "--batch-size", "2", "--optimum-samples", "2", "--iterations", "1",
+                        "--rounds", "1", "--classifier", str(clf), "--reference", "none", "--output", str(out)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert (result["steps"], result["guidance_scale"]) == (4, 8.5)  # the LCM family's defaults (diffusers')
+    rows = {row["row"]: row for row in result["rows"]}
+    assert list(rows) == ["fp32", "optimum-int8"]
+    assert rows["optimum-int8"]["ops"]["fake_quantize"] > 0 and "drift_from_fp32" in rows["optimum-int8"]
