@@ -478,7 +478,8 @@ def evaluate(prompt, prompts_file, **kwargs):
 
 
 @main.command()
-@model_option
+@click.option("--model", help="registry name (edge-dm models), Hugging Face id, or diffusers folder  "
+                               f"[default: the --int8 bundle's model, else {DEFAULT_MODEL}]")
 @_opt(BenchmarkConfig, "device")
 @click.option("--output", type=click.Path(), default=default(BenchmarkConfig, "output"), show_default=True)
 @overwrite_option

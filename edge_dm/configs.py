@@ -407,7 +407,7 @@ class EvaluateConfig(Config):
 
 @dataclass(frozen=True)
 class BenchmarkConfig(Config):
-    model: str = DEFAULT_MODEL
+    model: str | None = None  # default: the model `int8` was quantized from, else DEFAULT_MODEL
     device: str = "CPU"
     output: str = "benchmark"
     overwrite: bool = False

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from edge_dm.bundle import Bundle
-from edge_dm.configs import BenchmarkConfig, DeviceConfig, ExportConfig, QuantizeJobConfig, SamplingConfig
+from edge_dm.configs import DEFAULT_MODEL, BenchmarkConfig, DeviceConfig, ExportConfig, QuantizeJobConfig, SamplingConfig
 from edge_dm.errors import BenchmarkError, BundleError, DeviceError
 from edge_dm.families.base import SAMPLE, TIMESTEP, torch_denoiser
 from edge_dm.jobs.conversion import export
 from edge_dm.jobs.quantization import quantize
-from edge_dm.models import load_model
+from edge_dm.models import load_model, resolve
 from edge_dm.outputs import atomic_output, check_output
 from edge_dm.pipeline import Pipeline
 from edge_dm.runtime import check_device, compile_model, device_capabilities
@@ -298,26 +298,44 @@ def float_baseline(isa: list) -> str:
     return "OpenVINO bf16" if "amx_bf16" in isa else "OpenVINO fp32"
 
 
+def _model_of(cfg: BenchmarkConfig, int8: Bundle) -> str:
+    """The model whose float variants are timed beside `int8`: the one it was quantized from, or
+    BenchmarkError when `cfg.model` names another."""
+    made_from = int8.recipe.get("model")
+    if cfg.model is None:
+        return made_from or DEFAULT_MODEL
+    if made_from and cfg.int8 and _source(cfg.model) != _source(made_from):
+        raise BenchmarkError(f"`int8` {cfg.int8} was quantized from {made_from}, not `model` {cfg.model}: "
+                             "give the int8 bundle of `model`, or leave `model` out")
+    return cfg.model
+
+
+def _source(spec: str) -> str:
+    p = Path(resolve(spec))
+    return str(p.resolve()) if p.exists() else spec
+
+
 def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     """Measure every variant the device supports; write benchmark.json, .md and .png to cfg.output."""
     check_device(cfg.device)
     check_output(cfg.output, cfg.overwrite)
     try:
-        int8 = Bundle.from_pretrained(cfg.int8 or cfg.model, "int8")
+        int8 = Bundle.from_pretrained(cfg.int8 or cfg.model or DEFAULT_MODEL, "int8")
     except BundleError:
         if cfg.int8:  # an int8 bundle the user named is missing or broken: say so, don't replace it
             raise
         log("no int8 bundle yet: quantizing with the defaults first")
-        int8, _ = quantize(QuantizeJobConfig(model=cfg.model, overwrite=True), progress=False)
+        int8, _ = quantize(QuantizeJobConfig(model=cfg.model or DEFAULT_MODEL, overwrite=True), progress=False)
+    model = _model_of(cfg, int8)
     check_steps("ddim", int8.scheduler_config, cfg.steps)
     if int8.fp32_ir:  # unconditional int8 bundles keep the fp32 IR they were quantized from
         fp32, fp32_size = int8.with_model(int8.read_model(int8.fp32_ir), precision="fp32"), _ir_size(int8.fp32_ir)
     else:
         try:
-            fp32 = Bundle.from_pretrained(cfg.model, "fp32")
+            fp32 = Bundle.from_pretrained(model, "fp32")
         except BundleError:
             log("no fp32 bundle yet: exporting it first")
-            fp32 = export(ExportConfig(model=cfg.model, overwrite=True))
+            fp32 = export(ExportConfig(model=model, overwrite=True))
         fp32_size = fp32.size_bytes()
     sampling = SamplingConfig(steps=cfg.steps)
     machine = machine_info()
@@ -326,7 +344,7 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
         rows = []
         if cfg.torch_baseline and not int8.family.conditioning.takes_prompts:
             log("torch fp32 ...")
-            m = load_model(cfg.model)
+            m = load_model(model)
             rows.append(_torch_variant(m, cfg, fp32.sample_shape, m.scheduler_config,
                                        sum(p.numel() * 4 for p in m.unet.parameters())))
         wanted = cfg.float_precisions
@@ -349,7 +367,7 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
         base_hint = "bf16" if baseline == "OpenVINO bf16" else "f32"
         log("int8 against the float baseline, interleaved ...")
         gate = interleaved_gate(int8, rest, fp32, base_hint, cfg.device, sampling, cfg.iterations)
-        result = dict(model=cfg.model, family=int8.family.name, int8_bundle=str(int8.path), machine=machine,
+        result = dict(model=model, family=int8.family.name, int8_bundle=str(int8.path), machine=machine,
                       config=cfg.to_dict(), float_baseline=baseline, rows=rows, gate=gate)
         (tmp / "benchmark.json").write_text(json.dumps(result, indent=2))
         (tmp / "benchmark.md").write_text(markdown(result) + "\n")
