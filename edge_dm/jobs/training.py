@@ -224,6 +224,23 @@ def start(model, ema_decays, lr: float, device: str, ckpt: Path, options: str):
     return model, emas, opt, step
 
 
+def begin(cfg, folder: Path, model, device: str, log, said: list, options: str, resumed: str = "resumed"):
+    """(model, EMAs, optimizer, step, generator) of a run writing into `folder`, resumed from its
+    checkpoint.pt (see start). Called once every check has passed: only then logs `said` (and
+    "`resumed` at step N"), makes `folder` and saves `cfg` there as train_config.json."""
+    import torch
+
+    model, emas, opt, step = start(model, cfg.ema_decays, cfg.lr, device, folder / "checkpoint.pt", options)
+    if step:
+        said.append(f"{resumed} at step {step}")
+    for line in said:
+        log(line)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + step)
+    return model, emas, opt, step, gen
+
+
 def random_batch(images, batch_size: int, gen):
     """(`batch_size` random images of uint8 N,H,W,3 `images` as floats in [-1, 1], NCHW, each flipped
     left-right with probability 1/2; their indices), drawn from the torch generator `gen`."""

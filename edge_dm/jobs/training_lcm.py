@@ -26,14 +26,14 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge_dm.data import load_labelled_images
 from edge_dm.errors import ConfigError, ModelNotFoundError, library_reason
 from edge_dm.families.lcm import guidance_embedding_tensor
 from edge_dm.families.stable_diffusion import quiet
-from edge_dm.jobs.training import _check_train_output, fit, start
+from edge_dm.jobs.training import _check_train_output, begin, fit
 from edge_dm.jobs.training_t2i import caption_latents
 from edge_dm.models import resolve
 
@@ -159,15 +159,7 @@ def train_lcm(cfg: LCMTrainConfig, log=print) -> Path:
     torch.backends.cudnn.allow_tf32 = True
     device = "cuda" if torch.cuda.is_available() else "cpu"
     student = student_from_teacher(teacher.unet, cfg.guidance_dim)
-    ckpt = run / "checkpoint.pt"
-    student, emas, opt, step = start(student, cfg.ema_decays, cfg.lr, device, ckpt,
-                                     "--teacher, --guidance-dim")
-    if step:
-        said.append(f"resumed at step {step}")
-    for line in said:
-        log(line)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    student, emas, opt, step, gen = begin(cfg, run, student, device, log, said, "--teacher, --guidance-dim")
     log(f"student: the teacher's UNet ({sum(p.numel() for p in student.parameters()) / 1e6:.2f}M parameters) "
         f"with a {cfg.guidance_dim}-d guidance embedding, on {device}")
 
@@ -183,7 +175,6 @@ def train_lcm(cfg: LCMTrainConfig, log=print) -> Path:
     skip = T // cfg.solver_steps
     log(f"encoded {len(latents)} latents {tuple(latents.shape[1:])}; DDIM solver {cfg.solver_steps} steps (skip {skip}), "
         f"guidance scale {cfg.guidance_range[0]}-{cfg.guidance_range[1]}")
-    gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + step)
     fwd = torch.compile(student) if cfg.compile else student
     teach = torch.compile(unet) if cfg.compile else unet
     lo, hi = cfg.guidance_range
@@ -214,7 +205,7 @@ def train_lcm(cfg: LCMTrainConfig, log=print) -> Path:
         d = consistency_output(scheduler, pred.float(), x, t_start) - target
         return (torch.sqrt(d ** 2 + cfg.huber_c ** 2) - cfg.huber_c).mean()
 
-    step, mean = fit(cfg, student, emas, opt, step, loss_fn, ckpt, log, ema_warmup=False)
+    step, mean = fit(cfg, student, emas, opt, step, loss_fn, run / "checkpoint.pt", log, ema_warmup=False)
     for ema, decay in zip(emas, cfg.ema_decays):
         save_pipeline(run / f"pipeline-{decay}", teacher, ema, scheduler)
     out = save_pipeline(run / "pipeline", teacher, emas[0], scheduler)

@@ -54,7 +54,7 @@ import copy
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge_dm.classifier import DEFAULT_CHANNELS as CLASSIFIER_CHANNELS
@@ -62,7 +62,7 @@ from edge_dm.classifier import build_classifier, class_word, predict, save_class
 from edge_dm.data import load_images, load_labelled_images
 from edge_dm.errors import ConfigError, ModelNotFoundError
 from edge_dm.families.stable_diffusion import quiet
-from edge_dm.jobs.training import DDPM_BETAS, _check_train_output, fit, random_batch, start
+from edge_dm.jobs.training import DDPM_BETAS, _check_train_output, begin, fit, random_batch
 
 STAGES = ("vae", "unet", "classifier")
 TEMPLATES = (
@@ -233,21 +233,11 @@ def train_text_to_image(cfg: TextToImageTrainConfig, log=print) -> Path:
 def _start(cfg, run: Path, model, device: str, log, said: list, options: str):
     """The EMAs, optimizer and step of stage `cfg.stage` (resumed from its checkpoint), its folder made
     and its config saved. Called once every check has passed: nothing is written before."""
-    import torch
-
     folder = run / cfg.stage
-    ckpt = folder / "checkpoint.pt"
-    model, emas, opt, step = start(model, cfg.ema_decays, cfg.lr, device, ckpt, options)
-    if step:
-        said.append(f"resumed {cfg.stage} at step {step}")
-    for line in said:
-        log(line)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    model, emas, opt, step, gen = begin(cfg, folder, model, device, log, said, options, f"resumed {cfg.stage}")
     n = sum(p.numel() for p in model.parameters())
     log(f"{cfg.stage}: {n / 1e6:.2f}M parameters on {device}")
-    gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + step)
-    return folder, ckpt, emas, opt, step, gen
+    return folder, folder / "checkpoint.pt", emas, opt, step, gen
 
 
 def _train_vae(cfg, run, device, log) -> Path:
