@@ -62,16 +62,13 @@ def test_groupnorm_times_each_ir_as_exported_and_as_edge_dm_compiles_it(tiny_mod
 def test_t2i_guidance_scores_class_accuracy_per_guidance_scale(tmp_path):
     """The guidance recipe on the tiny text-to-image pipeline and a random classifier of its two prompt
     classes: one row per guidance scale, each accuracy the fraction of images classed as prompted."""
-    import torch
-    from tiny_sd import IMAGE, build_tiny_sd
+    from tiny_sd import build_tiny_sd, build_two_class_classifier
 
-    from edge_dm.classifier import build_classifier, save_classifier
 
     if not (BENCHMARKS / "t2i_guidance.py").is_file():
         pytest.skip("benchmarks/ is not beside the tests")
     sd = build_tiny_sd(tmp_path / "sd")
-    torch.manual_seed(0)
-    clf = save_classifier(build_classifier((8, 16), 2), tmp_path / "clf", (8, 16), ["horse", "ship"], IMAGE)
+    clf = build_two_class_classifier(tmp_path / "clf")
     (tmp_path / "p.txt").write_text("a photo of a horse\na photo of a ship\n")
     out = tmp_path / "g.json"
     r = subprocess.run([sys.executable, str(BENCHMARKS / "t2i_guidance.py"), "--model", str(sd), "--guidance", "1,2",
@@ -93,19 +90,16 @@ def test_t2i_table5_rows_share_prompts_and_seeds(tmp_path):
     back whole from their parts, the fp32 row's are the Pipeline's own for seeds 0.. and prompts cycled,
     and each int8 row is scored against them."""
     import numpy as np
-    import torch
-    from tiny_sd import IMAGE, build_tiny_sd
+    from tiny_sd import build_tiny_sd, build_two_class_classifier
 
     from edge_dm.bundle import Bundle
-    from edge_dm.classifier import build_classifier, save_classifier
     from edge_dm.configs import DeviceConfig, SamplingConfig
     from edge_dm.pipeline import Pipeline
 
     if not (BENCHMARKS / "t2i_table5.py").is_file():
         pytest.skip("benchmarks/ is not beside the tests")
     sd = build_tiny_sd(tmp_path / "sd")
-    torch.manual_seed(0)
-    clf = save_classifier(build_classifier((8, 16), 2), tmp_path / "clf", (8, 16), ["horse", "ship"], IMAGE)
+    clf = build_two_class_classifier(tmp_path / "clf")
     prompts = ["a photo of a horse", "a photo of a ship", "a blurry photo of a horse"]
     (tmp_path / "p.txt").write_text("\n".join(prompts) + "\n")
     out, work = tmp_path / "t5.json", tmp_path / "w"
@@ -142,16 +136,13 @@ def test_t2i_table5_rows_share_prompts_and_seeds(tmp_path):
 def test_t2i_table5_takes_a_latent_consistency_model_and_its_own_sampling(tmp_path):
     """The few-step table's recipe: an LCM's optimum-intel row comes from OVLatentConsistencyModelPipeline
     and runs in edge-dm's loop; steps and guidance left out are the model's own."""
-    import torch
-    from tiny_sd import IMAGE, build_tiny_lcm
+    from tiny_sd import build_tiny_lcm, build_two_class_classifier
 
-    from edge_dm.classifier import build_classifier, save_classifier
 
     if not (BENCHMARKS / "t2i_table5.py").is_file():
         pytest.skip("benchmarks/ is not beside the tests")
     lcm = build_tiny_lcm(tmp_path / "lcm")
-    torch.manual_seed(0)
-    clf = save_classifier(build_classifier((8, 16), 2), tmp_path / "clf", (8, 16), ["horse", "ship"], IMAGE)
+    clf = build_two_class_classifier(tmp_path / "clf")
     (tmp_path / "p.txt").write_text("a photo of a horse\na photo of a ship\n")
     out, work = tmp_path / "t5.json", tmp_path / "w"
     r = subprocess.run([sys.executable, str(BENCHMARKS / "t2i_table5.py"), "all", "--workdir", str(work),

@@ -5,9 +5,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
-from tiny_sd import IMAGE
+from tiny_sd import build_two_class_classifier
 
 from edge_dm.cli import main
 from edge_dm.configs import GenerateConfig, SamplingConfig
@@ -67,14 +66,13 @@ def test_bad_text_to_image_input_is_one_line_and_writes_nothing(sd_int8, tiny_bu
 def test_class_accuracy_scores_each_image_against_its_prompts_class(sd_int8, tmp_path):
     """evaluate --classifier: image i against the class prompt i names (prompts cycling), the same as
     running the classifier on the pipeline's own images; a prompt naming no class fails before any work."""
-    from edge_dm.classifier import build_classifier, load_classifier, predict, save_classifier
+    from edge_dm.classifier import load_classifier, predict
     from edge_dm.configs import DeviceConfig, EvaluateConfig
     from edge_dm.jobs.evaluation import evaluate
     from edge_dm.pipeline import Pipeline
 
     bundle, _ = sd_int8
-    torch.manual_seed(0)
-    folder = save_classifier(build_classifier((8, 16), 2), tmp_path / "clf", (8, 16), ["horse", "ship"], IMAGE)
+    folder = build_two_class_classifier(tmp_path / "clf")
     prompts, s = ("a photo of a horse", "a blurry photo of a ship"), SamplingConfig(steps=2, seed=3)
     r = evaluate(EvaluateConfig(samples=str(bundle.path), classifier=str(folder), prompts=prompts, num_images=5,
                                 sampling=s, runtime=DeviceConfig(batch_size=2)), progress=False)

@@ -96,6 +96,17 @@ def build_tiny_lcm(path, seed: int = 0) -> Path:
     return Path(path)
 
 
+def build_two_class_classifier(path) -> Path:
+    """edge-dm's classifier of the classes "horse" and "ship" at the tiny pipelines' image size, seeded
+    random weights (torch seed 0), saved to `path`."""
+    import torch
+
+    from edge_dm.classifier import build_classifier, save_classifier
+
+    torch.manual_seed(0)
+    return save_classifier(build_classifier((8, 16), 2), path, (8, 16), ["horse", "ship"], IMAGE)
+
+
 def build_tiny_sdxl(path, seed: int = 0, turbo: bool = False) -> Path:
     """A tiny StableDiffusionXLPipeline: two byte-level CLIP text encoders (the second with a projection),
     a UNet with SDXL's added text-and-time conditioning, the tiny VAE; EulerDiscreteScheduler (turbo:
