@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from edge_dm.bundle import Bundle
-from edge_dm.configs import DEFAULT_MODEL, BenchmarkConfig, DeviceConfig, ExportConfig, QuantizeJobConfig, SamplingConfig
+from edge_dm.configs import (
+    DEFAULT_MODEL,
+    BenchmarkConfig,
+    DeviceConfig,
+    ExportConfig,
+    QuantizeJobConfig,
+    SamplingConfig,
+)
 from edge_dm.errors import BenchmarkError, BundleError, DeviceError
 from edge_dm.families.base import SAMPLE, TIMESTEP, torch_denoiser
 from edge_dm.jobs.conversion import export
