@@ -54,6 +54,13 @@ REGISTRY = {
                                   "up_blocks.2.resnets.0.conv_shortcut", "up_blocks.2.resnets.1.conv_shortcut"),
                       smooth_quant_alpha=0.5,  # these and alpha 0.5: docs/QUANTIZATION.md, "Text-to-image defaults"
                       sampling=dict(steps=25, guidance_scale=3.0)),  # its model card's
+        # edm-cifar10-t2i distilled (edge-dm train --family lcm): its teacher's UNet and quantization policy.
+        RegistryEntry("edm-cifar10-lcm", "models/edm-cifar10-lcm",
+                      "edm-cifar10-t2i distilled into a 1-4 step latent consistency model, 32x32, shipped in models/",
+                      keep_float=("conv_in", "conv_out", "down_blocks.0.resnets.0.conv2",
+                                  "up_blocks.1.attentions.1.transformer_blocks.0.ff.net.2",
+                                  "up_blocks.2.resnets.0.conv_shortcut", "up_blocks.2.resnets.1.conv_shortcut"),
+                      smooth_quant_alpha=0.5, sampling=dict(steps=4, guidance_scale=2.0)),
         RegistryEntry("ddpm-cifar10", "google/ddpm-cifar10-32",
                       "Ho et al.'s CIFAR-10 DDPM, 35.7M params, from the Hugging Face hub"),
         RegistryEntry("ddpm-celebahq", "google/ddpm-celebahq-256", "CelebA-HQ 256x256 DDPM, from the hub"),

@@ -29,6 +29,7 @@ SHIPPED_MODELS = {
     "edm-cifar10-ddpm": ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
                          "scheduler/scheduler_config.json"),
     "edm-cifar10-t2i": _T2I,
+    "edm-cifar10-lcm": _T2I,
     "edm-cifar10-classifier": ("config.json", "model.safetensors"),  # edge_dm.classifier's folder
 }
 # short names of the shipped FID reference statistics (`--reference NAME`) and their files

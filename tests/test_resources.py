@@ -36,6 +36,22 @@ def test_shipped_text_to_image_model_and_classifier_load_and_stay_small():
     assert (resources.shipped_dataset("cifar10-prompts.txt").read_text().splitlines()[7] == "a photo of a horse")
 
 
+def test_shipped_few_step_model_is_its_teachers_pipeline_distilled_and_stays_small():
+    """edm-cifar10-lcm: an LCM pipeline <= 15 MB whose text encoder, tokenizer and VAE are the teacher's."""
+    from diffusers import LatentConsistencyModelPipeline
+
+    from edge_dm.families import for_folder
+
+    lcm, t2i = (resources.shipped_model_dir(n) for n in ("edm-cifar10-lcm", "edm-cifar10-t2i"))
+    assert sum(f.stat().st_size for f in lcm.rglob("*") if f.is_file()) <= 15e6
+    for f in ("text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors", "tokenizer/tokenizer.json"):
+        assert (lcm / f).read_bytes() == (t2i / f).read_bytes(), f
+    pipe = LatentConsistencyModelPipeline.from_pretrained(lcm)
+    assert pipe.unet.config.time_cond_proj_dim is not None
+    assert for_folder(lcm).name == "lcm"
+    assert resolve("edm-cifar10-lcm") == str(lcm)
+
+
 def test_reference_short_name_reads_the_shipped_stats():
     path = resources.shipped_stats("cifar10-train")
     assert path.name == resources.SHIPPED_STATS["cifar10-train"]

