@@ -435,7 +435,8 @@ def quantize(bias_correction, keep_float, **kwargs):
 
 
 @main.command()
-@click.option("--samples", required=True, help="image folder, or a bundle to generate --num-images from")
+@click.option("--samples", required=True, help="image folder, or a bundle to generate --num-images from (a model "
+                                                "name: its int8 bundle edge-dm made)")
 @click.option("--reference", help="FID reference: stats .npz, an image folder / tar (stats cached), "
                                   "or a shipped name (cifar10-train)")
 @click.option("--compare", help="paired mode: a second bundle or folder with the same seeds (e.g. fp32)")

@@ -377,7 +377,7 @@ class GenerateConfig(Config):
 
 @dataclass(frozen=True)
 class EvaluateConfig(Config):
-    samples: str | None = None  # required: an image folder or a bundle
+    samples: str | None = None  # required: an image folder, a bundle, or a model with a bundle edge-dm made
     reference: str | None = None
     output: str | None = None
     overwrite: bool = False

@@ -148,3 +148,19 @@ def test_evaluate_reads_generates_output_folder(tiny_bundle, tmp_path):
     r = evaluate(EvaluateConfig(samples=str(tmp_path / "a"), compare=str(tmp_path / "b"), num_images=3),
                  progress=False)
     assert r["num_images"] == 3 and r["drift"]["mean_abs_diff"] == 0
+
+
+def test_samples_may_name_a_model_whose_int8_bundle_edge_dm_made(tiny_bundle):
+    """`--samples NAME` reads NAME's default int8 bundle, as generate's --model does; without one, one line
+    that says how to make it, before any work."""
+    import shutil
+
+    from edge_dm.bundle import default_bundle_path
+
+    shutil.copytree(tiny_bundle.path, default_bundle_path("tiny-named", "int8"), dirs_exist_ok=True)
+    r = evaluate(EvaluateConfig(samples="tiny-named", compare=str(tiny_bundle.path), num_images=2,
+                                sampling=SamplingConfig(steps=2)), progress=False)
+    assert r["drift"]["mean_abs_diff"] == 0 and r["num_images"] == 2
+    with pytest.raises(DataError, match="edge-dm quantize --model no-such-model") as e:
+        evaluate(EvaluateConfig(samples="no-such-model", num_images=2, reference="cifar10-train"), progress=False)
+    assert "\n" not in str(e.value)

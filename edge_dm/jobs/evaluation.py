@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_dm.bundle import is_bundle, open_bundle
+from edge_dm.bundle import Bundle, is_bundle
 from edge_dm.classifier import class_accuracy, classifier_config, named_classes
 from edge_dm.configs import EvaluateConfig
 from edge_dm.data import cycled, load_images
-from edge_dm.errors import ConfigError, DataError
+from edge_dm.errors import BundleError, ConfigError, DataError
 from edge_dm.jobs.cluster import ClusterJob, ClusterRun, ClusterSession, connect
 from edge_dm.jobs.progress import bar
 from edge_dm.metrics import check_feature_device, drift, inception_features, reference_path, reference_stats, scores
@@ -41,11 +41,13 @@ def check_sources(cfg: EvaluateConfig) -> dict:
     the output. Returns the checked Pipeline of each source that is a bundle (its IR read once)."""
     pipes = {}
     for spec in filter(None, (cfg.samples, cfg.compare)):
-        if is_bundle(spec):
-            pipes[spec] = pipes.get(spec) or Pipeline(open_bundle(spec), cfg.runtime)
+        if spec not in pipes and not (Path(spec).exists() and not is_bundle(spec)):
+            try:  # a bundle folder, or the int8 bundle edge-dm made of a model name (as generate's --model)
+                pipes[spec] = Pipeline(Bundle.from_pretrained(spec), cfg.runtime)
+            except BundleError as e:
+                raise DataError(f"samples not found: {spec} is no image folder or bundle ({e})") from None
+        if spec in pipes:
             pipes[spec].check(cfg.sampling, cfg.prompts)
-        elif not Path(spec).exists():
-            raise DataError(f"samples not found: {spec} is neither an image folder nor a bundle")
     if cfg.reference:
         reference_path(cfg.reference)
     if cfg.output:
