@@ -273,8 +273,9 @@ def _defaulted(param: str) -> bool:
 @click.option("--guidance-range", help="lcm: guidance scales MIN,MAX the student learns  [default: 1.5,4.5]")
 @library_errors
 def train(data, output, channels, attention_level, compile_, family, stage, **kwargs):
-    """Train a small DDPM (resumes from OUTPUT/checkpoint.pt), or with --family stable-diffusion one
-    stage of a text-to-image pipeline (resumes from OUTPUT/STAGE/checkpoint.pt)."""
+    """Train a small DDPM (resumes from OUTPUT/checkpoint.pt), with --family stable-diffusion one
+    stage of a text-to-image pipeline (resumes from OUTPUT/STAGE/checkpoint.pt), or with --family lcm
+    distil a text-to-image pipeline into a few-step one (resumes from OUTPUT/checkpoint.pt)."""
     source = click.get_current_context().get_parameter_source
     t2i = {k: kwargs.pop(k) for k in T2I_ONLY}
     guidance_range = kwargs.pop("guidance_range")
