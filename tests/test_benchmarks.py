@@ -138,7 +138,6 @@ def test_t2i_table5_takes_a_latent_consistency_model_and_its_own_sampling(tmp_pa
     and runs in edge-dm's loop; steps and guidance left out are the model's own."""
     from tiny_sd import build_tiny_lcm, build_two_class_classifier
 
-
     if not (BENCHMARKS / "t2i_table5.py").is_file():
         pytest.skip("benchmarks/ is not beside the tests")
     lcm = build_tiny_lcm(tmp_path / "lcm")
