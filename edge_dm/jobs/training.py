@@ -171,7 +171,8 @@ def _load_init(model, path: str) -> str:
     except ValueError as exc:
         raise ModelNotFoundError(f"--init {path}: its architecture differs from --channels / --layers-per-block "
                                  f"({exc})") from None
-    return f"fine-tuning from {path}" + (f" ({copied} of {total} tensors, blocks by position)" if copied < total else "")
+    blocks = f" ({copied} of {total} tensors, blocks by position)" if copied < total else ""
+    return f"fine-tuning from {path}{blocks}"
 
 
 def _check_train_output(output) -> Path:
@@ -314,17 +315,12 @@ def train(cfg: TrainConfig, log=print) -> Path:
     if cfg.init and not ckpt.exists():
         said.append(_load_init(model, cfg.init))
     teacher = _load_unet(cfg.teacher, "--teacher").eval().requires_grad_(False) if cfg.teacher else None
-    model, emas, opt, step = start(model, cfg.ema_decays, cfg.lr, device, ckpt,
-                                   "--channels, --layers-per-block, --attention-level")
-    if step:
-        said.append(f"resumed at step {step}")
-    sched = DDPMScheduler(**DDPM_BETAS)
     t0 = time.time()
     images = torch.from_numpy(load_images(cfg.data)).to(device)  # N,H,W,3 uint8, all on the device
-    for line in [*said, f"loaded {len(images)} images in {time.time() - t0:.1f}s"]:
-        log(line)
-    out.mkdir(parents=True, exist_ok=True)  # only now: every check above passed
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    said.append(f"loaded {len(images)} images in {time.time() - t0:.1f}s")
+    model, emas, opt, step, gen = begin(cfg, out, model, device, log, said,
+                                        "--channels, --layers-per-block, --attention-level")
+    sched = DDPMScheduler(**DDPM_BETAS)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"UNet2DModel {n_params / 1e6:.2f}M parameters on {device}")
 
@@ -334,7 +330,6 @@ def train(cfg: TrainConfig, log=print) -> Path:
         teach = torch.compile(teacher) if cfg.compile else teacher
         log(f"distilling from {cfg.teacher} (weight {cfg.distill})")
     alphas = sched.alphas_cumprod.to(device)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + step)
 
     def loss_fn():
         x0, _ = random_batch(images, cfg.batch_size, gen)
