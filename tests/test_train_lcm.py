@@ -104,6 +104,8 @@ def test_distils_resumes_and_loads_as_a_latent_consistency_pipeline(teacher, tmp
     moved = [k for k, v in pipe.unet.state_dict().items()
              if k in source.unet.state_dict() and not torch.equal(v, source.unet.state_dict()[k].half().float())]
     assert moved  # the student trained
+    online = LatentConsistencyModelPipeline.from_pretrained(run / "pipeline-online").unet.state_dict()
+    assert any(not torch.equal(v, online[k]) for k, v in pipe.unet.state_dict().items())  # the target lags it
     for part in ("vae", "text_encoder"):  # the rest is the teacher's, unchanged
         for k, v in getattr(pipe, part).state_dict().items():
             assert torch.equal(v, getattr(source, part).state_dict()[k].half().float() if part == "vae"

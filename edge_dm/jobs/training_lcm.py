@@ -19,7 +19,8 @@ distillation, the paper's Algorithm 1, as diffusers' `train_lcm_distill_sd_wds.p
 - The teacher's guided DDIM step from t_{n+k} to t_n gives x_n; the target is the target network's
   consistency output at (x_n, t_n), the student's at (x_{n+k}, t_{n+k}) must match it (pseudo-Huber
   loss). The consistency output is LCMScheduler's own: c_skip(t) x + c_out(t) x0_pred(x, t).
-- The target network is the EMA of the student at `ema_decays[0]` (no warm-up): what ships.
+- The target network is the EMA of the student at `ema_decays[0]` (no warm-up): what ships
+  (`<output>/pipeline`); the online student is written beside it (`<output>/pipeline-online`).
 """
 from __future__ import annotations
 
@@ -208,6 +209,7 @@ def train_lcm(cfg: LCMTrainConfig, log=print) -> Path:
     step, mean = fit(cfg, student, emas, opt, step, loss_fn, run / "checkpoint.pt", log, ema_warmup=False)
     for ema, decay in zip(emas, cfg.ema_decays):
         save_pipeline(run / f"pipeline-{decay}", teacher, ema, scheduler)
+    save_pipeline(run / "pipeline-online", teacher, student, scheduler)  # diffusers' script keeps both nets too
     out = save_pipeline(run / "pipeline", teacher, emas[0], scheduler)
     mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
     (run / "train_state.json").write_text(json.dumps(dict(step=step, loss=mean, classes=names, pipeline_mb=mb)))
