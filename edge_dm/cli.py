@@ -491,6 +491,8 @@ def evaluate(prompt, prompts_file, **kwargs):
               show_default=True, help="throughput sweep, comma-separated")
 @_opt(BenchmarkConfig, "steps", type=int, help="DDIM steps of the end-to-end run")
 @_opt(BenchmarkConfig, "images", type=int, help="images of the end-to-end run")
+@_opt(BenchmarkConfig, "height", type=int, help="text-to-image: image height in pixels  [default: the model's]")
+@_opt(BenchmarkConfig, "width", type=int, help="text-to-image: image width in pixels  [default: the model's]")
 @click.option("--float-precisions", default=",".join(default(BenchmarkConfig, "float_precisions")), show_default=True,
               help="OpenVINO float variants to time (f32, bf16, f16), where the device has them")
 @click.option("--no-torch", is_flag=True, help="skip the torch eager baseline")

@@ -415,6 +415,8 @@ class BenchmarkConfig(Config):
     batch_sizes: tuple = (1, 8, 32)
     steps: int = 20
     images: int = 4
+    height: int | None = None  # text-to-image: image size in pixels (None: the model's)
+    width: int | None = None
     torch_baseline: bool = True
     float_precisions: tuple = ("f32", "bf16", "f16")  # OpenVINO float variants to time, where the device has them
     int8: str | None = None  # an int8 bundle; default: the cached one of `model`, quantized if missing
@@ -425,6 +427,7 @@ class BenchmarkConfig(Config):
 
     def __post_init__(self):
         _positive(iterations=self.iterations, steps=self.steps, images=self.images)
+        _positive_if_set(height=self.height, width=self.width)
         for p in self.float_precisions:
             _choice("float_precisions", p, ("f32", "bf16", "f16"))
         if not self.batch_sizes:

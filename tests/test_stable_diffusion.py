@@ -105,24 +105,33 @@ def test_benchmark_times_the_unet_at_the_pipelines_batch(sd_dir, sd_int8, tmp_pa
     from edge_dm.jobs.speed import benchmark
 
     bundle, _ = sd_int8  # no model given: the float variants are the int8 bundle's own model
+    c, h, w = bundle.sample_shape
+    f = bundle.family.conditioning.vae_scale(bundle.path)
+    size = dict(height=2 * h * f, width=w * f)  # not the model's own size
     r = benchmark(BenchmarkConfig(int8=str(bundle.path), output=str(tmp_path / "b"), iterations=2,
-                                  batch_sizes=(1,), steps=2, images=1, torch_baseline=False), log=lambda s: None)
+                                  batch_sizes=(1,), steps=2, images=1, torch_baseline=False, **size),
+                  log=lambda s: None)
     rows = {row["variant"]: row for row in r["rows"]}
     assert r["model"] == bundle.recipe["model"] == sd_dir
     assert r["family"] == "stable-diffusion" and rows["OpenVINO int8"]["net_batch"] == 2  # guidance doubles it
+    assert all(row["sample_shape"] == [c, 2 * h, w] for row in rows.values())
     assert rows["OpenVINO fp32"]["end_to_end_s_per_image"] > 0 and r["int8_speedup_vs_float_baseline"] > 0
     assert (tmp_path / "b" / "benchmark.md").exists()
 
 
 def test_benchmark_refuses_an_int8_bundle_of_another_model_before_any_work(sd_int8, tiny_model_dir, tmp_path):
+    """... and a size the model cannot take."""
     from edge_dm.configs import BenchmarkConfig
-    from edge_dm.errors import BenchmarkError
+    from edge_dm.errors import BenchmarkError, ConfigError
     from edge_dm.jobs.speed import benchmark
 
     bundle, _ = sd_int8
     cfg = BenchmarkConfig(model=tiny_model_dir, int8=str(bundle.path), output=str(tmp_path / "b"))
     with pytest.raises(BenchmarkError, match="quantized from .* not model"):
         benchmark(cfg, log=lambda s: None)
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(ConfigError, match="height 13 does not suit this model"):
+        benchmark(cfg.replace(model=None, height=13), log=lambda s: None)
     assert not (tmp_path / "b").exists()
 
 

@@ -16,6 +16,7 @@ from edge_dm.bundle import Bundle
 from edge_dm.configs import (
     DEFAULT_MODEL,
     BenchmarkConfig,
+    CalibrationConfig,
     DeviceConfig,
     ExportConfig,
     QuantizeJobConfig,
@@ -109,6 +110,7 @@ def _ov_variant(name, bundle, device, hint, cfg: BenchmarkConfig, sampling, size
     row = dict(variant=name, precision_hint=hint or "default",
                effective_precision=compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
                compile_s=round(compile_s, 2), size_mb=round(size_bytes / 1e6, 2), net_batch=per_image,
+               sample_shape=list(shape),
                latency_b1=_latency(lambda: req.infer(inputs), cfg.iterations))
     row["throughput"] = {}
     for b in cfg.batch_sizes:
@@ -332,9 +334,14 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
         if cfg.int8:  # an int8 bundle the user named is missing or broken: say so, don't replace it
             raise
         log("no int8 bundle yet: quantizing with the defaults first")
-        int8, _ = quantize(QuantizeJobConfig(model=cfg.model or DEFAULT_MODEL, overwrite=True), progress=False)
+        size = CalibrationConfig(sampling=SamplingConfig(height=cfg.height, width=cfg.width))  # checked there first
+        int8, _ = quantize(QuantizeJobConfig(model=cfg.model or DEFAULT_MODEL, overwrite=True, calibration=size),
+                           progress=False)
     model = _model_of(cfg, int8)
     check_steps("ddim", int8.scheduler_config, cfg.steps)
+    sampling = SamplingConfig(steps=cfg.steps, height=cfg.height, width=cfg.width)
+    t2i = int8.family.conditioning.takes_prompts
+    Pipeline(int8).check(sampling, [PROMPT] if t2i else [])  # sizes the model cannot take: before any work
     if int8.fp32_ir:  # unconditional int8 bundles keep the fp32 IR they were quantized from
         fp32, fp32_size = int8.with_model(int8.read_model(int8.fp32_ir), precision="fp32"), _ir_size(int8.fp32_ir)
     else:
@@ -344,7 +351,6 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
             log("no fp32 bundle yet: exporting it first")
             fp32 = export(ExportConfig(model=model, overwrite=True))
         fp32_size = fp32.size_bytes()
-    sampling = SamplingConfig(steps=cfg.steps)
     machine = machine_info()
     with atomic_output(cfg.output, cfg.overwrite) as tmp:
         caps = next((d["capabilities"] for d in device_capabilities() if d["device"] == cfg.device.split(".")[0]), [])
@@ -360,7 +366,6 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
             variants.append(("OpenVINO bf16", fp32, "bf16", fp32_size))
         if "FP16" in caps and "f16" in wanted:
             variants.append(("OpenVINO fp16", fp32, "f16", fp32_size))
-        t2i = int8.family.conditioning.takes_prompts
         rest = float_rest(machine["isa"], t2i) if cfg.device.upper() == "CPU" else None  # edge-dm's default
         variants.append(("OpenVINO int8", int8, rest, int8.size_bytes()))
         if "BF16" in caps:  # the other float rest, for comparison
