@@ -64,7 +64,6 @@ def test_t2i_guidance_scores_class_accuracy_per_guidance_scale(tmp_path):
     classes: one row per guidance scale, each accuracy the fraction of images classed as prompted."""
     from tiny_sd import build_tiny_sd, build_two_class_classifier
 
-
     if not (BENCHMARKS / "t2i_guidance.py").is_file():
         pytest.skip("benchmarks/ is not beside the tests")
     sd = build_tiny_sd(tmp_path / "sd")

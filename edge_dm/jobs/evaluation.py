@@ -41,13 +41,13 @@ def check_sources(cfg: EvaluateConfig) -> dict:
     the output. Returns the checked Pipeline of each source that is a bundle (its IR read once)."""
     pipes = {}
     for spec in filter(None, (cfg.samples, cfg.compare)):
-        if spec not in pipes and not (Path(spec).exists() and not is_bundle(spec)):
-            try:  # a bundle folder, or the int8 bundle edge-dm made of a model name (as generate's --model)
-                pipes[spec] = Pipeline(Bundle.from_pretrained(spec), cfg.runtime)
-            except BundleError as e:
-                raise DataError(f"samples not found: {spec} is no image folder or bundle ({e})") from None
-        if spec in pipes:
-            pipes[spec].check(cfg.sampling, cfg.prompts)
+        if Path(spec).exists() and not is_bundle(spec):
+            continue  # an image folder
+        try:  # a bundle folder, or the int8 bundle edge-dm made of a model name (as generate's --model)
+            pipes[spec] = pipes.get(spec) or Pipeline(Bundle.from_pretrained(spec), cfg.runtime)
+        except BundleError as e:
+            raise DataError(f"samples not found: {spec} is no image folder or bundle ({e})") from None
+        pipes[spec].check(cfg.sampling, cfg.prompts)
     if cfg.reference:
         reference_path(cfg.reference)
     if cfg.output:
