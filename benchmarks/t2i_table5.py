@@ -18,6 +18,11 @@ The stages can run on different machines (the folder W travels between them):
   decoder put into an edge-dm bundle, so its images come from the same loop, noise and prompts).
   A calibration seed s > 0 adds rows `dntc-s1`, ... (edge-dm's rows) and `optimum-hybrid-s1`, ...
   (torch's seed for optimum's calibration pipeline).
+- A row may name variants after its base, each after a `+`: a component quantized besides the base
+  row's UNet (`+vae-int8`, `+text-encoder-int8`, `+text-encoder-int8-weights`: what `edge-dm quantize
+  --vae/--text-encoder` makes, calibrated alike, put beside the very same UNet), the float precision
+  its images are made at (`+f32`, `+bf16`: INFERENCE_PRECISION_HINT for every component) and DeepCache
+  (`+deepcache3`: cache interval 3). `dntc+vae-int8`, `fp32+bf16`, `dntc+f32+deepcache3`.
 - `images` generates --num-images images of each row with OpenVINO on this CPU (image i: seed i,
   prompt i cycling through --prompts; fp32 with INFERENCE_PRECISION_HINT f32, int8 rows at
   OpenVINO's default, as a user runs them), into W/images/ROW.K.npz (parts of --part-size images,
@@ -42,6 +47,9 @@ from _common import emit  # benchmarks/ is the script folder: run as python benc
 EDGE_ROWS = ("dntc", "uniform", "pipeline")
 OPTIMUM_ROWS = ("optimum-hybrid", "optimum-int8")
 ROWS = ("fp32",) + EDGE_ROWS + OPTIMUM_ROWS
+COMPONENTS = {"vae-int8": ("vae_decoder", "int8"), "text-encoder-int8": ("text_encoder", "int8"),
+              "text-encoder-int8-weights": ("text_encoder", "int8-weights")}  # variant -> (component, mode)
+PRECISIONS = ("f32", "bf16")
 
 
 def _sampling(a):
@@ -65,16 +73,40 @@ def _prompts(a) -> list:
 
 def _rows(a) -> list:
     rows = [r for r in a.rows.split(",") if r]
-    unknown = sorted(set(rows) - set(ROWS))
-    if unknown:
-        raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    for row in rows:
+        _variants(row)  # exits naming what is unknown
     seeds = [int(s) for s in a.seeds.split(",")]
-    return [r if s == 0 else f"{r}-s{s}" for s in seeds for r in rows if s == 0 or r != "fp32"]
+    return [r if s == 0 else f"{r}-s{s}" for s in seeds for r in rows if s == 0 or r.split("+")[0] != "fp32"]
 
 
 def _split(row: str) -> tuple[str, int]:
-    base, _, seed = row.partition("-s")
-    return (base, int(seed)) if seed.isdigit() else (row, 0)
+    """(row without its calibration seed, the seed)."""
+    base, _, seed = row.rpartition("-s")
+    return (base, int(seed)) if base and seed.isdigit() else (row, 0)
+
+
+def _variants(row: str) -> dict:
+    """A row's parts: base row, calibration seed, components quantized besides the UNet, the float
+    precision of its images (None: the row's default), DeepCache interval, the bundle it uses and
+    the plain row's (base and seed)."""
+    name, seed = _split(row)
+    base, *variants = name.split("+")
+    parts = dict(base=base, seed=seed, components=[], precision=None, cache_interval=1)
+    for v in variants:
+        if v in COMPONENTS and base in EDGE_ROWS:
+            parts["components"].append(v)
+        elif v in PRECISIONS:
+            parts["precision"] = v
+        elif v.startswith("deepcache") and v[len("deepcache"):].isdigit() and int(v[len("deepcache"):]) > 1:
+            parts["cache_interval"] = int(v[len("deepcache"):])
+        else:
+            raise SystemExit(f"row {row!r}: unknown variant {v!r}; a row is one of {', '.join(ROWS)}, then any of "
+                             f"+{', +'.join(COMPONENTS)} (edge-dm's rows), +f32, +bf16, +deepcacheN")
+    if base not in ROWS:
+        raise SystemExit(f"unknown row {base!r}; choose from {', '.join(ROWS)}")
+    suffix = f"-s{seed}" if seed else ""
+    parts.update(plain=base + suffix, bundle="+".join([base] + parts["components"]) + suffix)
+    return parts
 
 
 def bundles(a) -> dict:
@@ -84,12 +116,19 @@ def bundles(a) -> dict:
 
     out, took = Path(a.workdir) / "bundles", {}
     prompts = _prompt_file(a)
-    for row in _rows(a):
+    todo = []
+    for v in map(_variants, _rows(a)):
+        if v["components"]:  # quantized beside the UNet of its base row, calibrated with the fp32 bundle
+            todo += [_variants("fp32"), _variants(v["plain"])]
+        todo.append(v)
+    for v in todo:
+        row, base, seed = v["bundle"], v["base"], v["seed"]
         if (out / row / "recipe.json").exists():
             continue
-        base, seed = _split(row)
         t0 = time.perf_counter()
-        if base == "fp32":
+        if v["components"]:
+            _with_components(a, v, out / row)
+        elif base == "fp32":
             jobs.export(ExportConfig(model=a.model, output=str(out / row)))
         elif base in EDGE_ROWS:
             sampling = _sampling(a).replace(seed=seed)
@@ -101,6 +140,30 @@ def bundles(a) -> dict:
         took[row] = round(time.perf_counter() - t0, 1)
         print(f"{row}: {took[row]} s", file=sys.stderr)
     return took
+
+
+def _with_components(a, v: dict, out: Path) -> None:
+    """The bundle of v's base row with v's components quantized beside its very UNet, as `edge-dm
+    quantize --vae/--text-encoder` quantizes them (same calibration prompts, sampling and seed)."""
+    from edge_dm.bundle import Bundle
+    from edge_dm.configs import CalibrationConfig, QuantizeConfig
+    from edge_dm.jobs.quantization import component_inputs
+    from edge_dm.quantize import compress_weights, quantize_component
+
+    folder = Path(a.workdir) / "bundles"
+    fp32 = Bundle.from_pretrained(folder / "fp32")
+    bundle = Bundle.from_pretrained(folder / v["plain"])
+    cal = CalibrationConfig(kind=v["base"], num_samples=a.num_samples, prompts=_prompt_file(a),
+                            sampling=_sampling(a).replace(seed=v["seed"]))
+    modes = {}
+    for variant in v["components"]:
+        component, mode = COMPONENTS[variant]
+        model = bundle.read_model(component)
+        model = compress_weights(model) if mode == "int8-weights" else \
+            quantize_component(model, component_inputs(fp32, component, model, cal), QuantizeConfig(target=a.target))
+        modes[component] = mode
+        bundle = bundle.with_model(model, component, components=dict(modes))
+    bundle.save_pretrained(out)
 
 
 def _optimum(a, base: str, seed: int, out: Path) -> None:
@@ -150,18 +213,20 @@ def images(a) -> dict:
     for row in _rows(a):
         if (folder / f"{row}.json").exists():
             continue
-        bundle = Bundle.from_pretrained(Path(a.workdir) / "bundles" / row)
-        hint = "f32" if row == "fp32" else None
+        v = _variants(row)
+        bundle = Bundle.from_pretrained(Path(a.workdir) / "bundles" / v["bundle"])
+        hint = v["precision"] or ("f32" if v["base"] == "fp32" else None)
         pipe = Pipeline(bundle, DeviceConfig(batch_size=a.batch_size, precision_hint=hint))
         t0 = time.perf_counter()
         with tqdm(total=a.num_images, desc=row, unit="img") as bar:
-            x = pipe.sample(a.num_images, sampling, prompts, bar.update)
+            x = pipe.sample(a.num_images, sampling.replace(cache_interval=v["cache_interval"]), prompts, bar.update)
         seconds = time.perf_counter() - t0
         for k, s in enumerate(range(0, len(x), a.part_size)):
             np.savez_compressed(folder / f"{row}.{k}.npz", images=x[s:s + a.part_size],
                                 seeds=np.arange(s, min(s + a.part_size, len(x))))
         info = dict(row=row, num_images=len(x), generate_s=round(seconds, 1), images_per_s=round(len(x) / seconds, 2),
-                    batch_size=a.batch_size, precision_hint=hint or "default", machine=machine_info())
+                    batch_size=a.batch_size, precision_hint=hint or "default", cache_interval=v["cache_interval"],
+                    machine=machine_info())
         (folder / f"{row}.json").write_text(json.dumps(info, indent=2))
         done[row] = info
     return done
@@ -181,7 +246,7 @@ def latency(a) -> dict:
     sampling, isa = _sampling(a), machine_info()["isa"]
     requests = {}
     for images in (1, 16):
-        for row in _rows(a):
+        for row in dict.fromkeys(_variants(r)["bundle"] for r in _rows(a)):  # each bundle once
             bundle = Bundle.from_pretrained(Path(a.workdir) / "bundles" / row)
             model, c, s = bundle.read_model(), bundle.family.conditioning, bundle.sampling(sampling)
             per_image = c.net_batch(s)
@@ -241,11 +306,12 @@ def scores(a) -> dict:
         r["class_accuracy"] = class_accuracy(a.classifier, x, cycled(classes, len(x)))
         if fp32 is not None and row != "fp32":
             r["drift_from_fp32"] = drift(fp32[:len(x)], x[:len(fp32)])
-        path = Path(a.workdir) / "bundles" / row
+        path = Path(a.workdir) / "bundles" / _variants(row)["bundle"]
         bundle = Bundle.from_pretrained(path) if path.exists() else None  # images may travel without it
         r.update(images=info, ops=op_counts(bundle.read_model()) if bundle else None,
                  calibration=bundle.recipe.get("calibration") if bundle else None,
-                 optimum=bundle.recipe.get("optimum") if bundle else None)
+                 optimum=bundle.recipe.get("optimum") if bundle else None,
+                 components=bundle.recipe.get("components") if bundle else None)
         result.append(r)
         print(f"{row}: FID {r.get('fid', float('nan')):.2f} sFID {r.get('sfid', float('nan')):.2f} "
               f"class acc {r['class_accuracy']['accuracy']:.3f}", file=sys.stderr)

@@ -87,13 +87,17 @@ def test_t2i_table5_rows_share_prompts_and_seeds(tmp_path):
     """The Table 5 recipe on the tiny text-to-image pipeline: every row's bundle (edge-dm's DNTC and
     pipeline calibrations and optimum-intel's two quantizations) is int8 and runs in edge-dm's loop; images come
     back whole from their parts, the fp32 row's are the Pipeline's own for seeds 0.. and prompts cycled,
-    and each int8 row is scored against them."""
+    and each int8 row is scored against them. Variant rows: `dntc+vae-int8` is dntc's very UNet with a
+    W8A8 VAE decoder beside it, `dntc+f32+deepcache2` dntc's bundle sampled at f32 with DeepCache, each
+    row's images what the Pipeline makes of its bundle with those options; an unknown variant stops
+    the recipe before any work."""
     import numpy as np
     from tiny_sd import build_tiny_sd, build_two_class_classifier
 
     from edge_dm.bundle import Bundle
     from edge_dm.configs import DeviceConfig, SamplingConfig
     from edge_dm.pipeline import Pipeline
+    from edge_dm.quantize import op_counts
 
     if not (BENCHMARKS / "t2i_table5.py").is_file():
         pytest.skip("benchmarks/ is not beside the tests")
@@ -102,34 +106,45 @@ def test_t2i_table5_rows_share_prompts_and_seeds(tmp_path):
     prompts = ["a photo of a horse", "a photo of a ship", "a blurry photo of a horse"]
     (tmp_path / "p.txt").write_text("\n".join(prompts) + "\n")
     out, work = tmp_path / "t5.json", tmp_path / "w"
-    r = subprocess.run([sys.executable, str(BENCHMARKS / "t2i_table5.py"), "all", "--workdir", str(work),
-                        "--model", str(sd), "--prompts", str(tmp_path / "p.txt"), "--steps", "2", "--guidance-scale", "3",
-                        "--num-images", "5",
-                        "--batch-size", "2", "--part-size", "3", "--num-samples", "4", "--optimum-samples", "4",
-                        "--iterations", "2", "--rounds", "1", "--classifier", str(clf), "--reference", "none",
-                        "--rows", "fp32,dntc,pipeline,optimum-hybrid,optimum-int8",  # uniform: dntc's path, another kind
-                        "--output", str(out)],
-                       capture_output=True, text=True, cwd=tmp_path)
+    args = [sys.executable, str(BENCHMARKS / "t2i_table5.py"), "all", "--workdir", str(work), "--model", str(sd),
+            "--prompts", str(tmp_path / "p.txt"), "--steps", "3", "--guidance-scale", "3", "--num-images", "5",
+            "--batch-size", "2", "--part-size", "3", "--num-samples", "4", "--optimum-samples", "4", "--iterations", "2",
+            "--rounds", "1", "--classifier", str(clf), "--reference", "none", "--output", str(out), "--rows"]
+    r = subprocess.run(args + ["fp32,dntc+bogus"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode != 0 and "unknown variant 'bogus'" in r.stderr and not work.exists()
+    variants = ["dntc+vae-int8", "dntc+f32+deepcache2"]
+    r = subprocess.run(args + [",".join(["fp32", "dntc", "pipeline", "optimum-hybrid", "optimum-int8"] + variants)],
+                       capture_output=True, text=True, cwd=tmp_path)  # uniform: dntc's path, another kind
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert (result["steps"], result["guidance_scale"]) == (2, 3.0)
+    assert (result["steps"], result["guidance_scale"]) == (3, 3.0)
     rows = {row["row"]: row for row in result["rows"]}
-    assert {(t["row"], t["images"]) for t in result["unet_latency"]["rows"]} == {(n, k) for n in rows for k in (1, 16)}
-    assert list(rows) == ["fp32", "dntc", "pipeline", "optimum-hybrid", "optimum-int8"]
+    bundles = [n for n in rows if n not in variants] + ["dntc+vae-int8"]
+    assert {(t["row"], t["images"]) for t in result["unet_latency"]["rows"]} == {(n, k) for n in bundles for k in (1, 16)}
+    assert list(rows) == ["fp32", "dntc", "pipeline", "optimum-hybrid", "optimum-int8"] + variants
     assert sorted(p.name for p in (work / "images").glob("fp32.*.npz")) == ["fp32.0.npz", "fp32.1.npz"]
     for name, row in rows.items():
         assert row["num_images"] == 5 and set(row["class_accuracy"]["by_class"]) == {"horse", "ship"}
-        unet = Bundle.from_pretrained(work / "bundles" / name).read_model()
+        unet = Bundle.from_pretrained(work / "bundles" / name.replace("+f32+deepcache2", "")).read_model()
         timestep = next(i for i in unet.inputs if i.get_partial_shape().rank.get_length() == 1)
         assert timestep.get_partial_shape().is_dynamic  # optimum's [1] re-saved as one per sample
         assert (row["ops"]["fake_quantize"] > 0) == (name != "fp32")
         assert ("drift_from_fp32" in row) == (name != "fp32")
     assert rows["optimum-hybrid"]["optimum"]["config"]["quant_method"] == "hybrid"
     assert rows["dntc"]["calibration"]["kind"] == "dntc" and rows["pipeline"]["calibration"]["kind"] == "pipeline"
-    fp32 = np.concatenate([np.load(work / "images" / f"fp32.{k}.npz")["images"] for k in (0, 1)])
-    pipe = Pipeline(Bundle.from_pretrained(work / "bundles" / "fp32"), DeviceConfig(batch_size=2, precision_hint="f32"))
-    own = pipe.sample(5, SamplingConfig(steps=2, guidance_scale=3.0), [prompts[i % 3] for i in range(5)])
-    np.testing.assert_array_equal(fp32, own)
+    dntc, vae8 = (Bundle.from_pretrained(work / "bundles" / n) for n in ("dntc", "dntc+vae-int8"))
+    assert dntc.ir().with_suffix(".bin").read_bytes() == vae8.ir().with_suffix(".bin").read_bytes()
+    assert op_counts(vae8.read_model("vae_decoder"))["fake_quantize"] > 0
+    assert op_counts(dntc.read_model("vae_decoder"))["fake_quantize"] == 0
+    assert rows["dntc+vae-int8"]["components"] == {"vae_decoder": "int8"}
+    assert rows["dntc+f32+deepcache2"]["images"]["cache_interval"] == 2
+    cycled = [prompts[i % 3] for i in range(5)]
+    for name, bundle, hint, interval in (("fp32", "fp32", "f32", 1), ("dntc+vae-int8", "dntc+vae-int8", None, 1),
+                                         ("dntc+f32+deepcache2", "dntc", "f32", 2)):
+        images = np.concatenate([np.load(work / "images" / f"{name}.{k}.npz")["images"] for k in (0, 1)])
+        pipe = Pipeline(Bundle.from_pretrained(work / "bundles" / bundle), DeviceConfig(batch_size=2, precision_hint=hint))
+        own = pipe.sample(5, SamplingConfig(steps=3, guidance_scale=3.0, cache_interval=interval), cycled)
+        np.testing.assert_array_equal(images, own)
 
 
 def test_t2i_table5_takes_a_latent_consistency_model_and_its_own_sampling(tmp_path):
