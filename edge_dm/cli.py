@@ -495,14 +495,19 @@ def evaluate(prompt, prompts_file, **kwargs):
 @_opt(BenchmarkConfig, "width", type=int, help="text-to-image: image width in pixels  [default: the model's]")
 @click.option("--float-precisions", default=",".join(default(BenchmarkConfig, "float_precisions")), show_default=True,
               help="OpenVINO float variants to time (f32, bf16, f16), where the device has them")
+@click.option("--cache-intervals", default=",".join(map(str, default(BenchmarkConfig, "cache_intervals"))),
+              help="DeepCache intervals to time whole images at, comma-separated, for int8 and the float a user "
+                   "would pick on this CPU (bf16 with AMX, else f32)  [default: none]")
 @click.option("--no-torch", is_flag=True, help="skip the torch eager baseline")
 @click.option("--min-int8-speedup", "min_int8_speedup",
               help="fail when int8 at batch 1 is below this many times the float a user would pick here "
                    "(bf16 with AMX, else f32): one number, or one per CPU class, e.g. avx2=0.6,vnni=0.9,amx=0.75")
 @library_errors
-def benchmark(batch_sizes, no_torch, min_int8_speedup, float_precisions, **kwargs):
-    """Speed side by side: torch fp32, OpenVINO fp32/bf16/fp16 and int8, as ratios from one run."""
+def benchmark(batch_sizes, cache_intervals, no_torch, min_int8_speedup, float_precisions, **kwargs):
+    """Speed side by side: torch fp32, OpenVINO fp32/bf16/fp16 and int8, as ratios from one run; with
+    --cache-intervals, whole images with DeepCache too."""
     cfg = BenchmarkConfig(**kwargs, batch_sizes=_int_list(batch_sizes, "--batch-sizes"), torch_baseline=not no_torch,
+                          cache_intervals=_int_list(cache_intervals, "--cache-intervals") if cache_intervals else (),
                           min_int8_speedup=_speedups(min_int8_speedup),
                           float_precisions=tuple(p.strip() for p in float_precisions.split(",") if p.strip()))
     click.echo(markdown(jobs.benchmark(cfg, log=lambda s: click.echo(s, err=True))))

@@ -419,6 +419,7 @@ class BenchmarkConfig(Config):
     width: int | None = None
     torch_baseline: bool = True
     float_precisions: tuple = ("f32", "bf16", "f16")  # OpenVINO float variants to time, where the device has them
+    cache_intervals: tuple = ()  # DeepCache intervals to time whole images at, for int8 and the float baseline
     int8: str | None = None  # an int8 bundle; default: the cached one of `model`, quantized if missing
     # the CI gate: fail when int8 is slower at batch 1 than this many times the float variant a user
     # would pick on this CPU (benchmark.float_baseline); one number for every CPU, or one per CPU class
@@ -433,6 +434,9 @@ class BenchmarkConfig(Config):
         if not self.batch_sizes:
             raise ConfigError("give at least one batch size")
         _positive(**{f"batch_size_{b}": b for b in self.batch_sizes})
+        for n in self.cache_intervals:
+            if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+                raise ConfigError(f"`cache_intervals` must be integers >= 2 (1 is DeepCache off), got {n!r}")
         gates = self.min_int8_speedup
         for isa in gates if isinstance(gates, dict) else ():
             _choice("CPU class in min_int8_speedup", isa, TARGETS[1:])

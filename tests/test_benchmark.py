@@ -4,7 +4,7 @@ import re
 import pytest
 
 from edge_dm.configs import BenchmarkConfig
-from edge_dm.errors import BenchmarkError
+from edge_dm.errors import BenchmarkError, ConfigError
 from edge_dm.jobs.speed import benchmark, check_gate, float_baseline
 
 
@@ -15,7 +15,7 @@ def tiny_int8(tiny_int8):
 
 def test_benchmark_writes_json_markdown_and_chart(tiny_model_dir, tiny_int8, tmp_path):
     cfg = BenchmarkConfig(model=tiny_model_dir, int8=str(tiny_int8.path), output=str(tmp_path / "b"),
-                          iterations=5, batch_sizes=(1, 2), steps=2, images=2)
+                          iterations=5, batch_sizes=(1, 2), steps=3, images=2, cache_intervals=(2,))
     r = benchmark(cfg, log=lambda s: None)
     names = [row["variant"] for row in r["rows"]]
     assert names[:2] == ["torch fp32 (eager)", "OpenVINO fp32"] and "OpenVINO int8" in names
@@ -23,10 +23,17 @@ def test_benchmark_writes_json_markdown_and_chart(tiny_model_dir, tiny_int8, tmp
     assert fp32["speedup_vs_ov_fp32"] == 1.0 and fp32["effective_precision"] == "f32"
     for row in r["rows"]:
         assert row["latency_b1"]["median_ms"] > 0 and set(row["throughput"]) == {"1", "2"}
+    base = next(row for row in r["rows"] if row["variant"] == r["float_baseline"])
+    assert [(row["variant"], row["cache_interval"]) for row in r["deepcache"]] == [("OpenVINO int8", 2),
+                                                                                    (r["float_baseline"], 2)]
+    for row in r["deepcache"]:  # an unconditional model: the end-to-end run's seconds per image
+        assert row["speedup_vs_float_baseline"] == pytest.approx(
+            base["end_to_end_s_per_image"] / row["end_to_end_s_per_image"], abs=1e-3)
     saved = json.loads((tmp_path / "b" / "benchmark.json").read_text())
-    assert saved["rows"] == r["rows"]
+    assert saved["rows"] == r["rows"] and saved["deepcache"] == r["deepcache"]
     assert (tmp_path / "b" / "benchmark.png").stat().st_size > 0
-    assert "| OpenVINO int8 |" in (tmp_path / "b" / "benchmark.md").read_text()
+    md = (tmp_path / "b" / "benchmark.md").read_text()
+    assert "| OpenVINO int8 |" in md and "DeepCache: whole images" in md
 
 
 def test_speedup_gate_fails_with_a_clear_error(tiny_model_dir, tiny_int8, tmp_path):
@@ -60,6 +67,13 @@ def test_the_gate_applies_the_threshold_of_this_cpu_class(gate, target, passes, 
     else:
         with pytest.raises(BenchmarkError, match=re.escape(line)):
             check_gate(cfg, target, "OpenVINO fp32", 1.4, lines.append)
+
+
+@pytest.mark.parametrize("intervals", [(1,), (2, 0), (2.5,), (True,)])
+def test_cache_intervals_are_integers_of_at_least_2(intervals):
+    with pytest.raises(ConfigError, match=r"cache_intervals must be integers >= 2 \(1 is DeepCache off\), got"):
+        BenchmarkConfig(cache_intervals=intervals)
+    assert BenchmarkConfig(cache_intervals=(2, 3, 5)).cache_intervals == (2, 3, 5)
 
 
 def test_a_named_int8_bundle_that_is_missing_is_an_error(tiny_model_dir, tmp_path):

@@ -30,6 +30,8 @@ def test_export_then_generate(tiny_model_dir, tmp_path):
     ["benchmark", "--min-int8-speedup", "avx512=2", "--output", "OUT"],
     ["benchmark", "--min-int8-speedup", "vnni=fast", "--output", "OUT"],
     ["benchmark", "--min-int8-speedup", "amx=-1", "--output", "OUT"],
+    ["benchmark", "--cache-intervals", "2,1", "--output", "OUT"],
+    ["benchmark", "--cache-intervals", "2,x", "--output", "OUT"],
 ])
 def test_bad_input_is_one_line_and_nonzero(args, tmp_path):
     args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
@@ -61,6 +63,15 @@ def test_generate_with_deepcache(tiny_bundle, tmp_path):
     r = run(*args, "--cache-branch", 2, "--output", tmp_path / "t")  # the tiny UNet has 2 up blocks
     assert r.exit_code == 1 and r.output.startswith("Error: cache branch must lie in [1, 1]"), r.output
     assert not (tmp_path / "t").exists()
+
+
+def test_benchmark_refuses_a_cache_interval_as_long_as_the_run_before_any_work(tiny_model_dir, tiny_int8, tmp_path):
+    r = run("benchmark", "--model", tiny_model_dir, "--int8", tiny_int8[0].path, "--cache-intervals", "2,5",
+            "--steps", 4, "--output", tmp_path / "b")
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 1 and len(lines) == 1, r.output
+    assert lines[0].startswith("Error: cache_interval 5 leaves no step after the first"), r.output
+    assert not (tmp_path / "b").exists()
 
 
 def test_unknown_device_with_a_real_bundle(tiny_bundle, tmp_path):
@@ -130,8 +141,8 @@ def test_every_option_default_is_its_configs_default():
                     assert param.required, (command, param.name)
                     continue
                 got = None if param.default is None or "UNSET" in repr(param.default) else param.default
-                if isinstance(want, tuple):  # a list option written as text, e.g. --batch-sizes 1,8,32
-                    got = tuple(type(want[0])(v) for v in str(got).split(","))
+                if isinstance(want, tuple):  # a list option written as text, e.g. --batch-sizes 1,8,32 ("": none)
+                    got = tuple(type(want[0])(v) for v in str(got).split(",")) if got else ()
                 elif want is not None and got is not None:
                     got = type(want)(got)
                 assert got == want, (command, param.name, got, want)

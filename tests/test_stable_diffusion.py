@@ -119,6 +119,35 @@ def test_benchmark_times_the_unet_at_the_pipelines_batch(sd_dir, sd_int8, tmp_pa
     assert (tmp_path / "b" / "benchmark.md").exists()
 
 
+@pytest.mark.e2e
+def test_benchmark_times_whole_images_with_deepcache(sd_int8, tmp_path):
+    """--cache-intervals: int8 and the float baseline with DeepCache, each image's UNet calls whole
+    every `interval` steps and shallow between, and the speed-up on the float baseline without it."""
+    from edge_dm.configs import BenchmarkConfig
+    from edge_dm.jobs.speed import benchmark, float_baseline
+    from edge_dm.targets import cpu_info
+
+    bundle, _ = sd_int8
+    baseline, steps, interval = float_baseline(cpu_info()[1]), 3, 2
+    only = ("bf16",) if baseline == "OpenVINO bf16" else ("f32",)  # the float baseline's own row, no other
+    r = benchmark(BenchmarkConfig(int8=str(bundle.path), output=str(tmp_path / "b"), iterations=2, batch_sizes=(1,),
+                                  steps=steps, images=1, torch_baseline=False, float_precisions=only,
+                                  cache_intervals=(interval,)), log=lambda s: None)
+    rows = {row["variant"]: row for row in r["rows"]}
+    cached = {row["variant"]: row for row in r["deepcache"]}
+    assert len(r["deepcache"]) == 2 and set(cached) == {"OpenVINO int8", baseline}
+    assert cached["OpenVINO int8"]["precision_hint"] == rows["OpenVINO int8"]["precision_hint"]
+    for row in cached.values():  # one image, one UNet call a step (guidance batches its two inputs)
+        im = row["image"]
+        assert row["cache_interval"] == interval and row["end_to_end_s_per_image"] > 0 and im["seconds"] > 0
+        assert im["unet_calls"] == steps and im["unet_full_calls"] == len(range(0, steps, interval))
+        assert row["speedup_vs_float_baseline"] == pytest.approx(rows[baseline]["image"]["seconds"] / im["seconds"],
+                                                                 abs=1e-3)
+    assert json.loads((tmp_path / "b" / "benchmark.json").read_text())["deepcache"] == r["deepcache"]
+    md = (tmp_path / "b" / "benchmark.md").read_text()
+    assert "DeepCache: whole images" in md and f"| OpenVINO int8 | {interval} |" in md
+
+
 def test_benchmark_refuses_an_int8_bundle_of_another_model_before_any_work(sd_int8, tiny_model_dir, tmp_path):
     """... and a size the model cannot take."""
     from edge_dm.configs import BenchmarkConfig

@@ -1,5 +1,5 @@
 """`edge-dm benchmark`: speed side by side in one run: torch eager fp32, OpenVINO fp32 / bf16 / fp16,
-OpenVINO int8.
+OpenVINO int8; with `cache_intervals`, whole images with DeepCache for int8 and the float baseline.
 
 Times are only compared within one run on one machine (ratios), never against fixed numbers.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_dm.bundle import Bundle
+from edge_dm.caching import OpenVINOCachedNet
 from edge_dm.configs import (
     DEFAULT_MODEL,
     BenchmarkConfig,
@@ -121,26 +122,32 @@ def _ov_variant(name, bundle, device, hint, cfg: BenchmarkConfig, sampling, size
             continue
         row["throughput"][str(b)] = _images_per_s(batched, example_inputs(model, b, shape, per_image), b,
                                                   cfg.iterations // 2)
-    pipe = Pipeline(bundle, DeviceConfig(device=device, batch_size=cfg.images, precision_hint=hint))
-    prompts = [PROMPT] if c.takes_prompts else []
-    e2e = dict(sampling=sampling, prompts=prompts)
-    pipe.sample(cfg.images, **e2e)  # a warm-up run compiles the timed run's shapes outside it
-    s = time.perf_counter()
-    pipe.sample(cfg.images, **e2e)
-    seconds = time.perf_counter() - s
-    row["end_to_end_images_per_s"] = round(cfg.images / seconds, 3)
-    row["end_to_end_s_per_image"] = round(seconds / cfg.images, 3)
+    row.update(end_to_end(bundle, device, hint, sampling, cfg.images))
     row["memory_mb"] = round(_rss_mb() - rss0, 1)
     if c.takes_prompts:
         row["image"] = image_breakdown(bundle, device, hint, sampling, cfg.images)
     return row
 
 
+def end_to_end(bundle, device: str, hint: str | None, sampling, images: int) -> dict:
+    """end_to_end_images_per_s and end_to_end_s_per_image of `images` images through the pipeline in
+    one batch, at `sampling`: a warm-up run (which compiles the timed run's shapes outside it), then a
+    timed one."""
+    pipe = Pipeline(bundle, DeviceConfig(device=device, batch_size=images, precision_hint=hint))
+    prompts = [PROMPT] if bundle.family.conditioning.takes_prompts else []
+    pipe.sample(images, sampling, prompts)
+    s = time.perf_counter()
+    pipe.sample(images, sampling, prompts)
+    seconds = time.perf_counter() - s
+    return dict(end_to_end_images_per_s=round(images / seconds, 3), end_to_end_s_per_image=round(seconds / images, 3))
+
+
 def image_breakdown(bundle, device: str, hint: str | None, sampling, images: int) -> dict:
     """Where a text-to-image image's time goes, measured inside the pipeline's own run: seconds in the
-    text encoders, the UNet (and how many calls) and the VAE decoder for one image alone (one request,
-    after a warm-up run), the rest (scheduler, Python, copies) as what they leave of the whole; and
-    images/s with `images` images in flight, one a request (OpenVINO's THROUGHPUT streams)."""
+    text encoders, the UNet (and how many calls; with DeepCache, how many of them whole) and the VAE
+    decoder for one image alone (one request, after a warm-up run), the rest (scheduler, Python,
+    copies) as what they leave of the whole; and images/s with `images` images in flight, one a
+    request (OpenVINO's THROUGHPUT streams)."""
     pipe = Pipeline(bundle, DeviceConfig(device=device, batch_size=1, precision_hint=hint))
     pipe.sample(1, sampling, [PROMPT])  # warm-up: compiles every component
     pipe.components.reset_stats()
@@ -153,6 +160,8 @@ def image_breakdown(bundle, device: str, hint: str | None, sampling, images: int
     out = dict(seconds=round(whole, 4), unet_calls=den.calls, unet_ms_per_call=round(1e3 * den.seconds / den.calls, 3),
                parts_s={k: round(v, 4) for k, v in sorted(parts.items())},
                rest_s=round(max(0.0, whole - sum(parts.values())), 4))
+    if isinstance(den.net, OpenVINOCachedNet):  # DeepCache: of the calls, those that ran the whole UNet
+        out["unet_full_calls"] = den.net.full_net.calls
     try:
         pipe.sample(images, sampling, [PROMPT])  # warm-up of the several-stream compile
     except DeviceError as exc:  # OpenVINO cannot compile every model for every stream layout
@@ -195,6 +204,32 @@ def _torch_variant(m, cfg: BenchmarkConfig, shape, scheduler_config, size_bytes)
     return row
 
 
+def deepcache_rows(runs: list[tuple], cfg: BenchmarkConfig, sampling, float_row: dict | None, log=print) -> list[dict]:
+    """Whole images with DeepCache at each of cfg.cache_intervals, for each (variant, bundle, precision
+    hint) of `runs`: the end-to-end run's speed, for text-to-image also where one image's time goes,
+    and the speed-up on `float_row` (the float baseline's row, without DeepCache; None where it was not
+    timed, as float_precisions asked). Returns one row per run and interval."""
+    rows = []
+    for name, bundle, hint in runs:
+        for n in cfg.cache_intervals:
+            log(f"{name} with DeepCache every {n} steps ...")
+            cached = bundle.sampling(sampling.replace(cache_interval=n))
+            row = dict(variant=name, precision_hint=hint or "default", cache_interval=n,
+                       **end_to_end(bundle, cfg.device, hint, cached, cfg.images))
+            if bundle.family.conditioning.takes_prompts:
+                row["image"] = image_breakdown(bundle, cfg.device, hint, cached, cfg.images)
+            seconds = _s_per_image(row)  # 0 where a tiny model's time rounds away
+            speedup = round(_s_per_image(float_row) / seconds, 3) if float_row and seconds else None
+            row["speedup_vs_float_baseline"] = speedup
+            rows.append(row)
+    return rows
+
+
+def _s_per_image(row: dict) -> float:
+    """A row's seconds per image: one text-to-image image alone (its breakdown), else the end-to-end run's."""
+    return row["image"]["seconds"] if "image" in row else row["end_to_end_s_per_image"]
+
+
 def _ratios(rows: list[dict]) -> None:
     base = {r["variant"]: r for r in rows}
     ov32, bf16 = base.get("OpenVINO fp32"), base.get("OpenVINO bf16")
@@ -233,6 +268,7 @@ def markdown(result: dict) -> str:
             cells = [r["variant"], im["seconds"], *[im["parts_s"].get(p, "") for p in parts], im["rest_s"],
                      im["unet_calls"], im["unet_ms_per_call"], im["images_per_s_throughput"]]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += _deepcache_table(result)
     m = result["machine"]
     isa = f" ({' '.join(m['isa'])})" if m.get("isa") else ""
     device = result["config"]["device"]
@@ -240,6 +276,27 @@ def markdown(result: dict) -> str:
                  f"latency over {result['config']['iterations']} calls after warm-up; e2e = "
                  f"{result['config']['steps']} steps of the model's scheduler, {result['config']['images']} images.")
     return "\n".join(lines)
+
+
+def _deepcache_table(result: dict) -> list[str]:
+    """The Markdown lines of the DeepCache section: per variant and interval, seconds per image (one
+    text-to-image image alone, else the end-to-end run's), UNet calls (text-to-image), images/s and the
+    speed-up on the float baseline without DeepCache; none without DeepCache rows."""
+    rows = result.get("deepcache") or []
+    if not rows:
+        return []
+    t2i = "image" in rows[0]
+    head = ["variant", "interval", "s per image", *(["UNet calls", "of them whole"] if t2i else []),
+            f"img/s, {result['config']['images']} in flight" if t2i else "e2e img/s", "x float baseline"]
+    lines = ["", "DeepCache: whole images", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        im = r.get("image", {})
+        cells = [r["variant"], r["cache_interval"], _s_per_image(r),
+                 *([im["unet_calls"], im["unet_full_calls"]] if t2i else []),
+                 im["images_per_s_throughput"] if t2i else r["end_to_end_images_per_s"],
+                 "" if r["speedup_vs_float_baseline"] is None else r["speedup_vs_float_baseline"]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines
 
 
 def chart(result: dict, path: Path) -> None:
@@ -341,7 +398,9 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     check_steps("ddim", int8.scheduler_config, cfg.steps)
     sampling = SamplingConfig(steps=cfg.steps, height=cfg.height, width=cfg.width)
     t2i = int8.family.conditioning.takes_prompts
-    Pipeline(int8).check(sampling, [PROMPT] if t2i else [])  # sizes the model cannot take: before any work
+    checks = Pipeline(int8)  # sizes the model cannot take, DeepCache intervals the steps cannot: before any work
+    for n in (1, *cfg.cache_intervals):
+        checks.check(sampling.replace(cache_interval=n), [PROMPT] if t2i else [])
     if int8.fp32_ir:  # unconditional int8 bundles keep the fp32 IR they were quantized from
         fp32, fp32_size = int8.with_model(int8.read_model(int8.fp32_ir), precision="fp32"), _ir_size(int8.fp32_ir)
     else:
@@ -381,6 +440,10 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
         gate = interleaved_gate(int8, rest, fp32, base_hint, cfg.device, sampling, cfg.iterations)
         result = dict(model=model, family=int8.family.name, int8_bundle=str(int8.path), machine=machine,
                       config=cfg.to_dict(), float_baseline=baseline, rows=rows, gate=gate)
+        if cfg.cache_intervals:
+            runs = [("OpenVINO int8", int8, rest), (baseline, fp32, base_hint)]
+            timed = next((r for r in rows if r["variant"] == baseline), None)  # None: not in float_precisions
+            result["deepcache"] = deepcache_rows(runs, cfg, sampling, timed, log)
         (tmp / "benchmark.json").write_text(json.dumps(result, indent=2))
         (tmp / "benchmark.md").write_text(markdown(result) + "\n")
         chart(result, tmp / "benchmark.png")
