@@ -5,7 +5,7 @@ import pytest
 
 from edge_dm.configs import BenchmarkConfig
 from edge_dm.errors import BenchmarkError, ConfigError
-from edge_dm.jobs.speed import benchmark, check_gate, float_baseline
+from edge_dm.jobs.speed import benchmark, check_gate, float_baseline, measured
 
 
 @pytest.fixture(scope="module")
@@ -16,8 +16,11 @@ def tiny_int8(tiny_int8):
 def test_benchmark_writes_json_markdown_and_chart(tiny_model_dir, tiny_int8, tmp_path):
     cfg = BenchmarkConfig(model=tiny_model_dir, int8=str(tiny_int8.path), output=str(tmp_path / "b"),
                           iterations=5, batch_sizes=(1, 2), steps=3, images=2, cache_intervals=(2,))
-    r = benchmark(cfg, log=lambda s: None)
+    said = []
+    r = benchmark(cfg, log=said.append)
     names = [row["variant"] for row in r["rows"]]
+    for row in r["rows"] + r["deepcache"]:  # each row's numbers are logged as it is measured
+        assert f"{row['end_to_end_s_per_image']} s an image end to end" in said[said.index(measured(row))]
     assert names[:2] == ["torch fp32 (eager)", "OpenVINO fp32"] and "OpenVINO int8" in names
     fp32 = r["rows"][1]
     assert fp32["speedup_vs_ov_fp32"] == 1.0 and fp32["effective_precision"] == "f32"

@@ -222,7 +222,20 @@ def deepcache_rows(runs: list[tuple], cfg: BenchmarkConfig, sampling, float_row:
             speedup = round(_s_per_image(float_row) / seconds, 3) if float_row and seconds else None
             row["speedup_vs_float_baseline"] = speedup
             rows.append(row)
+            log(measured(row))
     return rows
+
+
+def measured(row: dict) -> str:
+    """One line of a benchmark row's main numbers, logged as each is measured (a run stopped before
+    its files are written still told what it found)."""
+    said = [f"UNet at batch 1 {row['latency_b1']['median_ms']} ms"] if "latency_b1" in row else []
+    said.append(f"{row['end_to_end_s_per_image']} s an image end to end")
+    if "image" in row:
+        said.append(f"{row['image']['seconds']} s for one image alone ({row['image']['unet_calls']} UNet calls)")
+    if row.get("speedup_vs_float_baseline"):
+        said.append(f"{row['speedup_vs_float_baseline']}x the float baseline's image")
+    return "  " + "; ".join(said)
 
 
 def _s_per_image(row: dict) -> float:
@@ -419,6 +432,7 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
             m = load_model(model)
             rows.append(_torch_variant(m, cfg, fp32.sample_shape, m.scheduler_config,
                                        sum(p.numel() * 4 for p in m.unet.parameters())))
+            log(measured(rows[-1]))
         wanted = cfg.float_precisions
         variants = [("OpenVINO fp32", fp32, "f32", fp32_size)] if "f32" in wanted else []
         if "BF16" in caps and "bf16" in wanted:
@@ -433,11 +447,13 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
         for name, bundle, hint, size in variants:
             log(f"{name} ...")
             rows.append(_ov_variant(name, bundle, cfg.device, hint, cfg, sampling, size))
+            log(measured(rows[-1]))
         _ratios(rows)
         baseline = float_baseline(machine["isa"]) if cfg.device.startswith("CPU") else "OpenVINO fp32"
         base_hint = "bf16" if baseline == "OpenVINO bf16" else "f32"
         log("int8 against the float baseline, interleaved ...")
         gate = interleaved_gate(int8, rest, fp32, base_hint, cfg.device, sampling, cfg.iterations)
+        log(f"  int8 {gate['ratio']}x {baseline} ({gate['what']})")
         result = dict(model=model, family=int8.family.name, int8_bundle=str(int8.path), machine=machine,
                       config=cfg.to_dict(), float_baseline=baseline, rows=rows, gate=gate)
         if cfg.cache_intervals:
