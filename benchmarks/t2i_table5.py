@@ -171,8 +171,8 @@ def _optimum(a, base: str, seed: int, out: Path) -> None:
     import tempfile
 
     import openvino as ov
-    import torch
     import optimum.intel
+    import torch
     from optimum.intel import OVQuantizationConfig, OVWeightQuantizationConfig
 
     from edge_dm.bundle import Bundle

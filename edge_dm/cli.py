@@ -228,7 +228,8 @@ def generate(prompt, prompts_file, **kwargs):
         c = r["cluster"]
         click.echo(f"Ray {c['address']}: {c['workers']} workers x {c['cpus_per_worker']} CPUs on {c['nodes']} nodes, "
                    f"{c['shards']} shards ({c['resumed_shards']} resumed, {c['retried_shards']} retried)")
-    click.echo(f"UNet {r['unet_ms_per_call']:.2f} ms/call ({r['parallel']} in flight), {r['images_per_s']:.2f} images/s")
+    click.echo(f"UNet {r['unet_ms_per_call']:.2f} ms/call ({r['parallel']} in flight), "
+               f"{r['images_per_s']:.2f} images/s")
 
 
 def _defaulted(param: str) -> bool:
@@ -240,9 +241,12 @@ def _defaulted(param: str) -> bool:
 @click.option("--data", required=True, type=click.Path(), help="image folder or tar(.gz), e.g. CIFAR-10")
 @click.option("--output", required=True, type=click.Path())
 @_opt(TrainConfig, "minutes", type=float, help="wall-time budget of this call")
-@_opt(TrainConfig, "batch_size", type=int, help="stable-diffusion: the stage's own default unless given (edge_dm.jobs.training_t2i.STAGE_DEFAULTS)")
-@_opt(TrainConfig, "lr", type=float, help="stable-diffusion: the stage's own default unless given (edge_dm.jobs.training_t2i.STAGE_DEFAULTS)")
-@_opt(TrainConfig, "warmup_steps", type=int, help="stable-diffusion: the stage's own default unless given (edge_dm.jobs.training_t2i.STAGE_DEFAULTS)")
+@_opt(TrainConfig, "batch_size", type=int,
+      help="stable-diffusion: the stage's own default unless given (edge_dm.jobs.training_t2i.STAGE_DEFAULTS)")
+@_opt(TrainConfig, "lr", type=float,
+      help="stable-diffusion: the stage's own default unless given (edge_dm.jobs.training_t2i.STAGE_DEFAULTS)")
+@_opt(TrainConfig, "warmup_steps", type=int,
+      help="stable-diffusion: the stage's own default unless given (edge_dm.jobs.training_t2i.STAGE_DEFAULTS)")
 @_opt(TrainConfig, "dropout", type=float)
 @click.option("--init", type=click.Path(),
               help="start from this UNet folder (fresh optimizer); a deeper one gives its blocks by position")
@@ -432,7 +436,8 @@ def quantize(bias_correction, keep_float, **kwargs):
     if "accuracy_control" in s:
         a = s["accuracy_control"]
         click.echo(f"--max-drop {a['max_drop']}: {a['float_ops']} of {a['int8_ops_before']} int8 operations returned "
-                   f"to float (held-out error {a['rel_l2_before']:.4f} -> {a['rel_l2_after']:.4f}; recipe.json lists them)")
+                   f"to float (held-out error {a['rel_l2_before']:.4f} -> {a['rel_l2_after']:.4f}; "
+                   "recipe.json lists them)")
 
 
 @main.command()
@@ -473,7 +478,8 @@ def evaluate(prompt, prompts_file, **kwargs):
     if "class_accuracy" in r:
         a = r["class_accuracy"]
         click.echo(f"class accuracy {a['accuracy']:.4f}  ({r['num_images']} images; worst "
-                   + ", ".join(f"{c} {v:.3f}" for c, v in sorted(a["by_class"].items(), key=lambda kv: kv[1])[:3]) + ")")
+                   + ", ".join(f"{c} {v:.3f}" for c, v in sorted(a["by_class"].items(), key=lambda kv: kv[1])[:3])
+                   + ")")
     for what, tm in r["timings"].items():
         rate = f", {tm['images_per_s']:.1f} images/s" if "images_per_s" in tm else ""
         click.echo(f"time  {what} {tm['seconds']:.1f} s{rate}")

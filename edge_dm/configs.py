@@ -246,7 +246,8 @@ class QuantizeConfig(Config):
         _choice("target", self.target, TARGETS)
         _positive_if_set(subset_size=self.subset_size)
         _finite(smooth_quant_alpha=self.smooth_quant_alpha)
-        if self.smooth_quant_alpha is not None and not (self.smooth_quant_alpha == -1 or 0 <= self.smooth_quant_alpha <= 1):
+        if self.smooth_quant_alpha is not None and not (self.smooth_quant_alpha == -1
+                                                        or 0 <= self.smooth_quant_alpha <= 1):
             raise ConfigError("`smooth_quant_alpha` must lie in [0, 1] (or -1 to disable)")
         _finite(max_drop=self.max_drop)
         if self.max_drop is not None and self.max_drop <= 0:

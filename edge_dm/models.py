@@ -132,7 +132,8 @@ def peek_scheduler_config(spec: str) -> dict | None:
         path = Path(resolve(spec)).expanduser()
     except ModelNotFoundError:
         return None
-    for candidate in (path / "scheduler" / "scheduler_config.json", path.parent / "scheduler" / "scheduler_config.json"):
+    for candidate in (path / "scheduler" / "scheduler_config.json",
+                      path.parent / "scheduler" / "scheduler_config.json"):
         try:
             return json.loads(candidate.read_text())
         except (OSError, ValueError):

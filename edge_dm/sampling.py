@@ -32,7 +32,8 @@ def make_scheduler(name: str, config: dict):
     try:
         return cls.from_config(config, **kwargs)
     except (NotImplementedError, ValueError, TypeError) as exc:  # e.g. an unknown beta_schedule
-        raise ConfigError(f"the model's scheduler config cannot make a {name} `scheduler`: {library_reason(exc)}") from None
+        raise ConfigError(f"the model's scheduler config cannot make a {name} `scheduler`: "
+                          f"{library_reason(exc)}") from None
 
 
 def check_steps(name: str, config: dict, steps: int) -> None:

@@ -108,8 +108,9 @@ def test_t2i_table5_rows_share_prompts_and_seeds(tmp_path):
     out, work = tmp_path / "t5.json", tmp_path / "w"
     args = [sys.executable, str(BENCHMARKS / "t2i_table5.py"), "all", "--workdir", str(work), "--model", str(sd),
             "--prompts", str(tmp_path / "p.txt"), "--steps", "3", "--guidance-scale", "3", "--num-images", "5",
-            "--batch-size", "2", "--part-size", "3", "--num-samples", "4", "--optimum-samples", "4", "--iterations", "2",
-            "--rounds", "1", "--classifier", str(clf), "--reference", "none", "--output", str(out), "--rows"]
+            "--batch-size", "2", "--part-size", "3", "--num-samples", "4", "--optimum-samples", "4",
+            "--iterations", "2", "--rounds", "1", "--classifier", str(clf), "--reference", "none",
+            "--output", str(out), "--rows"]
     r = subprocess.run(args + ["fp32,dntc+bogus"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode != 0 and "unknown variant 'bogus'" in r.stderr and not work.exists()
     variants = ["dntc+vae-int8", "dntc+f32+deepcache2"]
@@ -120,7 +121,8 @@ def test_t2i_table5_rows_share_prompts_and_seeds(tmp_path):
     assert (result["steps"], result["guidance_scale"]) == (3, 3.0)
     rows = {row["row"]: row for row in result["rows"]}
     bundles = [n for n in rows if n not in variants] + ["dntc+vae-int8"]
-    assert {(t["row"], t["images"]) for t in result["unet_latency"]["rows"]} == {(n, k) for n in bundles for k in (1, 16)}
+    assert ({(t["row"], t["images"]) for t in result["unet_latency"]["rows"]}
+            == {(n, k) for n in bundles for k in (1, 16)})
     assert list(rows) == ["fp32", "dntc", "pipeline", "optimum-hybrid", "optimum-int8"] + variants
     assert sorted(p.name for p in (work / "images").glob("fp32.*.npz")) == ["fp32.0.npz", "fp32.1.npz"]
     for name, row in rows.items():
@@ -142,7 +144,8 @@ def test_t2i_table5_rows_share_prompts_and_seeds(tmp_path):
     for name, bundle, hint, interval in (("fp32", "fp32", "f32", 1), ("dntc+vae-int8", "dntc+vae-int8", None, 1),
                                          ("dntc+f32+deepcache2", "dntc", "f32", 2)):
         images = np.concatenate([np.load(work / "images" / f"{name}.{k}.npz")["images"] for k in (0, 1)])
-        pipe = Pipeline(Bundle.from_pretrained(work / "bundles" / bundle), DeviceConfig(batch_size=2, precision_hint=hint))
+        pipe = Pipeline(Bundle.from_pretrained(work / "bundles" / bundle),
+                        DeviceConfig(batch_size=2, precision_hint=hint))
         own = pipe.sample(5, SamplingConfig(steps=3, guidance_scale=3.0, cache_interval=interval), cycled)
         np.testing.assert_array_equal(images, own)
 

@@ -47,7 +47,8 @@ def test_each_sample_equals_an_independent_fp_run_to_its_step(tiny_model_dir, ki
 
     m = load_model(tiny_model_dir)
     den = torch_denoiser(m)
-    cfg = CalibrationConfig(kind=kind, num_samples=10, sampling=SamplingConfig(steps=12, seed=5), samples_per_trajectory=per)
+    cfg = CalibrationConfig(kind=kind, num_samples=10, sampling=SamplingConfig(steps=12, seed=5),
+                            samples_per_trajectory=per)
     cal = collect(cfg, den, m.scheduler_config, m.sample_shape)
     sched = make_scheduler("ddim", m.scheduler_config)
     sched.set_timesteps(12)
@@ -87,8 +88,9 @@ def test_baselines(tiny_model_dir, tmp_path):
     assert len(set(fixed.t.tolist())) == 1 and abs(int(fixed.t[0]) - 500) <= 50
     for i in range(4):
         Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)).save(tmp_path / f"{i}.png")
-    fwd = collect(CalibrationConfig(kind="forward", num_samples=5, data=str(tmp_path), sampling=SamplingConfig(steps=10)),
-                                den, m.scheduler_config, m.sample_shape)
+    fwd = collect(CalibrationConfig(kind="forward", num_samples=5, data=str(tmp_path),
+                                    sampling=SamplingConfig(steps=10)),
+                  den, m.scheduler_config, m.sample_shape)
     assert fwd.inputs["sample"].shape == (5, 1, 3, 8, 8) and np.isfinite(fwd.inputs["sample"]).all()
 
 

@@ -44,7 +44,8 @@ def models(case, request, tmp_path_factory):
     fp32 = export(ExportConfig(model=str(folder)))
     prompts = root / "prompts.txt"  # lane j of the calibration trajectories takes prompt j of the file
     prompts.write_text("\n".join(case.prompts) + "\n")
-    cal = CalibrationConfig(num_samples=6, samples_per_trajectory=3, sampling=sampling(case, fp32), prompts=str(prompts))
+    cal = CalibrationConfig(num_samples=6, samples_per_trajectory=3, sampling=sampling(case, fp32),
+                            prompts=str(prompts))
     int8, _ = quantize(quantize_job(folder, root / "int8", cal), progress=False)
     return folder, fp32, int8
 

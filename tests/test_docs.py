@@ -11,8 +11,8 @@ from pathlib import Path
 from edge_dm.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "CLI.md"), *sorted(ROOT.glob("models/*/README.md")),
-        ROOT / "benchmarks" / "README.md"]
+DOCS = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "CLI.md"),
+        *sorted(ROOT.glob("models/*/README.md")), ROOT / "benchmarks" / "README.md"]
 
 
 def _command(text: str) -> list | None:
@@ -60,7 +60,8 @@ def test_every_documented_command_and_option_exists():
                 continue
             options = _options(main.commands[words[0]])
             for w in words[1:]:
-                if w.startswith("-") and not (w in options or (w.endswith("*") and any(o.startswith(w[:-1]) for o in options))):
+                if w.startswith("-") and not (w in options
+                                              or (w.endswith("*") and any(o.startswith(w[:-1]) for o in options))):
                     wrong.append(f"{doc}: edge-dm {words[0]} {w}: no such option")
     assert not wrong, "\n".join(wrong)
 

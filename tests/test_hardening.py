@@ -79,8 +79,8 @@ def assets(tiny_model_dir, tiny_bundle, tmp_path_factory):
     (root / "prompts.txt").write_text("a photo of a cat\n")
     (root / "no-images").mkdir()
     (root / "random.npz").write_bytes(np.random.default_rng(0).bytes(4096))
-    return dict(MODEL=tiny_model_dir, BUNDLE=str(tiny_bundle.path), BADSCHED=str(bad_sched), PROMPTS=str(root / "prompts.txt"),
-                NOIMAGES=str(root / "no-images"), RANDOMNPZ=str(root / "random.npz"),
+    return dict(MODEL=tiny_model_dir, BUNDLE=str(tiny_bundle.path), BADSCHED=str(bad_sched),
+                PROMPTS=str(root / "prompts.txt"), NOIMAGES=str(root / "no-images"), RANDOMNPZ=str(root / "random.npz"),
                 BADSCHEDBUNDLE=str(bad_sched_bundle), CORRUPT=str(corrupt), WRONGCAL=str(root / "wrong-shape.npz"),
                 IMAGES=str(root / "images"), TAR=str(root / "images.tar"), RUN32=str(root / "run-32"))
 
@@ -413,7 +413,8 @@ def test_python_api_errors_are_edge_dms(tiny_bundle, tiny_int8):
     pipe = Pipeline(tiny_bundle)
     for kwargs, words in ((dict(num_images=0), "num_images"), (dict(num_images=-2), "num_images"),
                           (dict(seed=1.5), "seed"), (dict(seed=2 ** 70), "seed"), (dict(steps=1), "first timestep"),
-                          (dict(prompt=["a", "b"], num_images=1), "prompt"), (dict(output_type="tensor"), "output_type"),
+                          (dict(prompt=["a", "b"], num_images=1), "prompt"),
+                          (dict(output_type="tensor"), "output_type"),
                           (dict(steps=4, cache_interval=4), "cache_interval")):
         with pytest.raises(ConfigError, match=words):
             pipe(**kwargs)
@@ -454,5 +455,6 @@ def test_import_and_text_to_image_quantize_print_only_edge_dms_lines(sd_dir, tmp
     import re
 
     ours = r"(calibration \(dntc\)|held-out error): .*|Note: \d+ prompts? (is|are) longer than .*"
-    others = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if ln.strip() and not re.fullmatch(ours, ln.strip())]
+    others = [ln for ln in r.stderr.replace("\r", "\n").splitlines()
+              if ln.strip() and not re.fullmatch(ours, ln.strip())]
     assert not others, others

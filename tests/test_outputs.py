@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def leftovers(parent: Path) -> list:
-    return sorted(p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name or p.name.endswith(".lock"))
+    return sorted(p.name for p in parent.iterdir()
+                  if ".partial-" in p.name or ".old-" in p.name or p.name.endswith(".lock"))
 
 
 def make(out: Path, **files) -> None:

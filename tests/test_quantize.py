@@ -223,7 +223,8 @@ def test_loose_budget_returns_nothing_to_float(loose):
     assert a["max_drop"] == 0.9 and a["float_ops"] == 0 and a["float_ops_by_module"] == {}
     assert 0 < a["rel_l2_before"] == a["rel_l2_after"] == s["mean_rel_l2"] < 0.9
     assert len(int8_ops(bundle.read_model())) == a["int8_ops_before"] > 0
-    assert bundle.recipe["summary"]["accuracy_control"] == a and bundle.recipe["config"]["quantization"]["max_drop"] == 0.9
+    assert (bundle.recipe["summary"]["accuracy_control"] == a
+            and bundle.recipe["config"]["quantization"]["max_drop"] == 0.9)
 
 
 @pytest.mark.slow
@@ -236,7 +237,8 @@ def test_tight_budget_returns_operations_to_float_until_it_holds(loose, int8, ti
     assert a["float_ops"] >= 1 and a["rel_l2_after"] == s["mean_rel_l2"] <= budget
     listed = {f"__module.{module}/{op}" for module, ops in a["float_ops_by_module"].items() for op in ops}
     before, after = int8_ops(default.read_model()), int8_ops(bundle.read_model())
-    assert len(listed) == a["float_ops"] and listed <= before and not listed & after  # the written IR is the restored one
+    # the written IR is the restored one
+    assert len(listed) == a["float_ops"] and listed <= before and not listed & after
     assert len(after) == len(before) - a["float_ops"]
     assert json.loads((bundle.path / "recipe.json").read_text())["summary"]["accuracy_control"] == a
 

@@ -62,7 +62,8 @@ def test_stages_train_resume_and_load_in_diffusers(labelled_tar, tmp_path):
 
     pipe = StableDiffusionPipeline.from_pretrained(out)
     assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float32
-    assert pipe.vae.config.scaling_factor == json.loads((run / "vae" / "train_state.json").read_text())["scaling_factor"]
+    assert (pipe.vae.config.scaling_factor
+            == json.loads((run / "vae" / "train_state.json").read_text())["scaling_factor"])
     image = pipe("a photo of a cat", num_inference_steps=1, guidance_scale=2.0, output_type="np",
                  generator=torch.Generator().manual_seed(0)).images
     assert image.shape == (1, 32, 32, 3) and np.isfinite(image).all()
@@ -140,9 +141,9 @@ def test_cli_trains_a_stage(labelled_tar, tmp_path):
 
     from edge_dm.cli import main
 
-    r = CliRunner().invoke(main, ["train", "--family", "stable-diffusion", "--stage", "vae", "--data", str(labelled_tar),
-                                  "--output", str(tmp_path / "run"), "--vae-channels", "32,32", "--batch-size", "2",
-                                  "--minutes", "0.001"])
+    r = CliRunner().invoke(main, ["train", "--family", "stable-diffusion", "--stage", "vae",
+                                  "--data", str(labelled_tar), "--output", str(tmp_path / "run"),
+                                  "--vae-channels", "32,32", "--batch-size", "2", "--minutes", "0.001"])
     assert r.exit_code == 0, r.output
     saved = json.loads((tmp_path / "run" / "vae" / "train_config.json").read_text())
     assert saved["vae_channels"] == [32, 32] and saved["batch_size"] == 2 and saved["lr"] == 4e-4

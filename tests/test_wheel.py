@@ -31,7 +31,8 @@ def _fresh_venv(path: Path) -> tuple[Path, Path]:
     """A venv without pip whose site-packages see this environment's packages; (python, scripts dir)."""
     _run([sys.executable, "-m", "venv", "--without-pip", path])
     python = next(p for p in (path / "bin" / "python", path / "Scripts" / "python.exe") if p.exists())
-    paths = _run([python, "-c", "import sysconfig; p = sysconfig.get_paths(); print(p['purelib']); print(p['scripts'])"])
+    paths = _run([python, "-c",
+                  "import sysconfig; p = sysconfig.get_paths(); print(p['purelib']); print(p['scripts'])"])
     purelib, scripts = paths.split("\n")[:2]
     (Path(purelib) / "_edge_dm_test_base.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     return python, Path(scripts)

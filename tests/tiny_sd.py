@@ -87,8 +87,9 @@ def build_tiny_lcm(path, seed: int = 0) -> Path:
     sd = StableDiffusionPipeline.from_pretrained(build_tiny_sd(Path(path).with_name(Path(path).name + "-sd"), seed))
     torch.manual_seed(seed + 1)
     unet = UNet2DConditionModel(**{**sd.unet.config, "time_cond_proj_dim": 32}).eval()
-    scheduler = LCMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                             clip_sample=False, set_alpha_to_one=True, steps_offset=1, original_inference_steps=50)
+    scheduler = LCMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                             beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=True, steps_offset=1,
+                             original_inference_steps=50)
     pipe = LatentConsistencyModelPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=unet,
                                           scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                           requires_safety_checker=False)
@@ -145,8 +146,8 @@ def build_tiny_sdxl(path, seed: int = 0, turbo: bool = False) -> Path:
                  steps_offset=1)
     scheduler = EulerAncestralDiscreteScheduler(**betas, timestep_spacing="trailing") if turbo else \
         EulerDiscreteScheduler(**betas, timestep_spacing="leading")
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
-                                     tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler)
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler)
     pipe.save_pretrained(path, safe_serialization=True)
     return path
 

@@ -170,7 +170,8 @@ class TextConditioning(Conditioning):
                 raise ConfigError(f"`{name}` {v} does not suit this model: it must be a multiple of {multiple} "
                                   "(the VAE's and the UNet's downsampling)")
             if v > largest:
-                raise ConfigError(f"`{name}` {v} is more than {MAX_SIZE_FACTOR}x the {largest // MAX_SIZE_FACTOR} pixels "
+                raise ConfigError(f"`{name}` {v} is more than {MAX_SIZE_FACTOR}x the "
+                                  f"{largest // MAX_SIZE_FACTOR} pixels "
                                   f"this model was made for: its images would not hold together, and memory and time "
                                   f"grow with the area ({(h * w) / (largest / MAX_SIZE_FACTOR) ** 2:.0f}x)")
 

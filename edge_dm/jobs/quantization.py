@@ -136,8 +136,8 @@ def quantize(cfg: QuantizeJobConfig, progress: bool = True) -> tuple[Bundle, dic
         report = family.policy.report_images if cfg.report_images is None else cfg.report_images
         if report and c.takes_prompts:
             write_report(tmp / "report.png", Pipeline(fp32_bundle, DeviceConfig(precision_hint="f32")),
-                         Pipeline(Bundle(tmp, recipe), DeviceConfig()), c.calibration_prompts(cal_cfg.prompts)[1][:report],
-                         s)
+                         Pipeline(Bundle(tmp, recipe), DeviceConfig()),
+                         c.calibration_prompts(cal_cfg.prompts)[1][:report], s)
         write_recipe(tmp, recipe)
     bundle = open_bundle(out)
     summary["ir_bytes_int8"] = bundle.recipe["ir_bytes"]

@@ -174,7 +174,8 @@ def train_lcm(cfg: LCMTrainConfig, log=print) -> Path:
     T = scheduler.config.num_train_timesteps
     starts = solver_timesteps(T, cfg.solver_steps).to(device)
     skip = T // cfg.solver_steps
-    log(f"encoded {len(latents)} latents {tuple(latents.shape[1:])}; DDIM solver {cfg.solver_steps} steps (skip {skip}), "
+    log(f"encoded {len(latents)} latents {tuple(latents.shape[1:])}; "
+        f"DDIM solver {cfg.solver_steps} steps (skip {skip}), "
         f"guidance scale {cfg.guidance_range[0]}-{cfg.guidance_range[1]}")
     fwd = torch.compile(student) if cfg.compile else student
     teach = torch.compile(unet) if cfg.compile else unet

@@ -9,10 +9,12 @@ optimum-intel and edge-dm's stable-diffusion family load it unchanged. Three sta
 in its own folder of the run (`<output>/vae`, `<output>/unet`, `<output>/classifier`), each one
 `edge-dm train` call (or several: a call stops after `--minutes` and the next resumes):
 
-    edge-dm train --family stable-diffusion --stage vae        --data cifar10-train-jpeg.tar.gz --output runs/t2i --minutes 3
-    edge-dm train --family stable-diffusion --stage unet       --data cifar10-train-jpeg.tar.gz --output runs/t2i --minutes 14 --compile
-    edge-dm train --family stable-diffusion --stage classifier --data cifar10-train-jpeg.tar.gz --output runs/t2i --minutes 2 \\
-        --eval-data cifar10-test-jpeg.tar.gz
+    edge-dm train --family stable-diffusion --stage vae        --data cifar10-train-jpeg.tar.gz \\
+        --output runs/t2i --minutes 3
+    edge-dm train --family stable-diffusion --stage unet       --data cifar10-train-jpeg.tar.gz \\
+        --output runs/t2i --minutes 14 --compile
+    edge-dm train --family stable-diffusion --stage classifier --data cifar10-train-jpeg.tar.gz \\
+        --output runs/t2i --minutes 2 --eval-data cifar10-test-jpeg.tar.gz
 
 The pipeline is then `runs/t2i/pipeline` (ships as models/edm-cifar10-t2i), the classifier
 `runs/t2i/classifier/model`. Design, and why:
@@ -175,7 +177,8 @@ def caption_tokenizer(folder, texts):
     bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     bpe.train_from_iterator(words, trainers.BpeTrainer(vocab_size=1_000_000, min_frequency=1, show_progress=False,
                                                        end_of_word_suffix="</w>"))
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in json.loads(bpe.to_str())["model"]["merges"]]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" "))
+              for m in json.loads(bpe.to_str())["model"]["merges"]]
     chars = list(bytes_to_unicode().values())
     vocab = chars + [c + "</w>" for c in chars]
     known = set(vocab)
