@@ -171,3 +171,47 @@ def test_int8_folder_runs_in_optimum_intel_and_openvino_genai(case, models):
     out = openvino_genai.Text2ImagePipeline(str(int8.path), "CPU").generate(case.prompts[0], num_inference_steps=2,
                                                                             **size)
     assert out.data.shape == (1, 32, 32, 3)
+
+
+@pytest.mark.parametrize("modes", [dict(vae="int8", text_encoder="int8-weights"), dict(text_encoder="int8")])
+def test_int8_components_are_what_quantize_was_asked_and_run_in_optimum_intel_and_genai(case, models, modes,
+                                                                                     tmp_path):
+    """`--vae` and `--text-encoder`: each component quantized as asked (W8A8: FakeQuantize; weights
+    only: int8 constants and no FakeQuantize), the rest as exported, and the folder still runs in
+    optimum-intel's pipeline class and OpenVINO GenAI."""
+    if not case.prompts:
+        pytest.skip("an unconditional model has no text encoder or VAE decoder")
+    if modes.get("text_encoder") == "int8" and case.family != "stable-diffusion":
+        pytest.skip("W8A8 text encoders: one family is enough (the same component code for all)")
+    import openvino_genai
+    import optimum.intel
+    from conftest import quantize_job
+
+    from edge_dm.configs import CalibrationConfig
+    from edge_dm.jobs import quantize
+    from edge_dm.quantize import op_counts
+
+    folder, fp32, _ = models
+    (tmp_path / "p.txt").write_text("\n".join(case.prompts) + "\n")
+    cal = CalibrationConfig(num_samples=4, samples_per_trajectory=2, sampling=sampling(case, fp32),
+                            prompts=str(tmp_path / "p.txt"))
+    int8, summary = quantize(quantize_job(folder, tmp_path / "int8", cal, **modes), progress=False)
+    for component in int8.family.layout.components:
+        option = "vae" if component == "vae_decoder" else "text_encoder" if component.startswith("text_") else None
+        ops, exported = op_counts(int8.read_model(component)), op_counts(fp32.read_model(component))
+        mode = modes.get(option, "float")
+        if component == "unet":
+            continue
+        if mode == "float":
+            assert ops == exported, component
+        else:
+            assert (ops["fake_quantize"] > 0) == (mode == "int8") and ops["int8_constants"] > 0, component
+            assert summary["component_ops"][component] == ops
+    assert {k: int8.recipe["config"][k] for k in modes} == modes
+    size = dict(height=32, width=32)
+    pipe = getattr(optimum.intel, int8.family.optimum_class).from_pretrained(str(int8.path))
+    image = pipe(case.prompts[0], num_inference_steps=2, output_type="np", **size).images[0]
+    assert image.shape == (32, 32, 3) and np.isfinite(image).all()
+    out = openvino_genai.Text2ImagePipeline(str(int8.path), "CPU").generate(case.prompts[0], num_inference_steps=2,
+                                                                            **size)
+    assert out.data.shape == (1, 32, 32, 3)
