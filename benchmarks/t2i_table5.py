@@ -147,20 +147,20 @@ def _with_components(a, v: dict, out: Path) -> None:
     quantize --vae/--text-encoder` quantizes them (same calibration prompts, sampling and seed)."""
     from edge_dm.bundle import Bundle
     from edge_dm.configs import CalibrationConfig, QuantizeConfig
-    from edge_dm.jobs.quantization import component_inputs
-    from edge_dm.quantize import compress_weights, quantize_component
+    from edge_dm.jobs.quantization import quantize_component_as
+    from edge_dm.models import load_model
 
     folder = Path(a.workdir) / "bundles"
     fp32 = Bundle.from_pretrained(folder / "fp32")
     bundle = Bundle.from_pretrained(folder / v["plain"])
     cal = CalibrationConfig(kind=v["base"], num_samples=a.num_samples, prompts=_prompt_file(a),
                             sampling=_sampling(a).replace(seed=v["seed"]))
+    # the job's settings: the model's SmoothQuant alpha reaches its components too
+    q = QuantizeConfig(target=a.target, smooth_quant_alpha=load_model(a.model).smooth_quant_alpha)
     modes = {}
     for variant in v["components"]:
         component, mode = COMPONENTS[variant]
-        model = bundle.read_model(component)
-        model = compress_weights(model) if mode == "int8-weights" else \
-            quantize_component(model, component_inputs(fp32, component, model, cal), QuantizeConfig(target=a.target))
+        model = quantize_component_as(fp32, component, bundle.read_model(component), mode, cal, q)
         modes[component] = mode
         bundle = bundle.with_model(model, component, components=dict(modes))
     bundle.save_pretrained(out)

@@ -172,19 +172,29 @@ def quantize_components(fp32: Bundle, folder: Path, cfg: QuantizeJobConfig, cal_
 
     family, done = fp32.family, {}
     for component in family.layout.components:
-        option = "vae" if component == "vae_decoder" else "text_encoder" if component.startswith("text_encoder") \
-            else None
+        option = component_option(component)
         mode = getattr(cfg, option) if option else "float"
         if mode == "float":
             continue
         model = ov.Core().read_model(Path(folder) / family.layout.components[component])
-        if mode == "int8-weights":
-            compressed = compress_weights(model)
-        else:
-            compressed = quantize_component(model, component_inputs(fp32, component, model, cal_cfg), q)
+        compressed = quantize_component_as(fp32, component, model, mode, cal_cfg, q)
         write_component(family, folder, compressed, component)
         done[component] = op_counts(compressed)
     return done
+
+
+def component_option(component: str) -> str | None:
+    """The job option (`vae`, `text_encoder`) that says how a bundle component is quantized; None for
+    the denoiser."""
+    return "vae" if component == "vae_decoder" else "text_encoder" if component.startswith("text_encoder") else None
+
+
+def quantize_component_as(fp32: Bundle, component: str, model, mode: str, cal_cfg, q: QuantizeConfig):
+    """`model`, the float bundle `fp32`'s `component`, as `mode` asks: NNCF int8 weight compression
+    (int8-weights), or W8A8 (int8) calibrated on what the component receives at cal_cfg's sampling."""
+    if mode == "int8-weights":
+        return compress_weights(model)
+    return quantize_component(model, component_inputs(fp32, component, model, cal_cfg), q)
 
 
 def component_inputs(fp32: Bundle, component: str, model, cal_cfg, count: int = 8) -> list[dict]:
