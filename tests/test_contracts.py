@@ -160,16 +160,19 @@ def test_bad_input_is_one_line_and_writes_nothing(case, models, tmp_path, which)
 def test_int8_folder_runs_in_optimum_intel_and_openvino_genai(case, models):
     if not case.prompts:
         pytest.skip("an unconditional bundle has no optimum-intel or OpenVINO GenAI pipeline")
+    generates_in_optimum_intel_and_genai(models[2], case.prompts[0])
+
+
+def generates_in_optimum_intel_and_genai(int8, prompt: str) -> None:
+    """The folder of `int8` makes a 32x32 image in its optimum-intel pipeline class and in OpenVINO GenAI."""
     import openvino_genai
     import optimum.intel
 
-    _, _, int8 = models
     size = dict(height=32, width=32)
     pipe = getattr(optimum.intel, int8.family.optimum_class).from_pretrained(str(int8.path))
-    image = pipe(case.prompts[0], num_inference_steps=2, output_type="np", **size).images[0]
+    image = pipe(prompt, num_inference_steps=2, output_type="np", **size).images[0]
     assert image.shape == (32, 32, 3) and np.isfinite(image).all()
-    out = openvino_genai.Text2ImagePipeline(str(int8.path), "CPU").generate(case.prompts[0], num_inference_steps=2,
-                                                                            **size)
+    out = openvino_genai.Text2ImagePipeline(str(int8.path), "CPU").generate(prompt, num_inference_steps=2, **size)
     assert out.data.shape == (1, 32, 32, 3)
 
 
@@ -181,12 +184,11 @@ def test_int8_components_are_what_quantize_was_asked_and_run_in_optimum_intel_an
     if case.family not in ("stable-diffusion", "sdxl"):
         pytest.skip("one layout of each kind is enough: lcm's components are stable-diffusion's")
     modes = dict(vae="int8", text_encoder="int8" if case.family == "stable-diffusion" else "int8-weights")
-    import openvino_genai
-    import optimum.intel
     from conftest import quantize_job
 
     from edge_dm.configs import CalibrationConfig
     from edge_dm.jobs import quantize
+    from edge_dm.jobs.quantization import component_option
     from edge_dm.quantize import op_counts
 
     folder, fp32, _ = models
@@ -195,21 +197,14 @@ def test_int8_components_are_what_quantize_was_asked_and_run_in_optimum_intel_an
                             prompts=str(tmp_path / "p.txt"))
     int8, summary = quantize(quantize_job(folder, tmp_path / "int8", cal, **modes), progress=False)
     for component in int8.family.layout.components:
-        option = "vae" if component == "vae_decoder" else "text_encoder" if component.startswith("text_") else None
-        ops, exported = op_counts(int8.read_model(component)), op_counts(fp32.read_model(component))
-        mode = modes.get(option, "float")
         if component == "unet":
             continue
+        ops, exported = op_counts(int8.read_model(component)), op_counts(fp32.read_model(component))
+        mode = modes.get(component_option(component), "float")
         if mode == "float":
             assert ops == exported, component
         else:
             assert (ops["fake_quantize"] > 0) == (mode == "int8") and ops["int8_constants"] > 0, component
             assert summary["component_ops"][component] == ops
     assert {k: int8.recipe["config"][k] for k in modes} == modes
-    size = dict(height=32, width=32)
-    pipe = getattr(optimum.intel, int8.family.optimum_class).from_pretrained(str(int8.path))
-    image = pipe(case.prompts[0], num_inference_steps=2, output_type="np", **size).images[0]
-    assert image.shape == (32, 32, 3) and np.isfinite(image).all()
-    out = openvino_genai.Text2ImagePipeline(str(int8.path), "CPU").generate(case.prompts[0], num_inference_steps=2,
-                                                                            **size)
-    assert out.data.shape == (1, 32, 32, 3)
+    generates_in_optimum_intel_and_genai(int8, case.prompts[0])
