@@ -122,11 +122,21 @@ def _ov_variant(name, bundle, device, hint, cfg: BenchmarkConfig, sampling, size
             continue
         row["throughput"][str(b)] = _images_per_s(batched, example_inputs(model, b, shape, per_image), b,
                                                   cfg.iterations // 2)
-    row.update(end_to_end(bundle, device, hint, sampling, cfg.images))
+    row.update(whole_images(bundle, device, hint, sampling, cfg.images))
     row["memory_mb"] = round(_rss_mb() - rss0, 1)
-    if c.takes_prompts:
-        row["image"] = image_breakdown(bundle, device, hint, sampling, cfg.images)
     return row
+
+
+def whole_images(bundle, device: str, hint: str | None, sampling, images: int) -> dict:
+    """The end-to-end run's speed and, for text-to-image, where one image's time goes (`image`). With
+    one image, the end-to-end run is the breakdown's image alone: it is measured once."""
+    if not bundle.family.conditioning.takes_prompts:
+        return end_to_end(bundle, device, hint, sampling, images)
+    image = image_breakdown(bundle, device, hint, sampling, images)
+    if images > 1:
+        return dict(**end_to_end(bundle, device, hint, sampling, images), image=image)
+    return dict(end_to_end_images_per_s=round(1 / image["seconds"], 3), end_to_end_s_per_image=image["seconds"],
+                image=image)
 
 
 def end_to_end(bundle, device: str, hint: str | None, sampling, images: int) -> dict:
@@ -146,8 +156,8 @@ def image_breakdown(bundle, device: str, hint: str | None, sampling, images: int
     """Where a text-to-image image's time goes, measured inside the pipeline's own run: seconds in the
     text encoders, the UNet (and how many calls; with DeepCache, how many of them whole) and the VAE
     decoder for one image alone (one request, after a warm-up run), the rest (scheduler, Python,
-    copies) as what they leave of the whole; and images/s with `images` images in flight, one a
-    request (OpenVINO's THROUGHPUT streams)."""
+    copies) as what they leave of the whole; and, for `images` > 1, images/s with that many images in
+    flight, one a request (OpenVINO's THROUGHPUT streams)."""
     pipe = Pipeline(bundle, DeviceConfig(device=device, batch_size=1, precision_hint=hint))
     pipe.sample(1, sampling, [PROMPT])  # warm-up: compiles every component
     pipe.components.reset_stats()
@@ -162,10 +172,12 @@ def image_breakdown(bundle, device: str, hint: str | None, sampling, images: int
                rest_s=round(max(0.0, whole - sum(parts.values())), 4))
     if isinstance(den.net, OpenVINOCachedNet):  # DeepCache: of the calls, those that ran the whole UNet
         out["unet_full_calls"] = den.net.full_net.calls
+    out["images_per_s_throughput"] = None
+    if images == 1:  # one image in flight is the image alone
+        return out
     try:
         pipe.sample(images, sampling, [PROMPT])  # warm-up of the several-stream compile
     except DeviceError as exc:  # OpenVINO cannot compile every model for every stream layout
-        out["images_per_s_throughput"] = None
         out["throughput_error"] = str(exc)
         return out
     s = time.perf_counter()
@@ -215,9 +227,7 @@ def deepcache_rows(runs: list[tuple], cfg: BenchmarkConfig, sampling, float_row:
             log(f"{name} with DeepCache every {n} steps ...")
             cached = bundle.sampling(sampling.replace(cache_interval=n))
             row = dict(variant=name, precision_hint=hint or "default", cache_interval=n,
-                       **end_to_end(bundle, cfg.device, hint, cached, cfg.images))
-            if bundle.family.conditioning.takes_prompts:
-                row["image"] = image_breakdown(bundle, cfg.device, hint, cached, cfg.images)
+                       **whole_images(bundle, cfg.device, hint, cached, cfg.images))
             seconds = _s_per_image(row)  # 0 where a tiny model's time rounds away
             speedup = round(_s_per_image(float_row) / seconds, 3) if float_row and seconds else None
             row["speedup_vs_float_baseline"] = speedup
@@ -279,7 +289,7 @@ def markdown(result: dict) -> str:
         for r in images:
             im = r["image"]
             cells = [r["variant"], im["seconds"], *[im["parts_s"].get(p, "") for p in parts], im["rest_s"],
-                     im["unet_calls"], im["unet_ms_per_call"], im["images_per_s_throughput"]]
+                     im["unet_calls"], im["unet_ms_per_call"], _blank(im["images_per_s_throughput"])]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += _deepcache_table(result)
     m = result["machine"]
@@ -289,6 +299,10 @@ def markdown(result: dict) -> str:
                  f"latency over {result['config']['iterations']} calls after warm-up; e2e = "
                  f"{result['config']['steps']} steps of the model's scheduler, {result['config']['images']} images.")
     return "\n".join(lines)
+
+
+def _blank(value):
+    return "" if value is None else value
 
 
 def _deepcache_table(result: dict) -> list[str]:
@@ -306,7 +320,7 @@ def _deepcache_table(result: dict) -> list[str]:
         im = r.get("image", {})
         cells = [r["variant"], r["cache_interval"], _s_per_image(r),
                  *([im["unet_calls"], im["unet_full_calls"]] if t2i else []),
-                 im["images_per_s_throughput"] if t2i else r["end_to_end_images_per_s"],
+                 _blank(im["images_per_s_throughput"]) if t2i else r["end_to_end_images_per_s"],
                  "" if r["speedup_vs_float_baseline"] is None else r["speedup_vs_float_baseline"]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines
