@@ -495,7 +495,7 @@ def evaluate(prompt, prompts_file, **kwargs):
 @_opt(BenchmarkConfig, "iterations", type=int)
 @click.option("--batch-sizes", default=",".join(map(str, default(BenchmarkConfig, "batch_sizes"))),
               show_default=True, help="throughput sweep, comma-separated")
-@_opt(BenchmarkConfig, "steps", type=int, help="DDIM steps of the end-to-end run")
+@_opt(BenchmarkConfig, "steps", type=int, help="sampler steps of the whole images (default: the model's own)")
 @_opt(BenchmarkConfig, "images", type=int, help="images of the end-to-end run")
 @_opt(BenchmarkConfig, "height", type=int, help="text-to-image: image height in pixels  [default: the model's]")
 @_opt(BenchmarkConfig, "width", type=int, help="text-to-image: image width in pixels  [default: the model's]")

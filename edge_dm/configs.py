@@ -414,7 +414,7 @@ class BenchmarkConfig(Config):
     overwrite: bool = False
     iterations: int = 50
     batch_sizes: tuple = (1, 8, 32)
-    steps: int = 20
+    steps: int | None = None  # sampler steps of the whole images (None: the model's own)
     images: int = 4
     height: int | None = None  # text-to-image: image size in pixels (None: the model's)
     width: int | None = None
@@ -428,8 +428,8 @@ class BenchmarkConfig(Config):
     min_int8_speedup: float | dict | None = None
 
     def __post_init__(self):
-        _positive(iterations=self.iterations, steps=self.steps, images=self.images)
-        _positive_if_set(height=self.height, width=self.width)
+        _positive(iterations=self.iterations, images=self.images)
+        _positive_if_set(steps=self.steps, height=self.height, width=self.width)
         for p in self.float_precisions:
             _choice("float_precisions", p, ("f32", "bf16", "f16"))
         if not self.batch_sizes:

@@ -41,13 +41,14 @@ def test_benchmark_writes_json_markdown_and_chart(tiny_model_dir, tiny_int8, tmp
 
 def test_speedup_gate_fails_with_a_clear_error(tiny_model_dir, tiny_int8, tmp_path):
     cfg = BenchmarkConfig(model=tiny_model_dir, int8=str(tiny_int8.path), output=str(tmp_path / "b"),
-                          iterations=3, batch_sizes=(1,), steps=2, images=1, torch_baseline=False,
+                          iterations=3, batch_sizes=(1,), images=1, torch_baseline=False,
                           min_int8_speedup=dict(avx2=1000.0, vnni=1000.0, amx=1000.0))
     with pytest.raises(BenchmarkError, match=r"int8 is \d+\.\d\dx OpenVINO (fp32|bf16) \(the UNet at batch 1\), "
                                              r"below the 1000.00x required on (avx2|vnni|amx) CPUs"):
         benchmark(cfg, log=lambda s: None)
     saved = json.loads((tmp_path / "b" / "benchmark.json").read_text())  # the numbers stay for inspection
     assert saved["float_baseline"] == float_baseline(saved["machine"]["isa"])
+    assert saved["sampling"]["steps"] == tiny_int8.sampling().steps  # no --steps: the model's own
     gate = saved["gate"]  # measured in turns: both medians, and their ratio the gate reads
     assert gate["rounds"] == 3 and gate["ratio"] == pytest.approx(gate["float_ms"] / gate["int8_ms"], abs=2e-3)
 

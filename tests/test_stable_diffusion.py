@@ -114,7 +114,7 @@ def test_benchmark_times_the_unet_at_the_pipelines_batch(sd_dir, sd_int8, tmp_pa
     rows = {row["variant"]: row for row in r["rows"]}
     assert r["model"] == bundle.recipe["model"] == sd_dir
     assert r["family"] == "stable-diffusion" and rows["OpenVINO int8"]["net_batch"] == 2  # guidance doubles it
-    assert all(row["sample_shape"] == [c, 2 * h, w] for row in rows.values())
+    assert all(row["sample_shape"] == [c, 2 * h, w] for row in rows.values()) and r["sampling"]["steps"] == 2
     assert rows["OpenVINO fp32"]["end_to_end_s_per_image"] > 0 and r["int8_speedup_vs_float_baseline"] > 0
     assert all(row["image"]["images_per_s_throughput"] > 0 for row in rows.values())  # 2 images in flight
     assert (tmp_path / "b" / "benchmark.md").exists()

@@ -186,7 +186,7 @@ def image_breakdown(bundle, device: str, hint: str | None, sampling, images: int
     return out
 
 
-def _torch_variant(m, cfg: BenchmarkConfig, shape, scheduler_config, size_bytes) -> dict:
+def _torch_variant(m, cfg: BenchmarkConfig, steps: int, shape, scheduler_config, size_bytes) -> dict:
     import torch
 
     unet = m.unet
@@ -208,7 +208,7 @@ def _torch_variant(m, cfg: BenchmarkConfig, shape, scheduler_config, size_bytes)
             row["throughput"][str(b)] = round(b / (lat["median_ms"] / 1e3), 2)
     s = time.perf_counter()
     generate(torch_denoiser(m), make_scheduler("ddim", scheduler_config),
-             cfg.images, cfg.images, cfg.steps, 0, shape)
+             cfg.images, cfg.images, steps, 0, shape)
     seconds = time.perf_counter() - s
     row["end_to_end_images_per_s"] = round(cfg.images / seconds, 3)
     row["end_to_end_s_per_image"] = round(seconds / cfg.images, 3)
@@ -297,7 +297,8 @@ def markdown(result: dict) -> str:
     device = result["config"]["device"]
     lines.append(f"\n{m['cpu']}{isa}, {m['cores']} cores, OpenVINO {m['openvino']}, device {device}; "
                  f"latency over {result['config']['iterations']} calls after warm-up; e2e = "
-                 f"{result['config']['steps']} steps of the model's scheduler, {result['config']['images']} images.")
+                 f"{result['sampling']['steps']} steps of the model's {result['sampling']['scheduler']}, "
+                 f"{result['config']['images']} image(s).")
     return "\n".join(lines)
 
 
@@ -422,8 +423,8 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
         int8, _ = quantize(QuantizeJobConfig(model=cfg.model or DEFAULT_MODEL, overwrite=True, calibration=size),
                            progress=False)
     model = _model_of(cfg, int8)
-    check_steps("ddim", int8.scheduler_config, cfg.steps)
-    sampling = SamplingConfig(steps=cfg.steps, height=cfg.height, width=cfg.width)
+    sampling = int8.sampling(SamplingConfig(steps=cfg.steps, height=cfg.height, width=cfg.width))
+    check_steps("ddim", int8.scheduler_config, sampling.steps)  # the torch baseline's sampler
     t2i = int8.family.conditioning.takes_prompts
     checks = Pipeline(int8)  # sizes the model cannot take, DeepCache intervals the steps cannot: before any work
     for n in (1, *cfg.cache_intervals):
@@ -444,7 +445,7 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
         if cfg.torch_baseline and not int8.family.conditioning.takes_prompts:
             log("torch fp32 ...")
             m = load_model(model)
-            rows.append(_torch_variant(m, cfg, fp32.sample_shape, m.scheduler_config,
+            rows.append(_torch_variant(m, cfg, sampling.steps, fp32.sample_shape, m.scheduler_config,
                                        sum(p.numel() * 4 for p in m.unet.parameters())))
             log(measured(rows[-1]))
         wanted = cfg.float_precisions
@@ -469,7 +470,7 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
         gate = interleaved_gate(int8, rest, fp32, base_hint, cfg.device, sampling, cfg.iterations)
         log(f"  int8 {gate['ratio']}x {baseline} ({gate['what']})")
         result = dict(model=model, family=int8.family.name, int8_bundle=str(int8.path), machine=machine,
-                      config=cfg.to_dict(), float_baseline=baseline, rows=rows, gate=gate)
+                      config=cfg.to_dict(), sampling=sampling.to_dict(), float_baseline=baseline, rows=rows, gate=gate)
         if cfg.cache_intervals:
             runs = [("OpenVINO int8", int8, rest), (baseline, fp32, base_hint)]
             timed = next((r for r in rows if r["variant"] == baseline), None)  # None: not in float_precisions
