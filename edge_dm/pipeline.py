@@ -78,6 +78,7 @@ class Pipeline:
         warn_overflow_risk(bundle, runtime.device)
         self.components = bundle.components(runtime.device, runtime.precision_hint)
         self._nets: dict = {}  # compiled UNets by their compile options, reused by later calls
+        self._cache_branches: set = set()  # DeepCache branches the IR was found to split at
         self.last_denoiser = None  # the denoiser of the latest call, with its UNet call statistics
 
     @classmethod
@@ -121,7 +122,9 @@ class Pipeline:
             if sampling.cache_interval >= sampling.steps:
                 raise ConfigError(f"`cache_interval` {sampling.cache_interval} leaves no step after the first to "
                                   f"reuse the cache in a run of {sampling.steps} `steps`")
-            split_ir(self.bundle.read_model(), sampling.cache_branch, self.family)
+            if sampling.cache_branch not in self._cache_branches:  # splitting a large IR takes a while: once
+                split_ir(self.bundle.read_model(), sampling.cache_branch, self.family)
+                self._cache_branches.add(sampling.cache_branch)
         return sampling
 
     def sample(self, num_images: int, sampling: SamplingConfig = SamplingConfig(), prompts=(),
