@@ -10,10 +10,13 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory, monkeypatch):
-    """Default bundles go to a per-session temporary folder, never the user's cache."""
-    monkeypatch.setenv("EDGE_DM_HOME", str(tmp_path_factory.getbasetemp() / "edge-dm-home"))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory):
+    """Default bundles go to a per-session temporary folder, never the user's cache: set before any
+    other fixture, so the session-scoped models exported below land there too."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGE_DM_HOME", str(tmp_path_factory.getbasetemp() / "edge-dm-home"))
+        yield
 
 
 def quantize_job(model, output, calibration=None, quantization=None, **job):

@@ -106,3 +106,8 @@ def test_unknown_precision():
 def test_recipe_round_trips(tiny_bundle):
     r = json.loads((tiny_bundle.path / "recipe.json").read_text())
     assert ExportConfig.from_dict(r["config"]).to_dict() == r["config"]
+
+
+def test_the_sessions_models_are_exported_outside_the_users_cache(sd_fp32, tmp_path_factory):
+    """The session-scoped fixtures export into the test session's own EDGE_DM_HOME, as every test does."""
+    assert sd_fp32.path.is_relative_to(tmp_path_factory.getbasetemp() / "edge-dm-home")
