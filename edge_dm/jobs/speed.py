@@ -322,7 +322,7 @@ def _deepcache_table(result: dict) -> list[str]:
         cells = [r["variant"], r["cache_interval"], _s_per_image(r),
                  *([im["unet_calls"], im["unet_full_calls"]] if t2i else []),
                  _blank(im["images_per_s_throughput"]) if t2i else r["end_to_end_images_per_s"],
-                 "" if r["speedup_vs_float_baseline"] is None else r["speedup_vs_float_baseline"]]
+                 _blank(r["speedup_vs_float_baseline"])]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines
 
