@@ -7,7 +7,7 @@ OpenVINO's THROUGHPUT streams in flight at once, the milliseconds their mean.
         [--hint LATENCY|THROUGHPUT] [--precisions bf16,f32,int8] [--output FILE.json]
 
 The fp32 bundle is the model's cached one, exported if missing. The counters are those of the last
-of `--runs` calls after the first. JSON on stdout or in --output: per IR, ms by layer type and by
+of `--runs` rounds. JSON on stdout or in --output: per IR, ms by layer type and by
 kernel. Backs docs/experiments/2026-12-01-xeon-amx-target-defaults.md (why int8 is not faster than
 bf16 at batch 1 on AMX).
 """
@@ -25,7 +25,7 @@ def profile(compiled_model, inputs: dict, runs: int = 3) -> dict:
     """Milliseconds of a call in the last of `runs` rounds, summed by layer type and by kernel, top 12
     each. A round is one call of each of the model's OPTIMAL_NUMBER_OF_INFER_REQUESTS requests, all in
     flight at once (one under the LATENCY hint); the milliseconds are the requests' mean, and
-    `images_per_s` is the last round's images (`calls_per_s` times images a call)."""
+    `calls_per_s` the last round's calls over its wall time."""
     n = int(compiled_model.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     reqs = [compiled_model.create_infer_request() for _ in range(n)]
     for _ in range(runs):
@@ -58,6 +58,9 @@ def main(argv=None) -> dict:
                     help="of bf16 (fp32 IR at bf16), f32, int8 (the int8 IR at OpenVINO's default)")
     ap.add_argument("--output")
     a = ap.parse_args(argv)
+    unknown = set(a.precisions) - {"bf16", "f32", "int8"}
+    if unknown:
+        ap.error(f"--precisions: unknown {', '.join(sorted(unknown))} (of bf16, f32, int8)")
     from edge_dm.jobs.speed import example_inputs, machine_info
     from edge_dm.runtime import compile_model
 

@@ -47,6 +47,24 @@ def test_unet_profile_sums_layer_times_of_float_and_int8(tiny_model_dir, tiny_in
     assert int8_kernel(rows["int8"]) and not int8_kernel(rows["f32"])
 
 
+def test_unet_profile_under_throughput_streams_and_its_precisions(tiny_model_dir, tiny_int8, tmp_path):
+    """--hint THROUGHPUT: every stream's request in flight, per-call milliseconds their mean; --precisions
+    picks the IRs, and a name it does not know is refused before any work."""
+    script = [sys.executable, str(BENCHMARKS / "unet_profile.py"), "--model", tiny_model_dir, "--int8", str(tiny_int8)]
+    bad = subprocess.run(script + ["--precisions", "f32,fp8"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith("unknown fp8 (of bf16, f32, int8)")
+    out = tmp_path / "p.json"
+    r = subprocess.run(script + ["--hint", "THROUGHPUT", "--precisions", "f32,int8", "--runs", "2",
+                                 "--output", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"f32", "int8"}
+    for row in rows.values():
+        assert row["requests"] >= 1 and row["calls_per_s"] > 0 and row["images_per_s"] == row["calls_per_s"]
+        total = row["total_ms"]
+        assert total > 0 and abs(sum(row["by_layer_type"].values()) - total) <= 0.05 * total + 0.1
+
+
 def test_groupnorm_times_each_ir_as_exported_and_as_edge_dm_compiles_it(tiny_model_dir, tiny_int8, tmp_path):
     out = tmp_path / "g.json"
     r = subprocess.run([sys.executable, str(BENCHMARKS / "groupnorm.py"), "--model", tiny_model_dir, "--int8",
