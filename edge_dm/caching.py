@@ -5,6 +5,9 @@ Adjacent denoising steps change the UNet's deep, low-resolution features very li
 *cache*: what the deeper part of the network handed up). The N-1 steps after it run only the
 *shallow* part: conv_in, the first `branch` down blocks and the last `branch` up blocks, reading
 the deeper features from the cache. Branch 1 (the default) keeps the full-resolution level only.
+Branch 0 is DeepCache's own setting for Stable Diffusion (its `cache_branch_id=0`): the cache is the
+running state entering the last up block's last layer, and the shallow part runs conv_in, that layer
+and conv_out, so on a UNet whose full-resolution level is its costliest it saves far more.
 No retraining, no new weights: the shallow model is cut out of the same IR, so an int8 bundle's
 shallow part has exactly its quantization. Where the cut is comes from the model's family.
 
@@ -25,35 +28,39 @@ from edge_dm.runtime import OpenVINOModel, TorchNet
 CACHE_INPUT = "cache"
 
 
-def check_branch(num_up_blocks: int, branch: int) -> int:
-    """The up block whose input is cached for `branch` (1 = the last up block)."""
-    if not 1 <= branch < num_up_blocks:
-        raise ConfigError(f"cache branch must lie in [1, {num_up_blocks - 1}] for a UNet of "
-                          f"{num_up_blocks} up blocks, got {branch}")
-    return num_up_blocks - branch
+def check_branch(branches, branch: int) -> None:
+    """`branch` is one of the cuts `branches` (edge_dm.families.unet2d.cache_cuts) a UNet offers."""
+    if branch not in branches:
+        raise ConfigError(f"cache branch must lie in [{min(branches)}, {max(branches)}] for this UNet, got {branch}")
+
+
+def torch_branches(unet) -> range:
+    """The cache branches a diffusers UNet offers (0 where its last up block has two layers or more)."""
+    return range(0 if len(unet.up_blocks[-1].resnets) > 1 else 1, len(unet.up_blocks))
 
 
 def split_ir(model, branch: int = 1, family=None):
     """(full, shallow) openvino.Models cut from a UNet IR (any precision) for DeepCache.
 
-    full: the same inputs, outputs noise_pred and `cache` (the input of up block -branch).
+    full: the same inputs, outputs noise_pred and `cache` (the input of up block -branch; for branch
+    0, of the last up block's last layer).
     shallow: the same inputs and `cache`; computes only what noise_pred needs from them.
     """
     import openvino as ov
 
     family = family or get(None)
-    features = family.cache_features(model)
-    if not features:
+    cuts = family.cache_features(model)
+    if not cuts:
         raise BundleError("this IR has no UNet up blocks by name; cached sampling needs an IR "
                           "written by edge-dm export or quantize")
-    k = check_branch(max(features) + 1, branch)
+    check_branch(cuts, branch)
 
     full = model.clone()
-    full.add_outputs(family.cache_features(full)[k])
+    full.add_outputs(family.cache_features(full)[branch])
     full.outputs[-1].get_tensor().set_names({CACHE_INPUT})
 
     shallow = model.clone()
-    source = family.cache_features(shallow)[k]
+    source = family.cache_features(shallow)[branch]
     cache = ov.opset13.parameter(source.get_partial_shape(), source.get_element_type(), name=CACHE_INPUT)
     cache.output(0).get_tensor().set_names({CACHE_INPUT})
     for target in source.get_target_inputs():  # every reader of the block's input reads the cache
@@ -67,16 +74,22 @@ class TorchCachedNet:
     """A diffusers UNet as a cached net, through its own forward.
 
     A pre-hook on the cached up block records its input (full) or replaces it with the cache
-    (shallow). The shallow call still computes the deep blocks, whose output it then discards: this
-    is the reference that the OpenVINO split is checked against, not a fast path. One thread at a
-    time: the mode and the cache live on the instance.
+    (shallow); for branch 0, a hook on the layer before the last up block's last one does the same
+    with that layer's output. The shallow call still computes the deep blocks, whose output it then
+    discards: this is the reference that the OpenVINO split is checked against, not a fast path. One
+    thread at a time: the mode and the cache live on the instance.
     """
 
     def __init__(self, unet, branch: int = 1, device: str = "cpu", dtype=None):
-        block = unet.up_blocks[check_branch(len(unet.up_blocks), branch)]
+        check_branch(torch_branches(unet), branch)
         self._net = TorchNet(unet, device, dtype)
         self._mode, self._cache = None, None
-        self.hook = block.register_forward_pre_hook(self._hook)  # a no-op outside full/shallow calls
+        if branch:  # a no-op outside full/shallow calls
+            self.hook = unet.up_blocks[-branch].register_forward_pre_hook(self._hook)
+        else:
+            last = unet.up_blocks[-1]
+            before = (getattr(last, "attentions", None) or last.resnets)[len(last.resnets) - 2]
+            self.hook = before.register_forward_hook(self._output_hook)
 
     def _hook(self, module, args):
         if self._mode == "record":
@@ -86,6 +99,17 @@ class TorchCachedNet:
             import torch
 
             return (torch.from_numpy(self._cache), *args[1:])
+        return None
+
+    def _output_hook(self, module, args, output):
+        first = output[0] if isinstance(output, tuple) else output
+        if self._mode == "record":
+            self._cache = first.detach()
+        elif self._mode == "replay":
+            import torch
+
+            cached = torch.from_numpy(self._cache).to(first)
+            return (cached, *output[1:]) if isinstance(output, tuple) else cached
         return None
 
     def _run(self, inputs, mode, cache=None):

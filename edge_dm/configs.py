@@ -78,6 +78,12 @@ def _positive(**values):
             raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
 
 
+def _non_negative(**values):
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"`{name}` must be an integer >= 0, got {value!r}")
+
+
 def _positive_if_set(**values):
     """Like _positive, for options whose None means "not set" (a default chosen elsewhere)."""
     _positive(**{name: value for name, value in values.items() if value is not None})
@@ -111,12 +117,13 @@ class SamplingConfig(Config):
     width: int | None = None
     negative_prompt: str = ""  # text-to-image: what guidance steers away from
     cache_interval: int = 1  # DeepCache: run the whole UNet every N-th step, its shallow part between (1: off)
-    cache_branch: int = 1  # DeepCache: how many levels the shallow part keeps (1: the full-resolution one)
+    cache_branch: int = 1  # DeepCache: levels the shallow part keeps (1: the full-resolution one; 0: its last layer)
 
     def __post_init__(self):
         if self.scheduler is not None:
             _choice("scheduler", self.scheduler, tuple(SCHEDULERS))
-        _positive(cache_interval=self.cache_interval, cache_branch=self.cache_branch)
+        _positive(cache_interval=self.cache_interval)
+        _non_negative(cache_branch=self.cache_branch)
         _positive_if_set(steps=self.steps, height=self.height, width=self.width)
         _finite(guidance_scale=self.guidance_scale)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 63:
@@ -421,6 +428,7 @@ class BenchmarkConfig(Config):
     torch_baseline: bool = True
     float_precisions: tuple = ("f32", "bf16", "f16")  # OpenVINO float variants to time, where the device has them
     cache_intervals: tuple = ()  # DeepCache intervals to time whole images at, for int8 and the float baseline
+    cache_branch: int = 1  # the DeepCache branch of those images (SamplingConfig.cache_branch)
     int8: str | None = None  # an int8 bundle; default: the cached one of `model`, quantized if missing
     # the CI gate: fail when int8 is slower at batch 1 than this many times the float variant a user
     # would pick on this CPU (benchmark.float_baseline); one number for every CPU, or one per CPU class
@@ -430,6 +438,7 @@ class BenchmarkConfig(Config):
     def __post_init__(self):
         _positive(iterations=self.iterations, images=self.images)
         _positive_if_set(steps=self.steps, height=self.height, width=self.width)
+        _non_negative(cache_branch=self.cache_branch)
         for p in self.float_precisions:
             _choice("float_precisions", p, ("f32", "bf16", "f16"))
         if not self.batch_sizes:

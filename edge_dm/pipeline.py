@@ -105,7 +105,7 @@ class Pipeline:
                        streams=1 if one_batch and r.parallel is None else r.parallel,
                        shapes={SAMPLE: tuple(self.conditioning.sample_shape(self.bundle, sampling))})
         cached = sampling.cache_interval > 1
-        key = (cached and sampling.cache_branch, *((k, str(v)) for k, v in sorted(options.items())))
+        key = (sampling.cache_branch if cached else None, *((k, str(v)) for k, v in sorted(options.items())))
         if key not in self._nets:
             self._nets[key] = OpenVINOCachedNet(model, sampling.cache_branch, self.family, **options) if cached \
                 else OpenVINOModel(model, **options)
@@ -165,7 +165,7 @@ class Pipeline:
             scheduler: a diffusers scheduler by edge-dm's name (edge_dm.configs.SCHEDULERS; default: the model's).
             guidance_scale: text-to-image: classifier-free guidance, 1 for none (default: the model's).
             height, width: text-to-image: image size in pixels (default: the model's).
-            cache_interval, cache_branch: DeepCache (edge_dm.caching); 1 is off.
+            cache_interval, cache_branch: DeepCache (edge_dm.caching); interval 1 is off.
             output_type: "pil" for PIL images, "np" for one uint8 array (N, H, W, 3).
             progress: a callable given the number of images each finished batch adds.
 

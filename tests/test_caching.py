@@ -1,8 +1,11 @@
+import re
+
 import numpy as np
 import pytest
 import torch
 
 from edge_dm.caching import CACHE_INPUT, OpenVINOCachedNet, TorchCachedNet, split_ir
+from edge_dm.configs import SamplingConfig
 from edge_dm.errors import BundleError, ConfigError
 from edge_dm.families.unet2d import convert_unet
 from edge_dm.runtime import compile_model as compile_unet
@@ -38,7 +41,7 @@ def _converted(unet, shortcut_split: bool):
 
 
 @pytest.mark.parametrize("shortcut_split", [False, True])
-@pytest.mark.parametrize("branch", [1, 2])
+@pytest.mark.parametrize("branch", [0, 1, 2])
 def test_the_split_alone_changes_nothing(branch, shortcut_split):
     model = _converted(three_level_unet(), shortcut_split)
     full, shallow = split_ir(model, branch)
@@ -49,12 +52,20 @@ def test_the_split_alone_changes_nothing(branch, shortcut_split):
     (again,) = infer(shallow, **x, **{CACHE_INPUT: cache})
     np.testing.assert_allclose(again, plain, atol=1e-5)
     assert len(shallow.get_ops()) < len(model.get_ops())
-    # branch 1 caches the input of the last up block: full resolution, the second-to-last block's width
-    assert list(full.output(CACHE_INPUT).get_partial_shape())[2:] == ([8, 8] if branch == 1 else [4, 4])
+    # branches 0 and 1 cache a full-resolution state (the last layer's, the last up block's), 2 a deeper one
+    assert list(full.output(CACHE_INPUT).get_partial_shape())[2:] == ([4, 4] if branch == 2 else [8, 8])
+    width = list(full.output(CACHE_INPUT).get_partial_shape())[1]
+    assert width == (4 if branch == 0 else 8)  # the last up block's own width, or the block before's
+    if branch == 0:  # the shallow part convolves in conv_in, the last layer and conv_out only
+        convs = {re.sub(r"/.*", "", op.get_friendly_name()) for op in shallow.get_ops()
+                 if op.get_type_name() == "Convolution"}
+        assert convs == {"__module.conv_in", "__module.conv_out", *(f"__module.up_blocks.2.resnets.1.{c}" for c in
+                         ("conv1", "conv2", *(("conv_shortcut.a", "conv_shortcut.b") if shortcut_split else
+                                              ("conv_shortcut",))))}
 
 
 @pytest.mark.parametrize("shortcut_split", [False, True])
-@pytest.mark.parametrize("branch", [1, 2])
+@pytest.mark.parametrize("branch", [0, 1, 2])
 def test_openvino_split_matches_the_torch_reference_on_a_stale_cache(branch, shortcut_split):
     unet = three_level_unet()
     ov_net = OpenVINOCachedNet(_converted(unet, shortcut_split), branch, precision_hint="f32")
@@ -109,21 +120,24 @@ def test_int8_shallow_part_keeps_the_quantization(tiny_model_dir, tmp_path, shor
     cal = CalibrationConfig(num_samples=8, sampling=SamplingConfig(steps=10))
     bundle, _ = quantize(quantize_job(tiny_model_dir, tmp_path / "q", cal,
                                       quantization=QuantizeConfig(split_shortcut=shortcut_split)), progress=False)
-    full, shallow = split_ir(bundle.read_model())
-    assert op_counts(shallow)["fake_quantize"] > 0
-    x = inputs(2)
-    eps, cache = infer(full, **x)
-    (again,) = infer(shallow, **x, **{CACHE_INPUT: cache})
-    np.testing.assert_allclose(again, eps, atol=1e-5)  # the cut passes the block's input to every reader
+    for branch in (0, 1):
+        full, shallow = split_ir(bundle.read_model(), branch)
+        assert op_counts(shallow)["fake_quantize"] > 0
+        x = inputs(2)
+        eps, cache = infer(full, **x)
+        (again,) = infer(shallow, **x, **{CACHE_INPUT: cache})
+        np.testing.assert_allclose(again, eps, atol=1e-5)  # the cut passes the cached value to every reader
 
 
 def test_bad_branches_and_foreign_irs():
     model = convert_unet(three_level_unet(), (3, 8, 8))
-    for branch in (0, 3):
-        with pytest.raises(ConfigError, match=r"cache branch must lie in \[1, 2\]"):
+    for branch in (-1, 3):
+        with pytest.raises(ConfigError, match=r"cache branch must lie in \[0, 2\] for this UNet, got"):
             split_ir(model, branch)
     with pytest.raises(ConfigError):
         TorchCachedNet(three_level_unet(), 3)
+    with pytest.raises(ConfigError, match=r"cache_branch must be an integer >= 0, got -1"):
+        SamplingConfig(cache_branch=-1)
     import openvino as ov
 
     p = ov.opset13.parameter([1, 3], ov.Type.f32, name="sample")

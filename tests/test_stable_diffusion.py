@@ -133,21 +133,54 @@ def test_benchmark_times_whole_images_with_deepcache(sd_int8, tmp_path):
     only = ("bf16",) if baseline == "OpenVINO bf16" else ("f32",)  # the float baseline's own row, no other
     r = benchmark(BenchmarkConfig(int8=str(bundle.path), output=str(tmp_path / "b"), iterations=2, batch_sizes=(1,),
                                   steps=steps, images=1, torch_baseline=False, float_precisions=only,
-                                  cache_intervals=(interval,)), log=lambda s: None)
+                                  cache_intervals=(interval,), cache_branch=0), log=lambda s: None)
     rows = {row["variant"]: row for row in r["rows"]}
     cached = {row["variant"]: row for row in r["deepcache"]}
     assert len(r["deepcache"]) == 2 and set(cached) == {"OpenVINO int8", baseline}
     assert cached["OpenVINO int8"]["precision_hint"] == rows["OpenVINO int8"]["precision_hint"]
     for row in cached.values():  # one image, one UNet call a step (guidance batches its two inputs)
         im = row["image"]
-        assert row["cache_interval"] == interval and im["seconds"] > 0
+        assert (row["cache_interval"], row["cache_branch"]) == (interval, 0) and im["seconds"] > 0
         assert row["end_to_end_s_per_image"] == im["seconds"] and im["images_per_s_throughput"] is None  # 1 image
         assert im["unet_calls"] == steps and im["unet_full_calls"] == len(range(0, steps, interval))
         assert row["speedup_vs_float_baseline"] == pytest.approx(rows[baseline]["image"]["seconds"] / im["seconds"],
                                                                  abs=1e-3)
     assert json.loads((tmp_path / "b" / "benchmark.json").read_text())["deepcache"] == r["deepcache"]
     md = (tmp_path / "b" / "benchmark.md").read_text()
-    assert "DeepCache: whole images" in md and f"| OpenVINO int8 | {interval} |" in md
+    assert "DeepCache: whole images (branch 0)" in md and f"| OpenVINO int8 | {interval} |" in md
+
+
+def test_deepcache_branch_0_cuts_the_ir_where_the_torch_reference_does(sd_dir, sd_fp32):
+    """Branch 0 (DeepCache's own SD setting): the cache is the state entering the last up block's last
+    layer, here a cross-attention block's output. The OpenVINO split equals diffusers' UNet hooked at
+    the same place, on a cache from another step too; the shallow IR keeps none of the deeper blocks."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from edge_dm.caching import OpenVINOCachedNet, TorchCachedNet
+
+    unet = UNet2DConditionModel.from_pretrained(sd_dir, subfolder="unet").eval()
+    ov_net = OpenVINOCachedNet(sd_fp32.read_model(), 0, sd_fp32.family, precision_hint="f32")
+    ref = TorchCachedNet(unet, 0)
+    g = np.random.default_rng(0)
+
+    def inputs(t):
+        return dict(sample=g.standard_normal((2, 4, 8, 8)).astype(np.float32), timestep=np.array([t, t], np.int64),
+                    encoder_hidden_states=g.standard_normal((2, 77, 32)).astype(np.float32))
+
+    old, new = inputs(800), inputs(600)
+    ov_eps, ov_cache = ov_net.run_full(old)
+    torch_eps, torch_cache = ref.run_full(old)
+    assert ov_cache.shape == (2, 32, 8, 8)  # full resolution, the last up block's width
+    np.testing.assert_allclose(ov_cache, torch_cache, atol=1e-4)
+    np.testing.assert_allclose(ov_eps, torch_eps, atol=1e-4)
+    np.testing.assert_allclose(ov_net.run_shallow(new, ov_cache), ref.run_shallow(new, torch_cache), atol=1e-4)
+    with torch.no_grad():  # and a stale cache does change the prediction
+        fresh = ref.run(new)[0]
+    assert np.abs(ov_net.run_shallow(new, ov_cache) - fresh).max() > 1e-3
+    kept = {op.get_friendly_name().split("/")[0] for op in ov_net.shallow_net.model.get_ops()
+            if op.get_type_name() == "Convolution"}
+    assert not any("down_blocks" in n or "up_blocks.0" in n or "mid_block" in n for n in kept), kept
 
 
 def test_benchmark_refuses_an_int8_bundle_of_another_model_before_any_work(sd_int8, tiny_model_dir, tmp_path):

@@ -279,5 +279,6 @@ class Family:
             raise BundleError(f"unreadable scheduler config in {folder}: {exc}") from None
 
     def cache_features(self, model) -> dict:
-        """DeepCache: for each up block k, the output (an openvino Output) that is the block's input."""
+        """DeepCache: where the UNet IR `model` can be cut, by branch: the output (an openvino Output)
+        whose value the shallow part reads from the cache (edge_dm.families.unet2d.cache_cuts)."""
         return {}

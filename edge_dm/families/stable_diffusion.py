@@ -37,7 +37,7 @@ from edge_dm.families.base import (
     LoadedModel,
     QuantizationPolicy,
 )
-from edge_dm.families.unet2d import up_block_inputs
+from edge_dm.families.unet2d import cache_cuts
 from edge_dm.images import to_uint8
 from edge_dm.outputs import ScratchDir, atomic_output, home
 from edge_dm.resources import shipped_prompts
@@ -313,7 +313,7 @@ class StableDiffusion(Family):
         return dict(inputs=shapes, sample_shape=list(m.sample_shape)), unet
 
     def cache_features(self, model) -> dict:
-        return up_block_inputs(model)
+        return cache_cuts(model)
 
     def for_quantization(self, m: LoadedModel, split_shortcut: bool) -> tuple[LoadedModel, dict]:
         """`m` unchanged, split or not: optimum-intel exports the pipeline from the model's folder, not

@@ -132,7 +132,43 @@ class UNet2D(Family):
         return dict(sample_shape=list(shape), inputs={"sample": [-1, *shape], "timestep": [-1]}), model
 
     def cache_features(self, model) -> dict:
-        return up_block_inputs(model)
+        return cache_cuts(model)
+
+
+def cache_cuts(model) -> dict:
+    """DeepCache's cuts by branch: b >= 1, the input of the b-th up block from the end (the shallow
+    part keeps b levels); 0, the running state entering the last up block's last layer (the shallow
+    part keeps that layer alone, DeepCache's own setting for Stable Diffusion). Empty when the names
+    OpenVINO's PyTorch frontend gives do not tell the blocks apart."""
+    inputs = up_block_inputs(model)
+    cuts = {len(inputs) - k: value for k, value in inputs.items() if k > 0}
+    last = last_layer_input(model, len(inputs) - 1) if inputs else None
+    return {**cuts, 0: last} if last is not None else cuts
+
+
+def last_layer_input(model, k: int):
+    """The output the last layer of up block `k` reads as its running state: that of the layer before
+    it (its attention if it has one, else its resnet), the one feature map that ops outside that layer
+    read (through a FakeQuantize in int8 IRs). None for a block of one layer or names that do not tell."""
+    names = [op.get_friendly_name() for op in model.get_ordered_ops()]
+    layers = {int(m.group(1)) for n in names if (m := re.match(rf"__module\.up_blocks\.{k}\.resnets\.(\d+)[./]", n))}
+    if len(layers) < 2:
+        return None
+    j = max(layers) - 1
+    kind = "attentions" if any(re.match(rf"__module\.up_blocks\.{k}\.attentions\.{j}[./]", n) for n in names) \
+        else "resnets"
+    inside = re.compile(rf"__module\.up_blocks\.{k}\.{kind}\.{j}[./]")
+    found: dict = {}
+    for op in model.get_ordered_ops():
+        if inside.match(op.get_friendly_name()) or op.get_type_name() == "FakeQuantize":
+            continue
+        for value in op.input_values():
+            while value.get_node().get_type_name() == "FakeQuantize":
+                value = value.get_node().input_value(0)
+            if inside.match(value.get_node().get_friendly_name()) and value.get_element_type().is_real() \
+                    and value.get_partial_shape().rank.get_length() == 4:  # not shape arithmetic the IR shares
+                found[(value.get_node().get_friendly_name(), value.get_index())] = value
+    return next(iter(found.values())) if len(found) == 1 else None
 
 
 def up_block_inputs(model) -> dict:

@@ -225,8 +225,8 @@ def deepcache_rows(runs: list[tuple], cfg: BenchmarkConfig, sampling, float_row:
     for name, bundle, hint in runs:
         for n in cfg.cache_intervals:
             log(f"{name} with DeepCache every {n} steps ...")
-            cached = bundle.sampling(sampling.replace(cache_interval=n))
-            row = dict(variant=name, precision_hint=hint or "default", cache_interval=n,
+            cached = bundle.sampling(sampling.replace(cache_interval=n, cache_branch=cfg.cache_branch))
+            row = dict(variant=name, precision_hint=hint or "default", cache_interval=n, cache_branch=cfg.cache_branch,
                        **whole_images(bundle, cfg.device, hint, cached, cfg.images))
             seconds = _s_per_image(row)  # 0 where a tiny model's time rounds away
             speedup = round(_s_per_image(float_row) / seconds, 3) if float_row and seconds else None
@@ -316,7 +316,8 @@ def _deepcache_table(result: dict) -> list[str]:
     t2i = "image" in rows[0]
     head = ["variant", "interval", "s per image", *(["UNet calls", "of them whole"] if t2i else []),
             f"img/s, {result['config']['images']} in flight" if t2i else "e2e img/s", "x float baseline"]
-    lines = ["", "DeepCache: whole images", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["", f"DeepCache: whole images (branch {rows[0]['cache_branch']})", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         im = r.get("image", {})
         cells = [r["variant"], r["cache_interval"], _s_per_image(r),
@@ -428,7 +429,7 @@ def benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     t2i = int8.family.conditioning.takes_prompts
     checks = Pipeline(int8)  # sizes the model cannot take, DeepCache intervals the steps cannot: before any work
     for n in (1, *cfg.cache_intervals):
-        checks.check(sampling.replace(cache_interval=n), [PROMPT] if t2i else [])
+        checks.check(sampling.replace(cache_interval=n, cache_branch=cfg.cache_branch), [PROMPT] if t2i else [])
     if int8.fp32_ir:  # unconditional int8 bundles keep the fp32 IR they were quantized from
         fp32, fp32_size = int8.with_model(int8.read_model(int8.fp32_ir), precision="fp32"), _ir_size(int8.fp32_ir)
     else:
