@@ -22,7 +22,8 @@ The stages can run on different machines (the folder W travels between them):
   row's UNet (`+vae-int8`, `+text-encoder-int8`, `+text-encoder-int8-weights`: what `edge-dm quantize
   --vae/--text-encoder` makes, calibrated alike, put beside the very same UNet), the float precision
   its images are made at (`+f32`, `+bf16`: INFERENCE_PRECISION_HINT for every component) and DeepCache
-  (`+deepcache3`: cache interval 3). `dntc+vae-int8`, `fp32+bf16`, `dntc+f32+deepcache3`.
+  (`+deepcache3`: cache interval 3; `+deepcache3b0`: at cache branch 0). `dntc+vae-int8`, `fp32+bf16`,
+  `dntc+f32+deepcache3`.
 - `images` generates --num-images images of each row with OpenVINO on this CPU (image i: seed i,
   prompt i cycling through --prompts; fp32 with INFERENCE_PRECISION_HINT f32, int8 rows at
   OpenVINO's default, as a user runs them), into W/images/ROW.K.npz (parts of --part-size images,
@@ -38,6 +39,7 @@ through OVLatentConsistencyModelPipeline, its calibration at that pipeline's def
 """
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -91,17 +93,18 @@ def _variants(row: str) -> dict:
     the plain row's (base and seed)."""
     name, seed = _split(row)
     base, *variants = name.split("+")
-    parts = dict(base=base, seed=seed, components=[], precision=None, cache_interval=1)
+    parts = dict(base=base, seed=seed, components=[], precision=None, cache_interval=1, cache_branch=1)
     for v in variants:
+        cache = re.fullmatch(r"deepcache(\d+)(?:b(\d+))?", v)
         if v in COMPONENTS and base in EDGE_ROWS:
             parts["components"].append(v)
         elif v in PRECISIONS:
             parts["precision"] = v
-        elif v.startswith("deepcache") and v[len("deepcache"):].isdigit() and int(v[len("deepcache"):]) > 1:
-            parts["cache_interval"] = int(v[len("deepcache"):])
+        elif cache and int(cache.group(1)) > 1:
+            parts["cache_interval"], parts["cache_branch"] = int(cache.group(1)), int(cache.group(2) or 1)
         else:
             raise SystemExit(f"row {row!r}: unknown variant {v!r}; a row is one of {', '.join(ROWS)}, then any of "
-                             f"+{', +'.join(COMPONENTS)} (edge-dm's rows), +f32, +bf16, +deepcacheN")
+                             f"+{', +'.join(COMPONENTS)} (edge-dm's rows), +f32, +bf16, +deepcacheN[bB]")
     if base not in ROWS:
         raise SystemExit(f"unknown row {base!r}; choose from {', '.join(ROWS)}")
     suffix = f"-s{seed}" if seed else ""
@@ -219,13 +222,15 @@ def images(a) -> dict:
         pipe = Pipeline(bundle, DeviceConfig(batch_size=a.batch_size, precision_hint=hint))
         t0 = time.perf_counter()
         with tqdm(total=a.num_images, desc=row, unit="img") as bar:
-            x = pipe.sample(a.num_images, sampling.replace(cache_interval=v["cache_interval"]), prompts, bar.update)
+            x = pipe.sample(a.num_images, sampling.replace(cache_interval=v["cache_interval"],
+                                                           cache_branch=v["cache_branch"]), prompts, bar.update)
         seconds = time.perf_counter() - t0
         for k, s in enumerate(range(0, len(x), a.part_size)):
             np.savez_compressed(folder / f"{row}.{k}.npz", images=x[s:s + a.part_size],
                                 seeds=np.arange(s, min(s + a.part_size, len(x))))
         info = dict(row=row, num_images=len(x), generate_s=round(seconds, 1), images_per_s=round(len(x) / seconds, 2),
                     batch_size=a.batch_size, precision_hint=hint or "default", cache_interval=v["cache_interval"],
+                    cache_branch=v["cache_branch"],
                     machine=machine_info())
         (folder / f"{row}.json").write_text(json.dumps(info, indent=2))
         done[row] = info

@@ -78,7 +78,7 @@ def main(argv=None) -> dict:
 
     bundle = Bundle.from_pretrained(a.bundle)
     models = {"unet": bundle.read_model()}
-    if a.cache_branch:
+    if a.cache_branch is not None:
         from edge_dm.caching import split_ir
 
         models["full"], models["shallow"] = split_ir(models["unet"], a.cache_branch, bundle.family)
@@ -102,7 +102,7 @@ def main(argv=None) -> dict:
     best = max((r for r in rows if r["part"] == "unet"), key=lambda r: r["images_per_s"])
     result = dict(bundle=str(bundle.path), device=a.device, images=a.images, repeats=a.repeats,
                   machine=machine_info(), rows=rows, best=best)
-    if a.cache_branch:  # UNet images a second of a loop that runs full once and shallow N-1 times
+    if a.cache_branch is not None:  # UNet images a second of a loop that runs full once and shallow N-1 times
         rate = {part: max(r["images_per_s"] for r in rows if r["part"] == part) for part in models}
         result["cache_branch"] = a.cache_branch
         result["cache_interval_images_per_s"] = {

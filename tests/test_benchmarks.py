@@ -17,7 +17,7 @@ def test_unet_throughput_writes_json_with_deepcache_parts(tiny_bundle, tmp_path)
     out = tmp_path / "t.json"
     r = subprocess.run([sys.executable, str(BENCHMARKS / "unet_throughput.py"), str(tiny_bundle.path),
                         "--request-batches", "4", "--streams", "auto", "--images", "8", "--repeats", "1",
-                        "--cache-branch", "1", "--output", str(out)], capture_output=True, text=True, cwd=tmp_path)
+                        "--cache-branch", "0", "--output", str(out)], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(out.read_text())
     assert {row["part"] for row in result["rows"]} == {"unet", "full", "shallow"}
@@ -106,7 +106,7 @@ def test_t2i_table5_rows_share_prompts_and_seeds(tmp_path):
     pipeline calibrations and optimum-intel's two quantizations) is int8 and runs in edge-dm's loop; images come
     back whole from their parts, the fp32 row's are the Pipeline's own for seeds 0.. and prompts cycled,
     and each int8 row is scored against them. Variant rows: `dntc+vae-int8` is dntc's very UNet with a
-    W8A8 VAE decoder beside it, `dntc+f32+deepcache2` dntc's bundle sampled at f32 with DeepCache, each
+    W8A8 VAE decoder beside it, `dntc+f32+deepcache2b0` dntc's bundle sampled at f32 with DeepCache at branch 0, each
     row's images what the Pipeline makes of its bundle with those options; an unknown variant stops
     the recipe before any work."""
     import numpy as np
@@ -131,7 +131,7 @@ def test_t2i_table5_rows_share_prompts_and_seeds(tmp_path):
             "--output", str(out), "--rows"]
     r = subprocess.run(args + ["fp32,dntc+bogus"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode != 0 and "unknown variant 'bogus'" in r.stderr and not work.exists()
-    variants = ["dntc+vae-int8", "dntc+f32+deepcache2"]
+    variants = ["dntc+vae-int8", "dntc+f32+deepcache2b0"]
     r = subprocess.run(args + [",".join(["fp32", "dntc", "pipeline", "optimum-hybrid", "optimum-int8"] + variants)],
                        capture_output=True, text=True, cwd=tmp_path)  # uniform: dntc's path, another kind
     assert r.returncode == 0, r.stderr[-3000:]
@@ -145,7 +145,7 @@ def test_t2i_table5_rows_share_prompts_and_seeds(tmp_path):
     assert sorted(p.name for p in (work / "images").glob("fp32.*.npz")) == ["fp32.0.npz", "fp32.1.npz"]
     for name, row in rows.items():
         assert row["num_images"] == 5 and set(row["class_accuracy"]["by_class"]) == {"horse", "ship"}
-        unet = Bundle.from_pretrained(work / "bundles" / name.replace("+f32+deepcache2", "")).read_model()
+        unet = Bundle.from_pretrained(work / "bundles" / name.replace("+f32+deepcache2b0", "")).read_model()
         timestep = next(i for i in unet.inputs if i.get_partial_shape().rank.get_length() == 1)
         assert timestep.get_partial_shape().is_dynamic  # optimum's [1] re-saved as one per sample
         assert (row["ops"]["fake_quantize"] > 0) == (name != "fp32")
@@ -157,14 +157,16 @@ def test_t2i_table5_rows_share_prompts_and_seeds(tmp_path):
     assert op_counts(vae8.read_model("vae_decoder"))["fake_quantize"] > 0
     assert op_counts(dntc.read_model("vae_decoder"))["fake_quantize"] == 0
     assert rows["dntc+vae-int8"]["components"] == {"vae_decoder": "int8"}
-    assert rows["dntc+f32+deepcache2"]["images"]["cache_interval"] == 2
+    assert (rows["dntc+f32+deepcache2b0"]["images"]["cache_interval"], rows["dntc+f32+deepcache2b0"]["images"]
+            ["cache_branch"]) == (2, 0)
     cycled = [prompts[i % 3] for i in range(5)]
     for name, bundle, hint, interval in (("fp32", "fp32", "f32", 1), ("dntc+vae-int8", "dntc+vae-int8", None, 1),
-                                         ("dntc+f32+deepcache2", "dntc", "f32", 2)):
+                                         ("dntc+f32+deepcache2b0", "dntc", "f32", 2)):  # branch 0 when cached
         images = np.concatenate([np.load(work / "images" / f"{name}.{k}.npz")["images"] for k in (0, 1)])
         pipe = Pipeline(Bundle.from_pretrained(work / "bundles" / bundle),
                         DeviceConfig(batch_size=2, precision_hint=hint))
-        own = pipe.sample(5, SamplingConfig(steps=3, guidance_scale=3.0, cache_interval=interval), cycled)
+        own = pipe.sample(5, SamplingConfig(steps=3, guidance_scale=3.0, cache_interval=interval,
+                                            cache_branch=0 if interval > 1 else 1), cycled)
         np.testing.assert_array_equal(images, own)
 
 

@@ -61,7 +61,8 @@ def test_generate_with_deepcache(tiny_bundle, tmp_path):
     assert r.exit_code == 0, r.output
     assert '"cache_interval": 2' in (tmp_path / "s" / "generate.json").read_text()
     r = run(*args, "--cache-branch", 2, "--output", tmp_path / "t")  # the tiny UNet has 2 up blocks
-    assert r.exit_code == 1 and r.output.startswith("Error: cache branch must lie in [1, 1]"), r.output
+    assert r.exit_code == 1, r.output
+    assert r.output.startswith("Error: cache branch must lie in [0, 1] for this UNet, got 2"), r.output
     assert not (tmp_path / "t").exists()
 
 
