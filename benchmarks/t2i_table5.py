@@ -22,7 +22,7 @@ The stages can run on different machines (the folder W travels between them):
   row's UNet (`+vae-int8`, `+text-encoder-int8`, `+text-encoder-int8-weights`: what `edge-dm quantize
   --vae/--text-encoder` makes, calibrated alike, put beside the very same UNet), the float precision
   its images are made at (`+f32`, `+bf16`: INFERENCE_PRECISION_HINT for every component) and DeepCache
-  (`+deepcache3`: cache interval 3; `+deepcache3b0`: at cache branch 0). `dntc+vae-int8`, `fp32+bf16`,
+  (`+deepcache3`: cache interval 3 at cache branch 1; `+deepcache3b0`: at branch 0). `dntc+vae-int8`, `fp32+bf16`,
   `dntc+f32+deepcache3`.
 - `images` generates --num-images images of each row with OpenVINO on this CPU (image i: seed i,
   prompt i cycling through --prompts; fp32 with INFERENCE_PRECISION_HINT f32, int8 rows at

@@ -4,10 +4,11 @@ Adjacent denoising steps change the UNet's deep, low-resolution features very li
 `cache_interval` N, every N-th step runs the whole UNet and keeps the input of one up block (the
 *cache*: what the deeper part of the network handed up). The N-1 steps after it run only the
 *shallow* part: conv_in, the first `branch` down blocks and the last `branch` up blocks, reading
-the deeper features from the cache. Branch 1 (the default) keeps the full-resolution level only.
-Branch 0 is DeepCache's own setting for Stable Diffusion (its `cache_branch_id=0`): the cache is the
-running state entering the last up block's last layer, and the shallow part runs conv_in, that layer
-and conv_out, so on a UNet whose full-resolution level is its costliest it saves far more.
+the deeper features from the cache. Branch 1 keeps the full-resolution level only. Branch 0 is
+DeepCache's own setting for Stable Diffusion (its `cache_branch_id=0`): the cache is the running state
+entering the last up block's last layer, and the shallow part runs conv_in, that layer and conv_out,
+so on a UNet whose full-resolution level is its costliest it saves far more. Each family names its
+default (SamplingConfig.cache_branch): 0 for text to image, 1 for unconditional UNets.
 No retraining, no new weights: the shallow model is cut out of the same IR, so an int8 bundle's
 shallow part has exactly its quantization. Where the cut is comes from the model's family.
 

@@ -120,7 +120,8 @@ cache_options = _options(
     _opt(SamplingConfig, "cache_interval", type=int,
          help="DeepCache: run the whole UNet every N-th step and reuse its deep features between (1: off)"),
     _opt(SamplingConfig, "cache_branch", type=int, help="DeepCache: UNet levels the cheap steps still run "
-         "(0: only the last up layer, DeepCache's own setting for Stable Diffusion)"),
+         "(0: only the last up layer, DeepCache's own setting for Stable Diffusion)  "
+         "[default: the model's: 0 for text to image, 1 unconditional]"),
 )
 device_options = _options(
     _opt(DeviceConfig, "device", help="OpenVINO device: CPU, GPU, NPU, AUTO, MULTI:..."),
@@ -506,7 +507,7 @@ def evaluate(prompt, prompts_file, **kwargs):
               help="DeepCache intervals to time whole images at, comma-separated, for int8 and the float a user "
                    "would pick on this CPU (bf16 with AMX, else f32)  [default: none]")
 @_opt(BenchmarkConfig, "cache_branch", type=int, help="DeepCache branch of --cache-intervals: UNet levels the "
-      "cheap steps still run (0: only the last up layer)")
+      "cheap steps still run (0: only the last up layer)  [default: the model's]")
 @click.option("--no-torch", is_flag=True, help="skip the torch eager baseline")
 @click.option("--min-int8-speedup", "min_int8_speedup",
               help="fail when int8 at batch 1 is below this many times the float a user would pick here "

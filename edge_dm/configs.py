@@ -117,13 +117,14 @@ class SamplingConfig(Config):
     width: int | None = None
     negative_prompt: str = ""  # text-to-image: what guidance steers away from
     cache_interval: int = 1  # DeepCache: run the whole UNet every N-th step, its shallow part between (1: off)
-    cache_branch: int = 1  # DeepCache: levels the shallow part keeps (1: the full-resolution one; 0: its last layer)
+    cache_branch: int | None = None  # DeepCache: levels the shallow part keeps (1: the full-resolution one; 0: its
+    # last layer alone, the family default of text to image)
 
     def __post_init__(self):
         if self.scheduler is not None:
             _choice("scheduler", self.scheduler, tuple(SCHEDULERS))
         _positive(cache_interval=self.cache_interval)
-        _non_negative(cache_branch=self.cache_branch)
+        _non_negative(**({} if self.cache_branch is None else dict(cache_branch=self.cache_branch)))
         _positive_if_set(steps=self.steps, height=self.height, width=self.width)
         _finite(guidance_scale=self.guidance_scale)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 63:
@@ -428,7 +429,7 @@ class BenchmarkConfig(Config):
     torch_baseline: bool = True
     float_precisions: tuple = ("f32", "bf16", "f16")  # OpenVINO float variants to time, where the device has them
     cache_intervals: tuple = ()  # DeepCache intervals to time whole images at, for int8 and the float baseline
-    cache_branch: int = 1  # the DeepCache branch of those images (SamplingConfig.cache_branch)
+    cache_branch: int | None = None  # DeepCache branch of those images (SamplingConfig's; None: the model's)
     int8: str | None = None  # an int8 bundle; default: the cached one of `model`, quantized if missing
     # the CI gate: fail when int8 is slower at batch 1 than this many times the float variant a user
     # would pick on this CPU (benchmark.float_baseline); one number for every CPU, or one per CPU class
@@ -438,7 +439,7 @@ class BenchmarkConfig(Config):
     def __post_init__(self):
         _positive(iterations=self.iterations, images=self.images)
         _positive_if_set(steps=self.steps, height=self.height, width=self.width)
-        _non_negative(cache_branch=self.cache_branch)
+        _non_negative(**({} if self.cache_branch is None else dict(cache_branch=self.cache_branch)))
         for p in self.float_precisions:
             _choice("float_precisions", p, ("f32", "bf16", "f16"))
         if not self.batch_sizes:

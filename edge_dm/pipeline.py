@@ -152,7 +152,7 @@ class Pipeline:
     def __call__(self, prompt: str | list[str] | None = None, *, negative_prompt: str = "",
                  num_images: int | None = None, steps: int | None = None, seed: int = 0,
                  scheduler: str | None = None, guidance_scale: float | None = None, height: int | None = None,
-                 width: int | None = None, cache_interval: int = 1, cache_branch: int = 1,
+                 width: int | None = None, cache_interval: int = 1, cache_branch: int | None = None,
                  output_type: str = "pil", progress=None) -> PipelineOutput:
         """Generate images, as a diffusers pipeline does.
 
@@ -165,7 +165,8 @@ class Pipeline:
             scheduler: a diffusers scheduler by edge-dm's name (edge_dm.configs.SCHEDULERS; default: the model's).
             guidance_scale: text-to-image: classifier-free guidance, 1 for none (default: the model's).
             height, width: text-to-image: image size in pixels (default: the model's).
-            cache_interval, cache_branch: DeepCache (edge_dm.caching); interval 1 is off.
+            cache_interval, cache_branch: DeepCache (edge_dm.caching); interval 1 is off (default: the
+                model's branch).
             output_type: "pil" for PIL images, "np" for one uint8 array (N, H, W, 3).
             progress: a callable given the number of images each finished batch adds.
 

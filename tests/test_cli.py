@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -59,7 +61,8 @@ def test_generate_with_deepcache(tiny_bundle, tmp_path):
     args = ["generate", "--model", tiny_bundle.path, "--num-images", 2, "--steps", 4, "--cache-interval", 2]
     r = run(*args, "--output", tmp_path / "s")
     assert r.exit_code == 0, r.output
-    assert '"cache_interval": 2' in (tmp_path / "s" / "generate.json").read_text()
+    written = json.loads((tmp_path / "s" / "generate.json").read_text())["config"]["sampling"]
+    assert (written["cache_interval"], written["cache_branch"]) == (2, 1)  # an unconditional model's branch
     r = run(*args, "--cache-branch", 2, "--output", tmp_path / "t")  # the tiny UNet has 2 up blocks
     assert r.exit_code == 1, r.output
     assert r.output.startswith("Error: cache branch must lie in [0, 1] for this UNet, got 2"), r.output
@@ -86,7 +89,6 @@ def test_models_and_devices_list():
 
 
 def test_evaluate_folder_against_a_folder_reference_caches_the_stats(tmp_path):
-    import json
     import os
     from pathlib import Path
 

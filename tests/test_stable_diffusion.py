@@ -133,7 +133,7 @@ def test_benchmark_times_whole_images_with_deepcache(sd_int8, tmp_path):
     only = ("bf16",) if baseline == "OpenVINO bf16" else ("f32",)  # the float baseline's own row, no other
     r = benchmark(BenchmarkConfig(int8=str(bundle.path), output=str(tmp_path / "b"), iterations=2, batch_sizes=(1,),
                                   steps=steps, images=1, torch_baseline=False, float_precisions=only,
-                                  cache_intervals=(interval,), cache_branch=0), log=lambda s: None)
+                                  cache_intervals=(interval,)), log=lambda s: None)  # the family's branch: 0
     rows = {row["variant"]: row for row in r["rows"]}
     cached = {row["variant"]: row for row in r["deepcache"]}
     assert len(r["deepcache"]) == 2 and set(cached) == {"OpenVINO int8", baseline}

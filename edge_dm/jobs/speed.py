@@ -226,8 +226,8 @@ def deepcache_rows(runs: list[tuple], cfg: BenchmarkConfig, sampling, float_row:
         for n in cfg.cache_intervals:
             log(f"{name} with DeepCache every {n} steps ...")
             cached = bundle.sampling(sampling.replace(cache_interval=n, cache_branch=cfg.cache_branch))
-            row = dict(variant=name, precision_hint=hint or "default", cache_interval=n, cache_branch=cfg.cache_branch,
-                       **whole_images(bundle, cfg.device, hint, cached, cfg.images))
+            row = dict(variant=name, precision_hint=hint or "default", cache_interval=n,
+                       cache_branch=cached.cache_branch, **whole_images(bundle, cfg.device, hint, cached, cfg.images))
             seconds = _s_per_image(row)  # 0 where a tiny model's time rounds away
             speedup = round(_s_per_image(float_row) / seconds, 3) if float_row and seconds else None
             row["speedup_vs_float_baseline"] = speedup
