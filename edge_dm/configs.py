@@ -78,9 +78,9 @@ def _positive(**values):
             raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
 
 
-def _non_negative(**values):
+def _non_negative_if_set(**values):
     for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise ConfigError(f"`{name}` must be an integer >= 0, got {value!r}")
 
 
@@ -124,7 +124,7 @@ class SamplingConfig(Config):
         if self.scheduler is not None:
             _choice("scheduler", self.scheduler, tuple(SCHEDULERS))
         _positive(cache_interval=self.cache_interval)
-        _non_negative(**({} if self.cache_branch is None else dict(cache_branch=self.cache_branch)))
+        _non_negative_if_set(cache_branch=self.cache_branch)
         _positive_if_set(steps=self.steps, height=self.height, width=self.width)
         _finite(guidance_scale=self.guidance_scale)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 63:
@@ -439,7 +439,7 @@ class BenchmarkConfig(Config):
     def __post_init__(self):
         _positive(iterations=self.iterations, images=self.images)
         _positive_if_set(steps=self.steps, height=self.height, width=self.width)
-        _non_negative(**({} if self.cache_branch is None else dict(cache_branch=self.cache_branch)))
+        _non_negative_if_set(cache_branch=self.cache_branch)
         for p in self.float_precisions:
             _choice("float_precisions", p, ("f32", "bf16", "f16"))
         if not self.batch_sizes:
