@@ -72,21 +72,27 @@ class Config:
         return cls(**kwargs)
 
 
+def _integers(minimum: int, what: str, **values):
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"`{name}` must be {what}, got {value!r}")
+
+
 def _positive(**values):
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
+    _integers(1, "a positive integer", **values)
 
 
-def _non_negative_if_set(**values):
-    for name, value in values.items():
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise ConfigError(f"`{name}` must be an integer >= 0, got {value!r}")
+def _set(values: dict) -> dict:
+    """The options of `values` that are set (None means "not set": a default chosen elsewhere)."""
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _positive_if_set(**values):
-    """Like _positive, for options whose None means "not set" (a default chosen elsewhere)."""
-    _positive(**{name: value for name, value in values.items() if value is not None})
+    _positive(**_set(values))
+
+
+def _non_negative_if_set(**values):
+    _integers(0, "an integer >= 0", **_set(values))
 
 
 def _finite(**values):

@@ -150,7 +150,8 @@ def last_layer_input(model, k: int):
     """The output the last layer of up block `k` reads as its running state: that of the layer before
     it (its attention if it has one, else its resnet), the one feature map that ops outside that layer
     read (through a FakeQuantize in int8 IRs). None for a block of one layer or names that do not tell."""
-    names = [op.get_friendly_name() for op in model.get_ordered_ops()]
+    ops = model.get_ordered_ops()
+    names = [op.get_friendly_name() for op in ops]
     layers = {int(m.group(1)) for n in names if (m := re.match(rf"__module\.up_blocks\.{k}\.resnets\.(\d+)[./]", n))}
     if len(layers) < 2:
         return None
@@ -159,7 +160,7 @@ def last_layer_input(model, k: int):
         else "resnets"
     inside = re.compile(rf"__module\.up_blocks\.{k}\.{kind}\.{j}[./]")
     found: dict = {}
-    for op in model.get_ordered_ops():
+    for op in ops:
         if inside.match(op.get_friendly_name()) or op.get_type_name() == "FakeQuantize":
             continue
         for value in op.input_values():
