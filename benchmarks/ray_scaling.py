@@ -74,13 +74,13 @@ def on_ray(bundle, workers: int, cpus: int, a) -> dict:
 
 def measure(bundle, layouts: list, cores: list, a) -> tuple[dict, dict]:
     """Each layout's runs and each core count's baseline, `a.rounds` interleaved rounds of them, on
-    one embedded Ray started here for every layout."""
+    one embedded Ray started here for every layout, after the first baseline (Ray brings up its
+    processes on the same cores as it starts)."""
     import ray
 
     from edge_dm.jobs.cluster import init_ray
 
     baselines, runs = {}, {}  # cores -> each round's baseline; layout -> each round's run
-    init_ray(ray, "local")
     try:
         for round_ in range(1, a.rounds + 1):
             for workers, cpus in layouts:
@@ -89,6 +89,8 @@ def measure(bundle, layouts: list, cores: list, a) -> tuple[dict, dict]:
                     baselines[total].append(baseline(str(bundle.path), cores[:total], a))
                     print(f"round {round_}, one process on {total} cores: {baselines[total][-1]['images_per_s']} "
                           "images/s", file=sys.stderr)
+                if not ray.is_initialized():
+                    init_ray(ray, "local")
                 runs.setdefault((workers, cpus), []).append(on_ray(bundle, workers, cpus, a))
                 print(f"round {round_}, {workers}x{cpus}: {runs[workers, cpus][-1]['images_per_s']} images/s",
                       file=sys.stderr)
