@@ -61,6 +61,10 @@ class BenchmarkError(EdgeDMError):
     """A benchmark ran but missed the speed-up it was asked to hold."""
 
 
+class ClusterError(EdgeDMError):
+    """The Ray cluster does not answer, cannot place the workers asked for, or keeps losing them."""
+
+
 def interrupted(exc: BaseException) -> bool:
     """Whether a library error is a KeyboardInterrupt (Ctrl-C, or SIGTERM as edge-dm maps it) that the
     library wrapped into an exception of its own (OpenVINO's converters and optimum's exporters carry

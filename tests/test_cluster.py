@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from edge_dm.configs import ClusterConfig, DeviceConfig, EvaluateConfig, GenerateConfig, SamplingConfig
-from edge_dm.errors import ConfigError
+from edge_dm.errors import ClusterError, ConfigError
 from edge_dm.jobs import evaluate, generate
-from edge_dm.jobs.cluster import ClusterError, SeedRanges, Shard, layout, pack_bundle, pick_cores, shard_size
+from edge_dm.jobs.cluster import layout
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray = pytest.importorskip("ray")
@@ -57,26 +57,7 @@ def generate_config(bundle, output, num_images=24, sampling=SAMPLING, **job) -> 
                           runtime=RUNTIME, **job)
 
 
-# --- the plan, without Ray ------------------------------------------------------------------------
-
-def test_seed_ranges_hand_out_every_image_once_and_resume_around_finished_shards():
-    todo = SeedRanges(20, done=[Shard(4, 4), Shard(12, 2)])
-    assert todo.remaining == 14 and todo.ranges == [[0, 4], [8, 12], [14, 20]]
-    shards = []
-    while todo.remaining:
-        shards.append(todo.take(3))
-    assert shards == [Shard(0, 3), Shard(3, 1), Shard(8, 3), Shard(11, 1), Shard(14, 3), Shard(17, 3)]
-    todo.give_back(Shard(8, 3))  # its worker died: handed out again, first
-    todo.give_back(Shard(11, 1))
-    assert todo.ranges == [[8, 12]] and todo.take(10) == Shard(8, 4) and todo.take(1) is None
-
-
-def test_shards_are_whole_rounds_of_batches_and_shrink_as_the_job_ends():
-    assert shard_size(10_000, 4, 32) == 32 * 20  # a quarter of a worker's share, 625, in rounds of 32
-    assert shard_size(10_000, 1, 32) == 32 * 32  # at most 32 rounds
-    assert shard_size(100, 4, 32) == 32 and shard_size(1, 4, 32) == 32  # never less than a round
-    assert shard_size(10_000, 4, 32, fixed=7) == 7
-
+# --- the layout and the config, without Ray -------------------------------------------------------
 
 def test_layout_places_workers_by_the_nodes_cpus_or_says_why():
     assert layout(ClusterConfig(), [16]) == (4, 4)
@@ -89,12 +70,6 @@ def test_layout_places_workers_by_the_nodes_cpus_or_says_why():
         layout(ClusterConfig(cpus_per_worker=8), [4, 4])
 
 
-def test_workers_on_one_machine_get_cores_of_their_own():
-    assert pick_cores([0, 1, 2, 3], set(), 2) == [0, 1]
-    assert pick_cores([0, 1, 2, 3], {0, 1}, 2) == [2, 3]
-    assert pick_cores([0, 1, 2, 3], {0, 1, 2}, 2) is None  # not enough left: not pinned
-
-
 def test_cluster_config_checks_itself():
     for bad, option in [(dict(address=""), "address"), (dict(workers=0), "workers"),
                         (dict(cpus_per_worker=-1), "cpus_per_worker"), (dict(timeout_s=0), "timeout_s"),
@@ -104,17 +79,6 @@ def test_cluster_config_checks_itself():
         assert err.value.template.startswith(f"`{option}` must")
     cfg = GenerateConfig(cluster=ClusterConfig(address="ray://head:10001", workers=2))
     assert GenerateConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-
-
-def test_a_packed_bundle_carries_what_a_worker_runs_and_no_calibration_set(tiny_int8, tmp_path):
-    from edge_dm.jobs.cluster import unpack_bundle
-
-    bundle, _ = tiny_int8
-    files = pack_bundle(bundle)
-    assert "calibration.npz" not in files and ".edge-dm" not in files and "recipe.json" in files
-    assert (bundle.path / "calibration.npz").exists()
-    copy = unpack_bundle(files, tmp_path / "copy")
-    assert copy.precision == "int8" and copy.ir().read_bytes() == bundle.ir().read_bytes()
 
 
 # --- bad input, one line, before any work ---------------------------------------------------------

@@ -16,7 +16,8 @@ edge_dm.jobs.cluster: connect, sample_on_cluster).
 Python callers may use these or the steps below them (edge_dm.load_model, calibrate, quantize_model,
 Pipeline).
 """
-from edge_dm.jobs.cluster import ClusterError, ClusterJob, connect, sample_on_cluster
+from edge_dm.errors import ClusterError
+from edge_dm.jobs.cluster import ClusterJob, connect, sample_on_cluster
 from edge_dm.jobs.conversion import export
 from edge_dm.jobs.evaluation import evaluate
 from edge_dm.jobs.generation import generate

@@ -12,10 +12,11 @@ How it works:
 - One worker (a Ray actor, `ShardWorker`) per `cpus_per_worker` CPUs. The bundle reaches it through
   Ray's object store as the bytes of its files (`pack_bundle`), unpacked into a private temporary
   folder on the worker (edge_dm.outputs.ScratchDir): no shared file system is needed. Each worker
-  is pinned to cores of its own on its machine (`pick_cores`), where the machine has enough.
+  is pinned to cores of its own on its machine (`pick_cores`), where the machine has enough. What
+  runs on the workers is edge_dm.jobs.workers.
 - The job's images [0, num_images) are cut into shards, contiguous ranges of image indices (image i
-  comes from seed `sampling.seed + i`), handed out as workers finish (`SeedRanges`), large first and
-  smaller towards the end so that the workers finish together. A shard is generated with the same
+  comes from seed `sampling.seed + i`), handed out as workers finish (edge_dm.jobs.shards), large
+  first and smaller towards the end so that the workers finish together. A shard is generated with the same
   Pipeline, batch size and seeds as in one process, so its images are the same bytes.
 - With `feature_device`, a worker also computes the FID Inception features of its images; the
   driver sums them per shard into edge_dm.metrics.FeatureSums, which merge exactly.
@@ -27,109 +28,29 @@ How it works:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import io
 import json
 import logging
-import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from edge_dm.bundle import CALIBRATION, Bundle, open_bundle
+from edge_dm.bundle import Bundle
 from edge_dm.configs import ClusterConfig, DeviceConfig, SamplingConfig
-from edge_dm.errors import EdgeDMError, library_reason
+from edge_dm.errors import ClusterError, EdgeDMError, library_reason
 from edge_dm.jobs.progress import bar
-from edge_dm.metrics import FeatureSums, _feature_module, inception_features, load_inception  # _feature_module: below
-from edge_dm.outputs import MARKER, ScratchDir, clean_stale, home, write_atomic
-from edge_dm.pipeline import Pipeline
-from edge_dm.sampling import check_steps
+from edge_dm.jobs.shards import SeedRanges, WorkFolder, shard_size
+from edge_dm.jobs.workers import ShardWorker, bundle_fingerprint, pack_bundle, pick_cores, usable_cpus
+from edge_dm.metrics import FeatureSums
 
 DEFAULT_CPUS_PER_WORKER = 4
-MAX_SHARD_BATCHES = 32  # the largest automatic shard, in rounds of batches over a worker's streams
 QUEUED_PER_WORKER = 2  # shards handed to a worker at once: one running, one waiting, so it never idles
 MAX_ATTEMPTS = 3  # runs of one shard before the job gives up
-
-
-class ClusterError(EdgeDMError):
-    """The Ray cluster does not answer, cannot place the workers asked for, or keeps losing them."""
-
-
-# --- the seed ranges ------------------------------------------------------------------------------
-
-@dataclass(frozen=True, order=True)
-class Shard:
-    """Images [start, start + count) of a job: image i comes from seed sampling.seed + i."""
-    start: int
-    count: int
-
-    @property
-    def end(self) -> int:
-        return self.start + self.count
-
-
-class SeedRanges:
-    """The images of a job not yet handed out, as sorted disjoint [start, end) ranges."""
-
-    def __init__(self, num_images: int, done=()):
-        self.ranges: list[list[int]] = [[0, num_images]]
-        for shard in done:
-            self._remove(shard)
-
-    @property
-    def remaining(self) -> int:
-        return sum(end - start for start, end in self.ranges)
-
-    def take(self, count: int) -> Shard | None:
-        """The next shard, of at most `count` images from the first range left; None when none is left."""
-        if not self.ranges:
-            return None
-        start, end = self.ranges[0]
-        shard = Shard(start, min(count, end - start))
-        self._remove(shard)
-        return shard
-
-    def give_back(self, shard: Shard) -> None:
-        """Put a shard that did not finish back, to be handed out again (before anything later)."""
-        self.ranges.append([shard.start, shard.end])
-        self.ranges.sort()
-        merged: list[list[int]] = []
-        for start, end in self.ranges:
-            if merged and merged[-1][1] == start:
-                merged[-1][1] = end
-            else:
-                merged.append([start, end])
-        self.ranges = merged
-
-    def _remove(self, shard: Shard) -> None:
-        out = []
-        for start, end in self.ranges:
-            if end <= shard.start or start >= shard.end:
-                out.append([start, end])
-                continue
-            if start < shard.start:
-                out.append([start, shard.start])
-            if shard.end < end:
-                out.append([shard.end, end])
-        self.ranges = out
-
-
-def shard_size(remaining: int, workers: int, unit: int, fixed: int | None = None) -> int:
-    """Images of the next shard: `fixed` if given; else about a quarter of a worker's share of what
-    remains, in whole `unit`s (one round of batches over a worker's streams) and at most
-    MAX_SHARD_BATCHES units, so shards shrink as the job ends and the workers finish together."""
-    if fixed:
-        return fixed
-    share = math.ceil(remaining / (4 * workers))
-    return unit * min(max(1, math.ceil(share / unit)), MAX_SHARD_BATCHES)
 
 
 # --- connecting -----------------------------------------------------------------------------------
@@ -280,212 +201,6 @@ def connect(cfg: ClusterConfig):
     finally:
         if started:
             ray.shutdown()
-
-
-# --- the bundle on the workers ----------------------------------------------------------------------
-
-def pack_bundle(bundle: Bundle) -> dict[str, bytes]:
-    """The files a worker needs to run `bundle`, by their path in it, as bytes: all but the
-    calibration set, the fp32 copy of the denoiser, edge-dm's marker and temporary files."""
-    fp32 = bundle.family.layout.fp32_copy
-    skip = {MARKER, CALIBRATION} | ({fp32, str(Path(fp32).with_suffix(".bin"))} if fp32 else set())
-    files = {}
-    for path in sorted(bundle.path.rglob("*")):
-        rel = path.relative_to(bundle.path).as_posix()
-        if path.is_file() and rel not in skip and ".partial-" not in path.name:
-            files[rel] = path.read_bytes()
-    return files
-
-
-def unpack_bundle(files: dict[str, bytes], folder: Path) -> Bundle:
-    """The bundle of pack_bundle's `files`, written into `folder`."""
-    for rel, data in files.items():
-        path = Path(folder) / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return open_bundle(folder)
-
-
-def bundle_fingerprint(bundle: Bundle) -> str:
-    """A key that changes with the bundle's files: their paths, sizes and modification times."""
-    h = hashlib.sha1(str(bundle.path.resolve()).encode())
-    for path in sorted(p for p in bundle.path.rglob("*") if p.is_file() and ".partial-" not in p.name):
-        st = path.stat()
-        h.update(f"{path.relative_to(bundle.path)}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
-def usable_cpus() -> list[int]:
-    """The CPUs this process may run on (taskset, a container's cpuset), all of them where the
-    system cannot tell (no sched_getaffinity)."""
-    if hasattr(os, "sched_getaffinity"):
-        return sorted(os.sched_getaffinity(0))
-    return list(range(os.cpu_count() or 1))
-
-
-def pick_cores(cpus: list[int], taken: set[int], count: int) -> list[int] | None:
-    """The first `count` of a machine's `cpus` not `taken` by another worker there, or None (the
-    worker is not pinned) where fewer are free."""
-    free = [c for c in cpus if c not in taken]
-    return free[:count] if len(free) >= count else None
-
-
-def pin_process(cores: list[int]) -> None:
-    """Pin every thread of this process (Ray's own included) and those it starts to `cores`: OpenVINO
-    then runs its streams on those cores only. Linux only; elsewhere nothing is pinned."""
-    if not (hasattr(os, "sched_setaffinity") and os.path.isdir("/proc/self/task")):
-        return
-    for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(int(tid), cores)
-
-
-class FeatureNet:
-    """The FID Inception network on a worker, loaded once and run on the images of every shard. For
-    `openvino` it is converted and compiled once, from the torch module (metrics._feature_module)
-    and with the options edge_dm.metrics converts and compiles it with on each call."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.net = load_inception(device="cpu" if device == "openvino" else device)
-        self.compiled = self._compile() if device == "openvino" else None
-
-    def _compile(self):
-        import openvino as ov
-        import torch
-
-        model = ov.convert_model(_feature_module(self.net), example_input=torch.zeros(2, 3, 32, 32),
-                                 input=[([-1, 3, -1, -1], ov.Type.f32)])
-        return ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT",
-                                                      "INFERENCE_PRECISION_HINT": "f32"})
-
-    def __call__(self, images: np.ndarray, batch_size: int = 50) -> dict:
-        """{"pool": (N, 2048), "spatial": (N, 2023)} float64, as edge_dm.metrics.inception_features."""
-        if self.compiled is None:
-            return inception_features(images, batch_size, self.device, net=self.net)
-        import openvino as ov
-
-        queue = ov.AsyncInferQueue(self.compiled, max(1, int(self.compiled.get_property(
-            "OPTIMAL_NUMBER_OF_INFER_REQUESTS"))))
-        starts = range(0, len(images), batch_size)
-        outs: list = [None] * len(starts)
-
-        def done(request, i):
-            outs[i] = tuple(request.get_output_tensor(k).data.astype(np.float64) for k in (0, 1))
-
-        queue.set_callback(done)
-        for i, s in enumerate(starts):
-            queue.start_async({0: np.ascontiguousarray(images[s:s + batch_size].transpose(0, 3, 1, 2),
-                                                       dtype=np.float32)}, i)
-        queue.wait_all()
-        return {"pool": np.concatenate([o[0] for o in outs]), "spatial": np.concatenate([o[1] for o in outs])}
-
-
-class ShardWorker:
-    """A Ray actor (created by ClusterSession) that holds one bundle compiled on its device and makes
-    shards of a job: `where` tells the driver its machine, `load` pins it and compiles, `run` makes
-    a shard's images (and their Inception features)."""
-
-    def where(self) -> dict:
-        """Its machine (host name and address) and the CPUs it may run on."""
-        return dict(host=f"{socket.gethostname()}/{_address()}", cpus=usable_cpus())
-
-    def load(self, files: dict, runtime: DeviceConfig, sampling: SamplingConfig, cores: list[int] | None,
-             feature_device: str | None) -> dict:
-        """Pin to `cores` (None: not pinned), unpack and compile the bundle for `sampling` (and the
-        Inception network for `feature_device`), and build its scheduler once (importing diffusers
-        and torch), so the first shard runs at full speed; returns the batches it runs at once (its
-        streams)."""
-        if cores:
-            pin_process(cores)
-        self.scratch = ScratchDir()
-        self.pipe = Pipeline(unpack_bundle(files, self.scratch.path), runtime)
-        self.features = FeatureNet(feature_device) if feature_device else None
-        check_steps(sampling.scheduler, self.pipe.bundle.scheduler_config, sampling.steps)
-        return dict(parallel=self.pipe.denoiser(sampling).net.parallel)  # compiles
-
-    def run(self, shard: Shard, sampling: SamplingConfig, prompts: list, keep_images: bool) -> dict:
-        """Images (uint8, N x H x W x 3, if `keep_images`) and features (float32, exactly as computed)
-        of `shard`, and how long they took."""
-        t0 = time.perf_counter()
-        images = self.pipe.sample(shard.count, sampling.replace(seed=sampling.seed + shard.start), prompts)
-        den = self.pipe.last_denoiser
-        out = dict(images=images if keep_images else None, seconds=time.perf_counter() - t0, unet_calls=den.calls,
-                   unet_seconds=den.seconds, parallel=den.parallel)
-        if self.features is not None:
-            t1 = time.perf_counter()
-            feats = self.features(images)
-            out.update(pool=feats["pool"].astype(np.float32), spatial=feats["spatial"].astype(np.float32),
-                       feature_seconds=time.perf_counter() - t1)
-        return out
-
-
-def _address() -> str:
-    with contextlib.suppress(Exception):
-        import ray
-
-        return ray.util.get_node_ip_address()
-    return "?"
-
-
-# --- the work folder ------------------------------------------------------------------------------
-
-class WorkFolder:
-    """Finished shards of one job, kept under home()/runs/<key> until the job's output is written,
-    so that a run killed midway resumes. One run at a time holds it (a lock on `.lock`); partial
-    files of killed runs are removed on entry (edge_dm.outputs.clean_stale)."""
-
-    def __init__(self, key: str, description: dict):
-        self.path = home() / "runs" / key
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            clean_stale(self.path)
-            self._lock = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as exc:
-            raise ClusterError(f"cannot use the work folder {self.path}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock)
-            raise ClusterError(f"another edge-dm run is working on this job (work folder {self.path}); "
-                               "wait for it to finish") from None
-        if not (self.path / "job.json").exists():
-            write_atomic(self.path / "job.json", json.dumps(description, indent=2, sort_keys=True, default=str))
-
-    def done(self) -> list[Shard]:
-        shards = []
-        for path in self.path.glob("shard-*.npz"):
-            m = re.fullmatch(r"shard-(\d+)-(\d+)\.npz", path.name)
-            if m:
-                shards.append(Shard(int(m.group(1)), int(m.group(2))))
-        return sorted(shards)
-
-    def save(self, shard: Shard, arrays: dict) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, **{k: v for k, v in arrays.items() if v is not None})
-        write_atomic(self.path / f"shard-{shard.start:09d}-{shard.count}.npz", buf.getvalue())
-
-    def load(self, shard: Shard) -> dict:
-        with np.load(self.path / f"shard-{shard.start:09d}-{shard.count}.npz") as z:
-            return {k: z[k] for k in z.files}
-
-    def release(self) -> None:
-        """Let another run take the folder (its shards stay)."""
-        if self._lock is not None:
-            os.close(self._lock)
-            self._lock = None
-
-    def remove(self) -> None:
-        """Delete the folder, the job's output being written; left to a run that took it meanwhile."""
-        import shutil
-
-        with contextlib.suppress(OSError):
-            fd = os.open(self.path / ".lock", os.O_RDWR)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                shutil.rmtree(self.path, ignore_errors=True)
-            finally:
-                os.close(fd)
 
 
 # --- the job --------------------------------------------------------------------------------------
@@ -708,5 +423,3 @@ def sample_on_cluster(job: ClusterJob, cluster: ClusterConfig, progress: bool = 
     and then calls the run's `finish()`."""
     with connect(cluster) as session:
         return session.sample(job, progress)
-
-
