@@ -7,8 +7,8 @@ Adjacent denoising steps change the UNet's deep, low-resolution features very li
 the deeper features from the cache. Branch 1 keeps the full-resolution level only. Branch 0 is
 DeepCache's own setting for Stable Diffusion (its `cache_branch_id=0`): the cache is the running state
 entering the last up block's last layer, and the shallow part runs conv_in, that layer and conv_out,
-so on a UNet whose full-resolution level is its costliest it saves far more. Each family names its
-default (SamplingConfig.cache_branch): 0 for text to image, 1 for unconditional UNets.
+so on a UNet whose full-resolution level is its costliest it saves far more. It is every family's
+default (SamplingConfig.cache_branch); it scored better than branch 1 on both shipped models.
 No retraining, no new weights: the shallow model is cut out of the same IR, so an int8 bundle's
 shallow part has exactly its quantization. Where the cut is comes from the model's family.
 
@@ -18,7 +18,7 @@ A cached net has two calls, used by a family's Denoiser (`full` and `shallow`):
 `run_shallow(inputs, run_full(inputs)[1])` equals `run_full(inputs)[0]`: the split itself changes
 nothing; only reusing a cache from an earlier step does.
 
-Off by default: on the shipped model fewer steps beat it (docs/QUANTIZATION.md).
+Off by default: it changes the images, and trades quality for speed about as fewer steps do (docs/QUANTIZATION.md).
 """
 from __future__ import annotations
 

@@ -121,7 +121,7 @@ cache_options = _options(
          help="DeepCache: run the whole UNet every N-th step and reuse its deep features between (1: off)"),
     _opt(SamplingConfig, "cache_branch", type=int, help="DeepCache: UNet levels the cheap steps still run "
          "(0: only the last up layer, DeepCache's own setting for Stable Diffusion)  "
-         "[default: the model's: 0 for text to image, 1 unconditional]"),
+         "[default: the model's, 0]"),
 )
 device_options = _options(
     _opt(DeviceConfig, "device", help="OpenVINO device: CPU, GPU, NPU, AUTO, MULTI:..."),

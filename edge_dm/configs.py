@@ -124,7 +124,7 @@ class SamplingConfig(Config):
     negative_prompt: str = ""  # text-to-image: what guidance steers away from
     cache_interval: int = 1  # DeepCache: run the whole UNet every N-th step, its shallow part between (1: off)
     cache_branch: int | None = None  # DeepCache: levels the shallow part keeps (1: the full-resolution one; 0: its
-    # last layer alone, the family default of text to image)
+    # last layer alone, every family's default)
 
     def __post_init__(self):
         if self.scheduler is not None:

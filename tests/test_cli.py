@@ -62,7 +62,7 @@ def test_generate_with_deepcache(tiny_bundle, tmp_path):
     r = run(*args, "--output", tmp_path / "s")
     assert r.exit_code == 0, r.output
     written = json.loads((tmp_path / "s" / "generate.json").read_text())["config"]["sampling"]
-    assert (written["cache_interval"], written["cache_branch"]) == (2, 1)  # an unconditional model's branch
+    assert (written["cache_interval"], written["cache_branch"]) == (2, 0)  # the model's branch
     r = run(*args, "--cache-branch", 2, "--output", tmp_path / "t")  # the tiny UNet has 2 up blocks
     assert r.exit_code == 1, r.output
     assert r.output.startswith("Error: cache branch must lie in [0, 1] for this UNet, got 2"), r.output

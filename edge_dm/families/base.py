@@ -116,7 +116,7 @@ class Conditioning:
     """How a family's denoiser is fed: the unconditional case; text-to-image families override."""
 
     takes_prompts = False
-    sampling_defaults: dict = dict(scheduler="ddim", steps=100, cache_branch=1)
+    sampling_defaults: dict = dict(scheduler="ddim", steps=100, cache_branch=0)
     net_inputs_names: tuple = (SAMPLE, TIMESTEP)
 
     def sample_shape(self, bundle: BundleFiles, sampling: SamplingConfig) -> tuple:
