@@ -116,6 +116,7 @@ class Conditioning:
     """How a family's denoiser is fed: the unconditional case; text-to-image families override."""
 
     takes_prompts = False
+    # DeepCache branch 0 for every family: it scored better than branch 1 on both shipped models
     sampling_defaults: dict = dict(scheduler="ddim", steps=100, cache_branch=0)
     net_inputs_names: tuple = (SAMPLE, TIMESTEP)
 

@@ -45,7 +45,8 @@ class LCMConditioning(TextConditioning):
     """Text embeddings per image and the guidance embedding of w = guidance_scale - 1; one net input
     per image."""
 
-    sampling_defaults = dict(scheduler="lcm", steps=4, guidance_scale=8.5, cache_branch=0)  # diffusers' LCM defaults
+    sampling_defaults = {**TextConditioning.sampling_defaults, "scheduler": "lcm", "steps": 4,
+                         "guidance_scale": 8.5}  # diffusers' LCM defaults
     net_inputs_names = (SAMPLE, TIMESTEP, TEXT, GUIDANCE_EMBEDDING)
     guided = False  # the guidance goes into the UNet, not into a classifier-free batch
 

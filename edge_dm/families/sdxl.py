@@ -55,7 +55,8 @@ def _penultimate(outputs: dict) -> np.ndarray:
 
 
 class SDXLConditioning(TextConditioning):
-    sampling_defaults = dict(scheduler="euler", steps=50, guidance_scale=5.0, cache_branch=0)  # diffusers' SDXL
+    sampling_defaults = {**TextConditioning.sampling_defaults, "scheduler": "euler", "steps": 50,
+                         "guidance_scale": 5.0}  # diffusers' SDXL defaults
     net_inputs_names = (SAMPLE, TIMESTEP, TEXT, POOLED, TIME_IDS)
 
     def embed(self, parts: Components, texts: list) -> dict:

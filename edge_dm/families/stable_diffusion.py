@@ -126,8 +126,7 @@ class TextConditioning(Conditioning):
     """CLIP text embeddings per image, classifier-free guidance, the VAE decoder's pixels."""
 
     takes_prompts = True
-    # diffusers' SD defaults; DeepCache's own SD branch (docs/experiments/2026-12-07-deepcache-branch0.md)
-    sampling_defaults = dict(scheduler="ddim", steps=100, guidance_scale=7.5, cache_branch=0)
+    sampling_defaults = {**Conditioning.sampling_defaults, "guidance_scale": 7.5}  # diffusers' SD defaults
     net_inputs_names = (SAMPLE, TIMESTEP, TEXT)
     guided = True  # takes classifier-free guidance
 
