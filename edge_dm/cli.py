@@ -251,7 +251,8 @@ def _defaulted(param: str) -> bool:
       help="stable-diffusion: the stage's own default unless given (edge_dm.jobs.training_t2i.STAGE_DEFAULTS)")
 @_opt(TrainConfig, "dropout", type=float)
 @click.option("--init", type=click.Path(),
-              help="start from this UNet folder (fresh optimizer); a deeper one gives its blocks by position")
+              help="start from this UNet folder (fresh optimizer); a deeper one gives its blocks by position; "
+                   "lcm: the student from this LCM pipeline's UNet")
 @click.option("--teacher", type=click.Path(),
               help="unet2d: regress onto this UNet folder's noise prediction; lcm: the text-to-image pipeline "
                    "(folder or shipped name) to distil  [lcm default: edm-cifar10-t2i]")
@@ -322,15 +323,14 @@ def _train_text_to_image(data, output, channels, attention_level, compile_, stag
 
 def _train_lcm(data, output, compile_, stage, t2i, guidance_range, kwargs, source):
     """`edge-dm train --family lcm`: the shared options given, with the distillation's own defaults."""
-    others = [k for k in ("init", "distill", "dropout", "attention_level", "channels", "layers_per_block")
+    others = [k for k in ("distill", "dropout", "attention_level", "channels", "layers_per_block")
               if source(k) != click.core.ParameterSource.DEFAULT]
     others += [k for k, v in t2i.items() if v is not None] + (["stage"] if stage else [])
     if others:
         raise ConfigError(f"--{others[0].replace('_', '-')} is not an option of --family lcm")
     given = {k: kwargs[k] for k in ("minutes", "batch_size", "lr", "warmup_steps")
              if k == "minutes" or source(k) != click.core.ParameterSource.DEFAULT}
-    if kwargs["teacher"] is not None:
-        given["teacher"] = kwargs["teacher"]
+    given.update({k: kwargs[k] for k in ("teacher", "init") if kwargs[k] is not None})
     if guidance_range is not None:
         given["guidance_range"] = _float_list(guidance_range, "--guidance-range")
     cfg = LCMTrainConfig(data=data, output=output, compile=compile_, **given)

@@ -19,6 +19,7 @@ distillation, the paper's Algorithm 1, as diffusers' `train_lcm_distill_sd_wds.p
 - The teacher's guided DDIM step from t_{n+k} to t_n gives x_n; the target is the target network's
   consistency output at (x_n, t_n), the student's at (x_{n+k}, t_{n+k}) must match it (pseudo-Huber
   loss). The consistency output is LCMScheduler's own: c_skip(t) x + c_out(t) x0_pred(x, t).
+- `init` starts the student from an LCM pipeline's UNet instead (a second stage of distillation).
 - The target network is the EMA of the student at `ema_decays[0]` (no warm-up): what ships
   (`<output>/pipeline`); the online student is written beside it (`<output>/pipeline-online`).
 """
@@ -46,6 +47,7 @@ class LCMTrainConfig:
     data: str
     output: str
     teacher: str = "edm-cifar10-t2i"
+    init: str | None = None  # start the student from this LCM pipeline's UNet (folder or shipped name)
     minutes: float = 10.0
     max_steps: int = 1_000_000
     batch_size: int = 512
@@ -112,6 +114,27 @@ def student_from_teacher(teacher_unet, guidance_dim: int):
     return student
 
 
+def load_student(spec: str, guidance_dim: int):
+    """The UNet of the LCM pipeline (or UNet folder) `spec`, fp32, to go on distilling from: it must
+    take a guidance embedding of `guidance_dim`."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    path = Path(resolve(spec))
+    folder = path / "unet" if (path / "unet" / "config.json").is_file() else path
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(f"--init {spec}: no UNet folder (config.json) at {folder}")
+    try:
+        with quiet():
+            unet = UNet2DConditionModel.from_pretrained(folder, torch_dtype=torch.float32)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelNotFoundError(f"--init {spec}: cannot load its UNet: {library_reason(exc)}") from None
+    if unet.config.time_cond_proj_dim != guidance_dim:
+        raise ConfigError(f"--init {spec}: its UNet takes a guidance embedding of "
+                          f"{unet.config.time_cond_proj_dim}, not --guidance-dim {guidance_dim}")
+    return unet
+
+
 def lcm_scheduler(teacher_scheduler_config: dict, solver_steps: int):
     """The LCMScheduler of the teacher's betas whose skipping-step schedule is the solver's."""
     from diffusers import LCMScheduler
@@ -159,9 +182,11 @@ def train_lcm(cfg: LCMTrainConfig, log=print) -> Path:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    student = student_from_teacher(teacher.unet, cfg.guidance_dim)
+    student = student_from_teacher(teacher.unet, cfg.guidance_dim) if cfg.init is None else \
+        load_student(cfg.init, cfg.guidance_dim)
     student, emas, opt, step, gen = begin(cfg, run, student, device, log, said, "--teacher, --guidance-dim")
-    log(f"student: the teacher's UNet ({sum(p.numel() for p in student.parameters()) / 1e6:.2f}M parameters) "
+    origin = "the teacher's UNet" if cfg.init is None else f"{cfg.init}'s UNet"
+    log(f"student: {origin} ({sum(p.numel() for p in student.parameters()) / 1e6:.2f}M parameters) "
         f"with a {cfg.guidance_dim}-d guidance embedding, on {device}")
 
     unet = teacher.unet.to(device).eval().requires_grad_(False)
