@@ -116,6 +116,30 @@ def test_distils_resumes_and_loads_as_a_latent_consistency_pipeline(teacher, tmp
     assert for_folder(out).name == "lcm"
 
 
+def test_init_goes_on_from_an_lcm_pipelines_unet(teacher, tmp_path):
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    lcm = build_tiny_lcm(tmp_path / "lcm")
+    start = UNet2DConditionModel.from_pretrained(lcm / "unet").state_dict()
+    data = write_cifar_tar(tmp_path, {"cat": 2, "ship": 2}, "labelled.tar.gz")
+    logs = []
+    cfg = LCMTrainConfig(data=str(data), output=str(tmp_path / "run"), teacher=str(teacher), init=str(lcm),
+                         max_steps=1, batch_size=2, warmup_steps=1, guidance_dim=32, lr=1e-9)
+    train_lcm(cfg, log=logs.append)
+    assert any(f"student: {lcm}'s UNet" in line for line in logs)
+    online = UNet2DConditionModel.from_pretrained(tmp_path / "run" / "pipeline-online" / "unet").state_dict()
+    # one step at lr 1e-9 leaves the LCM's weights (fp16 as saved), not the teacher's zero guidance projection
+    assert all(torch.allclose(v, start[k].half().float(), atol=1e-3) for k, v in online.items())
+    assert online["time_embedding.cond_proj.weight"].abs().max() > 0.01
+    run = tmp_path / "bad"
+    with pytest.raises(ConfigError, match="guidance embedding of 32, not --guidance-dim 16"):
+        train_lcm(replace(cfg, output=str(run), guidance_dim=16), **quiet)
+    with pytest.raises(ModelNotFoundError, match="no UNet folder"):
+        train_lcm(replace(cfg, output=str(run), init=str(tmp_path)), **quiet)
+    assert not run.exists()
+
+
 def test_bad_teachers_and_options_are_one_clear_error_before_any_output(teacher, tmp_path):
     data = write_cifar_tar(tmp_path, {"cat": 1}, "labelled.tar.gz")
     run = tmp_path / "run"
@@ -147,3 +171,6 @@ def test_cli_distils(teacher, tmp_path):
     r = CliRunner().invoke(main, ["train", "--family", "lcm", "--data", str(data), "--output", str(tmp_path / "r2"),
                                   "--stage", "vae"])
     assert r.exit_code != 0 and "--stage" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["train", "--family", "lcm", "--teacher", str(teacher), "--data", str(data),
+                                  "--output", str(tmp_path / "r3"), "--init", str(tmp_path)])
+    assert r.exit_code != 0 and "--init" in r.output and "no UNet folder" in r.output and "Traceback" not in r.output
