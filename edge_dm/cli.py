@@ -278,6 +278,9 @@ def _defaulted(param: str) -> bool:
 @click.option("--classifier-channels", help="stable-diffusion --stage classifier: widths  [default: 48,96,192]")
 @click.option("--eval-data", type=click.Path(), help="--stage classifier: labelled held-out images to score")
 @click.option("--guidance-range", help="lcm: guidance scales MIN,MAX the student learns  [default: 1.5,4.5]")
+@click.option("--solver-steps", type=int,
+              help="lcm: steps of the teacher's DDIM solver over [0, T] (each training pair is T/N timesteps "
+                   "apart)  [default: 50]")
 @library_errors
 def train(data, output, channels, attention_level, compile_, family, stage, **kwargs):
     """Train a small DDPM (resumes from OUTPUT/checkpoint.pt), with --family stable-diffusion one
@@ -285,11 +288,12 @@ def train(data, output, channels, attention_level, compile_, family, stage, **kw
     distil a text-to-image pipeline into a few-step one (resumes from OUTPUT/checkpoint.pt)."""
     source = click.get_current_context().get_parameter_source
     t2i = {k: kwargs.pop(k) for k in T2I_ONLY}
-    guidance_range = kwargs.pop("guidance_range")
+    lcm = {k: kwargs.pop(k) for k in ("guidance_range", "solver_steps")}
     if family == "lcm":
-        return _train_lcm(data, output, compile_, stage, t2i, guidance_range, kwargs, source)
-    if guidance_range is not None:
-        raise ConfigError("--guidance-range is an option of --family lcm")
+        return _train_lcm(data, output, compile_, stage, t2i, lcm, kwargs, source)
+    given = [k for k, v in lcm.items() if v is not None]
+    if given:
+        raise ConfigError(f"--{given[0].replace('_', '-')} is an option of --family lcm")
     if family == "stable-diffusion":
         return _train_text_to_image(data, output, channels, attention_level, compile_, stage, t2i, kwargs, source)
     given = [k for k, v in t2i.items() if v is not None] + (["stage"] if stage else [])
@@ -321,7 +325,7 @@ def _train_text_to_image(data, output, channels, attention_level, compile_, stag
     click.echo(f"{stage}: {train_text_to_image(cfg, log=click.echo)}")
 
 
-def _train_lcm(data, output, compile_, stage, t2i, guidance_range, kwargs, source):
+def _train_lcm(data, output, compile_, stage, t2i, lcm, kwargs, source):
     """`edge-dm train --family lcm`: the shared options given, with the distillation's own defaults."""
     others = [k for k in ("distill", "dropout", "attention_level", "channels", "layers_per_block")
               if source(k) != click.core.ParameterSource.DEFAULT]
@@ -331,8 +335,10 @@ def _train_lcm(data, output, compile_, stage, t2i, guidance_range, kwargs, sourc
     given = {k: kwargs[k] for k in ("minutes", "batch_size", "lr", "warmup_steps")
              if k == "minutes" or source(k) != click.core.ParameterSource.DEFAULT}
     given.update({k: kwargs[k] for k in ("teacher", "init") if kwargs[k] is not None})
-    if guidance_range is not None:
-        given["guidance_range"] = _float_list(guidance_range, "--guidance-range")
+    if lcm["guidance_range"] is not None:
+        given["guidance_range"] = _float_list(lcm["guidance_range"], "--guidance-range")
+    if lcm["solver_steps"] is not None:
+        given["solver_steps"] = lcm["solver_steps"]
     cfg = LCMTrainConfig(data=data, output=output, compile=compile_, **given)
     click.echo(f"pipeline: {train_lcm(cfg, log=click.echo)}")
 

@@ -163,14 +163,19 @@ def test_cli_distils(teacher, tmp_path):
     data = write_cifar_tar(tmp_path, {"cat": 2, "ship": 1}, "labelled.tar.gz")
     r = CliRunner().invoke(main, ["train", "--family", "lcm", "--teacher", str(teacher), "--data", str(data),
                                   "--output", str(tmp_path / "run"), "--minutes", "0.001", "--batch-size", "2",
-                                  "--guidance-range", "2,4"])
+                                  "--guidance-range", "2,4", "--solver-steps", "10"])
     assert r.exit_code == 0, r.output
     assert r.output.splitlines()[-1] == f"pipeline: {tmp_path / 'run' / 'pipeline'}"
     assert "Loading" not in r.output
-    assert json.loads((tmp_path / "run" / "train_config.json").read_text())["guidance_range"] == [2.0, 4.0]
+    saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert saved["guidance_range"] == [2.0, 4.0] and saved["solver_steps"] == 10
     r = CliRunner().invoke(main, ["train", "--family", "lcm", "--data", str(data), "--output", str(tmp_path / "r2"),
                                   "--stage", "vae"])
     assert r.exit_code != 0 and "--stage" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(main, ["train", "--family", "lcm", "--teacher", str(teacher), "--data", str(data),
                                   "--output", str(tmp_path / "r3"), "--init", str(tmp_path)])
     assert r.exit_code != 0 and "--init" in r.output and "no UNet folder" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["train", "--data", str(data), "--output", str(tmp_path / "r4"),
+                                  "--solver-steps", "10"])
+    assert r.exit_code != 0 and "--solver-steps is an option of --family lcm" in r.output
+    assert not (tmp_path / "r4").exists()
