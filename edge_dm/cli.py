@@ -383,7 +383,8 @@ def _int_list(text: str, option: str) -> tuple:
 @_opt(CalibrationConfig, "fixed_t", type=int, help="timestep of --calibration fixed (default: mu)")
 @_opt(CalibrationConfig, "data", type=click.Path(), help="images for --calibration forward")
 @_opt(CalibrationConfig, "prompts", type=click.Path(),
-      help="text-to-image: calibration prompts, one a line (default: the shipped datasets/prompts.txt)")
+      help="text-to-image: calibration prompts, one a line (default: a shipped model's own, "
+           "edm-cifar10-*: datasets/cifar10-prompts.txt; else the shipped datasets/prompts.txt)")
 @image_sampling
 @_opt(QuantizeJobConfig, "calibration_set", type=click.Path(), help="reuse a saved calibration.npz")
 @_opt(QuantizeConfig, "mode", type=click.Choice(QUANTIZE_MODES))

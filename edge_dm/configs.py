@@ -171,7 +171,7 @@ class CalibrationConfig(Config):
     fixed_t: int | None = None  # for kind "fixed": the timestep (default: mu)
     samples_per_trajectory: int = 16  # 1 = one trajectory per sample, as PTQ4DM's script does
     data: str | None = None  # images for kind "forward"
-    prompts: str | None = None  # text-to-image: a prompt file (default: the shipped datasets/prompts.txt)
+    prompts: str | None = None  # text-to-image: a prompt file (default: the model's own, else datasets/prompts.txt)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     _nested = {"sampling": SamplingConfig}
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edge_dm.errors import ConfigError, ModelNotFoundError
 from edge_dm.families import FAMILIES, LoadedModel, for_folder, pipeline_classes
-from edge_dm.resources import shipped_model_dir
+from edge_dm.resources import shipped_dataset, shipped_model_dir
 from edge_dm.sampling import make_scheduler
 
 RANDOM_PREFIX = "random:"
@@ -32,6 +32,7 @@ class RegistryEntry:
     keep_float: tuple | None = None  # what quantize keeps in float by default (None: the family's default)
     smooth_quant_alpha: float | None = None  # quantize's SmoothQuant alpha by default (None: NNCF's)
     sampling: dict = field(default_factory=dict)  # sampling defaults beyond the family's (its model card's)
+    prompts: str | None = None  # quantize's calibration prompts by default: a shipped prompt file (None: the family's)
 
 
 REGISTRY = {
@@ -53,14 +54,16 @@ REGISTRY = {
                                   "up_blocks.1.attentions.1.transformer_blocks.0.ff.net.2",
                                   "up_blocks.2.resnets.0.conv_shortcut", "up_blocks.2.resnets.1.conv_shortcut"),
                       smooth_quant_alpha=0.5,  # these and alpha 0.5: docs/QUANTIZATION.md, "Text-to-image defaults"
-                      sampling=dict(steps=25, guidance_scale=3.0)),  # its model card's
+                      sampling=dict(steps=25, guidance_scale=3.0),  # its model card's
+                      prompts="cifar10-prompts.txt"),  # its training captions, as every measurement calibrated
         # edm-cifar10-t2i distilled (edge-dm train --family lcm): its teacher's UNet and quantization policy.
         RegistryEntry("edm-cifar10-lcm", "models/edm-cifar10-lcm",
                       "edm-cifar10-t2i distilled into a 1-4 step latent consistency model, 32x32, shipped in models/",
                       keep_float=("conv_in", "conv_out", "down_blocks.0.resnets.0.conv2",
                                   "up_blocks.1.attentions.1.transformer_blocks.0.ff.net.2",
                                   "up_blocks.2.resnets.0.conv_shortcut", "up_blocks.2.resnets.1.conv_shortcut"),
-                      smooth_quant_alpha=0.5, sampling=dict(steps=4, guidance_scale=2.0)),
+                      smooth_quant_alpha=0.5, sampling=dict(steps=4, guidance_scale=2.0),
+                      prompts="cifar10-prompts.txt"),
         RegistryEntry("ddpm-cifar10", "google/ddpm-cifar10-32",
                       "Ho et al.'s CIFAR-10 DDPM, 35.7M params, from the Hugging Face hub"),
         RegistryEntry("ddpm-celebahq", "google/ddpm-celebahq-256", "CelebA-HQ 256x256 DDPM, from the hub"),
@@ -148,7 +151,8 @@ def load_model(spec: str) -> LoadedModel:
     if entry is None:
         return m
     return dataclasses.replace(m, keep_float=entry.keep_float if entry.keep_float else m.keep_float,
-                               smooth_quant_alpha=entry.smooth_quant_alpha, sampling={**m.sampling, **entry.sampling})
+                               smooth_quant_alpha=entry.smooth_quant_alpha, sampling={**m.sampling, **entry.sampling},
+                               prompts=str(shipped_dataset(entry.prompts)) if entry.prompts else m.prompts)
 
 
 def _load(spec: str) -> LoadedModel:

@@ -86,3 +86,12 @@ def test_shipped_model_quantizes_with_its_measured_float_set():
         kept = m.family.float_names(m.keep_float, split)
         assert all(any(n.startswith(k) or f".{k}" in n for n in names) for k in kept), kept
         assert any(k.endswith(".conv_shortcut.a") for k in kept) == (cfg.split_shortcut is not False)
+
+
+def test_shipped_text_to_image_models_calibrate_on_their_own_captions_by_default():
+    from edge_dm.resources import shipped_dataset
+
+    for name in ("edm-cifar10-t2i", "edm-cifar10-lcm"):
+        assert load_model(name).prompts == str(shipped_dataset("cifar10-prompts.txt"))
+        assert load_model(str(shipped_model_dir(name))).prompts is None  # a folder: the family's prompts
+    assert load_model("edm-cifar10-ddpm").prompts is None

@@ -64,6 +64,7 @@ class LoadedModel:
     keep_float: tuple | None = None  # what quantize keeps in float by default (None: the family's policy)
     smooth_quant_alpha: float | None = None  # NNCF's SmoothQuant alpha by default (None: NNCF's)
     sampling: dict = field(default_factory=dict)  # this model's sampling defaults beyond its family's
+    prompts: str | None = None  # this model's calibration prompt file by default (None: its family's)
 
     @property
     def unet(self):

@@ -62,7 +62,7 @@ def quantize(cfg: QuantizeJobConfig, progress: bool = True) -> tuple[Bundle, dic
         raise DataError(f"the calibration set {cfg.calibration_set} was made for a {cal.recipe['family']} model; "
                         f"this one is {family.name}")
     s = cfg.calibration.sampling.resolved(m.sampling_defaults)
-    cal_cfg = cfg.calibration.replace(sampling=s)
+    cal_cfg = cfg.calibration.replace(sampling=s, prompts=cfg.calibration.prompts or m.prompts)
     cal_cfg.check_timesteps(m.num_train_timesteps)
     check_steps(s.scheduler, m.scheduler_config, s.steps)
     c.calibration_prompts(cal_cfg.prompts)  # reads the prompt files: a bad one fails before any work
