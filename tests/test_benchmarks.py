@@ -192,3 +192,36 @@ def test_t2i_table5_takes_a_latent_consistency_model_and_its_own_sampling(tmp_pa
     rows = {row["row"]: row for row in result["rows"]}
     assert list(rows) == ["fp32", "optimum-int8"]
     assert rows["optimum-int8"]["ops"]["fake_quantize"] > 0 and "drift_from_fp32" in rows["optimum-int8"]
+
+
+def test_lcm_search_trains_variants_at_once_and_scores_every_network(tmp_path):
+    """The LCM search recipe on the tiny text-to-image teacher: two variants train side by side, each
+    writing both EMAs and the online student, and the networks asked for are exported and scored; a
+    field the distillation does not have stops it before any work."""
+    from tiny import write_cifar_tar
+    from tiny_sd import build_tiny_sd, build_two_class_classifier
+
+    if not (BENCHMARKS / "lcm_search.py").is_file():
+        pytest.skip("benchmarks/ is not beside the tests")
+    sd = build_tiny_sd(tmp_path / "sd")
+    clf = build_two_class_classifier(tmp_path / "clf")
+    data = write_cifar_tar(tmp_path, {"horse": 2, "ship": 2}, "labelled.tar.gz")
+    (tmp_path / "p.txt").write_text("a photo of a horse\na photo of a ship\n")
+    out, work = tmp_path / "s.json", tmp_path / "w"
+    common = f"teacher={sd},max_steps=2,batch_size=2,guidance_dim=16,warmup_steps=1"
+    args = [sys.executable, str(BENCHMARKS / "lcm_search.py"), "all", "--workdir", str(work), "--data", str(data),
+            "--no-compile", "--baseline", "", "--networks", "online", "--num-images", "4", "--steps", "2",
+            "--prompts", str(tmp_path / "p.txt"),
+            "--classifier", str(clf), "--reference", "none", "--output", str(out)]
+    r = subprocess.run(args + ["--variant", f"a:{common},bogus=1"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode != 0 and "unknown field 'bogus'" in r.stderr and not work.exists()
+    r = subprocess.run(args + ["--variant", f"a:{common}", "--variant", f"b:{common},solver_steps=10"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [(run["name"], run["returncode"], run["steps"]) for run in result["runs"]] == [("a", 0, 2), ("b", 0, 2)]
+    assert json.loads((work / "runs" / "b" / "train_config.json").read_text())["solver_steps"] == 10
+    assert sorted(p.name for p in (work / "runs" / "a").glob("pipeline-*")) == [
+        "pipeline-0.95", "pipeline-0.999", "pipeline-online"]
+    assert sorted((row["run"], row["network"]) for row in result["rows"]) == [("a", "online"), ("b", "online")]
+    assert all(row["class_accuracy"] * 4 == round(row["class_accuracy"] * 4) for row in result["rows"])
