@@ -175,15 +175,15 @@ def train_lcm(cfg: LCMTrainConfig, log=print) -> Path:
 
     run = _check_train_output(cfg.output)
     teacher = load_teacher(cfg.teacher)
+    torch.manual_seed(cfg.seed)
+    student = student_from_teacher(teacher.unet, cfg.guidance_dim) if cfg.init is None else \
+        load_student(cfg.init, cfg.guidance_dim)  # a bad --init fails here, before the data loads
     t0 = time.time()
     images, labels, names = load_labelled_images(cfg.data)
     said = [f"loaded {len(images)} images of {len(names)} classes in {time.time() - t0:.1f}s"]
-    torch.manual_seed(cfg.seed)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    student = student_from_teacher(teacher.unet, cfg.guidance_dim) if cfg.init is None else \
-        load_student(cfg.init, cfg.guidance_dim)
     student, emas, opt, step, gen = begin(cfg, run, student, device, log, said, "--teacher, --guidance-dim")
     origin = "the teacher's UNet" if cfg.init is None else f"{cfg.init}'s UNet"
     log(f"student: {origin} ({sum(p.numel() for p in student.parameters()) / 1e6:.2f}M parameters) "
