@@ -126,15 +126,16 @@ def test_a_sweep_on_a_cluster_scores_every_cell_and_resumes_where_it_stopped(ray
     assert all(v is not None for c in first["cells"] for v in c["metrics"].values())
     assert first["cells"][0]["timings"]["generate_samples"]["cluster"]["workers"] == 2
 
-    # the sweep "stopped" after seed 0: asked again with a second seed, it runs only the two new cells
+    # the sweep "stopped" after seed 0: asked again for mixed with a second seed, it runs only the new cell
     lines = []
-    second = sweep(SweepConfig.from_spec(dict(spec, seeds=[0, 1]), output=str(out), cluster=cluster), progress=False,
-                   log=lines.append)
-    assert second["resumed_cells"] == 2 and len(second["cells"]) == 4 and len(lines) == 2
-    assert [second["cells"][0], second["cells"][2]] == json.loads(json.dumps(first["cells"], default=str))
-    assert [r["seeds"] for r in second["table"]] == [[0, 1], [0, 1]] and second["table"][0]["fid"]["n"] == 2
+    second = sweep(SweepConfig.from_spec(dict(spec, grid={"preset": ["mixed"]}, seeds=[0, 1]), output=str(out),
+                                         cluster=cluster), progress=False, log=lines.append)
+    assert second["resumed_cells"] == 1 and len(second["cells"]) == 2 and len(lines) == 1
+    assert second["cells"][0] == json.loads(json.dumps(first["cells"][0], default=str))
+    assert second["cells"][1]["seed"] == 1 and second["cells"][1]["options"]["preset"] == "mixed"
+    assert [r["seeds"] for r in second["table"]] == [[0, 1]] and second["table"][0]["fid"]["n"] == 2
     cells = sorted((out / "cells").iterdir())
-    assert len(cells) == 4 and all(sorted(p.name for p in c.iterdir() if p.name != ".edge-dm")
+    assert len(cells) == 3 and all(sorted(p.name for p in c.iterdir() if p.name != ".edge-dm")
                                    == ["recipe.json", "result.json"] for c in cells)
     recipe = json.loads((cells[0] / "recipe.json").read_text())
     assert QuantizeConfig.from_dict(recipe["config"]["quantization"]).preset in ("mixed", "performance")
