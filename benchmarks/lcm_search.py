@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from _common import emit
@@ -48,15 +48,29 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, changes
 
 
-def train(args, variants: dict) -> list:
+def configs(args, variants: dict) -> dict:
+    """NAME -> the variant's LCMTrainConfig, each validated here, before any run starts."""
+    from edge_dm.jobs.training_lcm import LCMTrainConfig
+
+    runs = Path(args.workdir) / "runs"
+    out = {}
+    for name, changes in variants.items():
+        try:
+            out[name] = LCMTrainConfig(data=args.data, output=str(runs / name), minutes=args.minutes,
+                                       compile=args.compile, ema_decays=tuple(args.ema_decays), **changes)
+        except (TypeError, ValueError) as e:  # edge-dm's ConfigError is a ValueError
+            raise SystemExit(f"--variant {name}: {e}") from None
+    return out
+
+
+def train(args, cfgs: dict) -> list:
     """Every variant at once, one process each; returns their run records."""
     runs = Path(args.workdir) / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     cores = {int(c) for part in args.train_cores.split(",") for c in _span(part)} if args.train_cores else None
     procs = {}
-    for name, changes in variants.items():
-        cfg = dict(data=args.data, output=str(runs / name), minutes=args.minutes, compile=args.compile,
-                   ema_decays=tuple(args.ema_decays), **changes)
+    for name, config in cfgs.items():
+        cfg = asdict(config)
         log = open(runs / f"{name}.log", "w")
         procs[name] = (subprocess.Popen([sys.executable, __file__, "train-one", json.dumps(cfg)], stdout=log,
                                         stderr=subprocess.STDOUT, preexec_fn=(lambda: os.sched_setaffinity(0, cores))
@@ -139,11 +153,12 @@ def main():
     variants = dict(parse_variant(v) for v in args.variant)
     if args.stage != "score" and (not variants or not args.data):
         p.error("train needs --data and one or more --variant")
+    cfgs = configs(args, variants) if args.stage != "score" else {}
     from edge_dm.jobs.speed import machine_info
 
     result = dict(recipe="lcm_search", argv=sys.argv[1:], machine=machine_info())
     if args.stage in ("train", "all"):
-        result["runs"] = train(args, variants)
+        result["runs"] = train(args, cfgs)
     if args.stage in ("score", "all"):
         result["rows"] = score(args)
     emit(result, args.output)

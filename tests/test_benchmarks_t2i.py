@@ -132,7 +132,7 @@ def test_t2i_table5_takes_a_latent_consistency_model_and_its_own_sampling(tmp_pa
 def test_lcm_search_trains_variants_at_once_and_scores_every_network(tmp_path):
     """The LCM search recipe on the tiny text-to-image teacher: two variants train side by side, each
     writing both EMAs and the online student, and the networks asked for are exported and scored; a
-    field the distillation does not have stops it before any work."""
+    field the distillation does not have, or a value it refuses, stops it before any work."""
     from tiny import write_cifar_tar
     from tiny_sd import build_tiny_sd, build_two_class_classifier
 
@@ -150,6 +150,11 @@ def test_lcm_search_trains_variants_at_once_and_scores_every_network(tmp_path):
             "--classifier", str(clf), "--reference", "none", "--output", str(out)]
     r = subprocess.run(args + ["--variant", f"a:{common},bogus=1"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode != 0 and "unknown field 'bogus'" in r.stderr and not work.exists()
+    r = subprocess.run(args + ["--variant", f"a:{common}", "--variant", f"b:{common},solver_steps=1"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1] == (
+        "--variant b: solver_steps must be >= 2, guidance_dim an even number >= 2, huber_c >= 0")
+    assert not work.exists()
     r = subprocess.run(args + ["--variant", f"a:{common}", "--variant", f"b:{common},solver_steps=10"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
