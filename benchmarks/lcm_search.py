@@ -10,12 +10,15 @@ keeps an EMA 0.999 beside the 0.95 target network, --ema-decays). `train` starts
 once, one process each (on --train-cores, so the rest of the CPU stays free for other work), and
 waits; `score` exports each run's pipeline-* folders (EMAs and the online student) and evaluates
 them with `edge-dm evaluate` at --num-images, --steps and --guidance-scale (f32, the model card's
-rule), with the shipped model (--baseline) beside them. `all` does both. JSON: one row per network,
-best FID first.
+rule), with the shipped model (--baseline) beside them. `all` does both. --schedules scores each
+network at other LCMScheduler schedules too (its `original_inference_steps`, which fixes the few
+timesteps the deployed steps visit; `own` is the one its run saved). JSON: one row per network and
+schedule, best FID first.
 """
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -91,8 +94,28 @@ def _span(part: str) -> range:
     return range(int(lo), int(hi or lo) + 1)
 
 
+def with_schedule(source: str, steps: int | None, folder: Path) -> tuple[str, int]:
+    """`source`'s pipeline (a folder or a model name) with its LCMScheduler's original_inference_steps
+    set to `steps` (a copy in `folder`; None: `source` itself), and the value it runs at."""
+    from edge_dm.models import resolve
+
+    path = Path(resolve(source))
+    saved = json.loads((path / "scheduler" / "scheduler_config.json").read_text()).get("original_inference_steps")
+    if steps is None or steps == saved:
+        return source, saved
+    if not (folder / "model_index.json").is_file():
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(path, tmp)
+        config = tmp / "scheduler" / "scheduler_config.json"
+        config.write_text(json.dumps(dict(json.loads(config.read_text()), original_inference_steps=steps), indent=2))
+        tmp.rename(folder)
+    return str(folder), steps
+
+
 def score(args) -> list:
-    """(run, network, FID, sFID, class accuracy, seconds) of every pipeline-* folder and the baseline."""
+    """(run, network, schedule, FID, sFID, class accuracy, seconds) of every pipeline-* folder and the
+    baseline, at each of args.schedules."""
     from edge_dm import jobs
     from edge_dm.configs import DeviceConfig, EvaluateConfig, ExportConfig, SamplingConfig
     from edge_dm.data import read_prompts
@@ -105,9 +128,11 @@ def score(args) -> list:
         candidates.insert(0, ("baseline", args.baseline, args.baseline))
     prompts = tuple(read_prompts(args.prompts))
     rows = []
-    for run, net, source in candidates:
+    for (run, net, network), steps in [(c, s) for c in candidates for s in args.schedules]:
         t0 = time.perf_counter()
-        bundle = work / "bundles" / f"{run}-{net}".replace("/", "_")
+        name = f"{run}-{net}".replace("/", "_")
+        source, schedule = with_schedule(network, steps, work / "schedules" / f"{name}-o{steps}")
+        bundle = work / "bundles" / (name if source == network else f"{name}-o{schedule}")
         if not (bundle / "recipe.json").is_file():
             jobs.export(ExportConfig(model=source, output=str(bundle), overwrite=True))
         r = jobs.evaluate(EvaluateConfig(
@@ -116,10 +141,10 @@ def score(args) -> list:
             prompts=prompts, feature_device=args.feature_device,
             sampling=SamplingConfig(steps=args.steps, guidance_scale=args.guidance_scale),
             runtime=DeviceConfig(precision_hint="f32")), progress=False)
-        rows.append(dict(run=run, network=net, fid=r.get("fid"), sfid=r.get("sfid"),
+        rows.append(dict(run=run, network=net, original_inference_steps=schedule, fid=r.get("fid"), sfid=r.get("sfid"),
                          class_accuracy=r["class_accuracy"]["accuracy"], by_class=r["class_accuracy"]["by_class"],
                          seconds=round(time.perf_counter() - t0, 1)))
-        print(f"{run} {net}: FID {r.get('fid')} sFID {r.get('sfid')} "
+        print(f"{run} {net} (schedule {schedule}): FID {r.get('fid')} sFID {r.get('sfid')} "
               f"class accuracy {r['class_accuracy']['accuracy']:.4f}", file=sys.stderr)
     return sorted(rows, key=lambda row: (row["fid"] is None, row["fid"] or 0.0, -row["class_accuracy"]))
 
@@ -141,6 +166,8 @@ def main():
     p.add_argument("--train-cores", help="train: the CPUs the training processes may use, e.g. 0-3")
     p.add_argument("--networks", help="score: only these, e.g. online,0.95  [default: every one a run wrote]")
     p.add_argument("--baseline", default="edm-cifar10-lcm", help="score: the model to beat ('' for none)")
+    p.add_argument("--schedules", default="own", help="score: LCMScheduler original_inference_steps to score each "
+                   "network at, comma-separated ('own': its run's)")
     p.add_argument("--num-images", type=int, default=2000)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--guidance-scale", type=float, default=2.0)
@@ -150,6 +177,12 @@ def main():
     p.add_argument("--feature-device", default="openvino", help="where Inception runs: openvino, cpu, cuda")
     p.add_argument("--output")
     args = p.parse_args()
+    try:
+        args.schedules = [None if s == "own" else int(s) for s in args.schedules.split(",")]
+    except ValueError:
+        p.error(f"--schedules takes 'own' or whole numbers, comma-separated, got {args.schedules!r}")
+    if any(s is not None and s < args.steps for s in args.schedules):
+        p.error(f"--schedules: each must be at least --steps ({args.steps}), got {args.schedules}")
     variants = dict(parse_variant(v) for v in args.variant)
     if args.stage != "score" and (not variants or not args.data):
         p.error("train needs --data and one or more --variant")
