@@ -127,11 +127,14 @@ def score(args) -> list:
     if args.baseline:
         candidates.insert(0, ("baseline", args.baseline, args.baseline))
     prompts = tuple(read_prompts(args.prompts))
-    rows = []
+    rows, done = [], set()
     for (run, net, network), steps in [(c, s) for c in candidates for s in args.schedules]:
         t0 = time.perf_counter()
         name = f"{run}-{net}".replace("/", "_")
         source, schedule = with_schedule(network, steps, work / "schedules" / f"{name}-o{steps}")
+        if (run, net, schedule) in done:  # 'own' and its number named the same schedule
+            continue
+        done.add((run, net, schedule))
         bundle = work / "bundles" / (name if source == network else f"{name}-o{schedule}")
         if not (bundle / "recipe.json").is_file():
             jobs.export(ExportConfig(model=source, output=str(bundle), overwrite=True))

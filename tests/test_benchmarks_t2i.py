@@ -132,7 +132,7 @@ def test_t2i_table5_takes_a_latent_consistency_model_and_its_own_sampling(tmp_pa
 def test_lcm_search_trains_variants_at_once_and_scores_every_network(tmp_path):
     """The LCM search recipe on the tiny text-to-image teacher: two variants train side by side, each
     writing both EMAs and the online student, and the networks asked for are exported and scored at
-    their own schedule and at another; a field the distillation does not have, or a value it refuses,
+    their own schedule and at others, each schedule once; a field the distillation does not have, or a value it refuses,
     stops it before any work."""
     from tiny import write_cifar_tar
     from tiny_sd import build_tiny_sd, build_two_class_classifier
@@ -160,7 +160,7 @@ def test_lcm_search_trains_variants_at_once_and_scores_every_network(tmp_path):
                        cwd=tmp_path)
     assert r.returncode != 0 and "--schedules: each must be at least --steps (2)" in r.stderr and not work.exists()
     r = subprocess.run(args + ["--variant", f"a:{common}", "--variant", f"b:{common},solver_steps=10",
-                               "--schedules", "own,5"], capture_output=True, text=True, cwd=tmp_path)
+                               "--schedules", "own,5,10"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(out.read_text())
     assert [(run["name"], run["returncode"], run["steps"]) for run in result["runs"]] == [("a", 0, 2), ("b", 0, 2)]
@@ -168,7 +168,7 @@ def test_lcm_search_trains_variants_at_once_and_scores_every_network(tmp_path):
     assert sorted(p.name for p in (work / "runs" / "a").glob("pipeline-*")) == [
         "pipeline-0.95", "pipeline-0.999", "pipeline-online"]
     assert sorted((row["run"], row["network"], row["original_inference_steps"]) for row in result["rows"]) == [
-        ("a", "online", 5), ("a", "online", 50), ("b", "online", 5), ("b", "online", 10)]
+        ("a", "online", 5), ("a", "online", 10), ("a", "online", 50), ("b", "online", 5), ("b", "online", 10)]
     schedule = json.loads((work / "schedules" / "b-online-o5" / "scheduler" / "scheduler_config.json").read_text())
     assert schedule["original_inference_steps"] == 5
     assert json.loads((work / "runs" / "b" / "pipeline-online" / "scheduler" / "scheduler_config.json").read_text())[
