@@ -94,30 +94,60 @@ def _span(part: str) -> range:
     return range(int(lo), int(hi or lo) + 1)
 
 
-def with_schedule(source: str, steps: int | None, folder: Path) -> tuple[str, int]:
-    """`source`'s pipeline (a folder or a model name) with its LCMScheduler's original_inference_steps
-    set to `steps` (a copy in `folder`; None: `source` itself), and the value it runs at."""
+def saved_schedule(source: str) -> int:
+    """The original_inference_steps of `source`'s LCMScheduler (a pipeline folder or a model name)."""
+    from diffusers import LCMScheduler
+
     from edge_dm.models import resolve
 
-    path = Path(resolve(source))
-    saved = json.loads((path / "scheduler" / "scheduler_config.json").read_text()).get("original_inference_steps")
-    if steps is None or steps == saved:
-        return source, saved
+    return LCMScheduler.from_pretrained(resolve(source), subfolder="scheduler").config.original_inference_steps
+
+
+def with_schedule(source: str, steps: int, folder: Path) -> str:
+    """A copy of `source`'s pipeline in `folder` whose LCMScheduler's original_inference_steps is `steps`."""
+    from edge_dm.models import resolve
+
     if not (folder / "model_index.json").is_file():
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(path, tmp)
+        shutil.copytree(resolve(source), tmp)
         config = tmp / "scheduler" / "scheduler_config.json"
         config.write_text(json.dumps(dict(json.loads(config.read_text()), original_inference_steps=steps), indent=2))
         tmp.rename(folder)
-    return str(folder), steps
+    return str(folder)
+
+
+def score_one(args, run: str, net: str, network: str, schedule: int, saved: int, prompts: tuple) -> dict:
+    """One network's row at one schedule: exported (a copy with that schedule unless it is the saved one)
+    and evaluated like the model card."""
+    from edge_dm import jobs
+    from edge_dm.configs import DeviceConfig, EvaluateConfig, ExportConfig, SamplingConfig
+
+    t0 = time.perf_counter()
+    work = Path(args.workdir)
+    name = f"{run}-{net}".replace("/", "_")
+    if schedule != saved:
+        name = f"{name}-o{schedule}"
+        network = with_schedule(network, schedule, work / "schedules" / name)
+    bundle = work / "bundles" / name
+    if not (bundle / "recipe.json").is_file():
+        jobs.export(ExportConfig(model=network, output=str(bundle), overwrite=True))
+    r = jobs.evaluate(EvaluateConfig(
+        samples=str(bundle), reference=None if args.reference == "none" else args.reference,
+        classifier=args.classifier, num_images=args.num_images,
+        prompts=prompts, feature_device=args.feature_device,
+        sampling=SamplingConfig(steps=args.steps, guidance_scale=args.guidance_scale),
+        runtime=DeviceConfig(precision_hint="f32")), progress=False)
+    print(f"{run} {net} (schedule {schedule}): FID {r.get('fid')} sFID {r.get('sfid')} "
+          f"class accuracy {r['class_accuracy']['accuracy']:.4f}", file=sys.stderr)
+    return dict(run=run, network=net, original_inference_steps=schedule, fid=r.get("fid"), sfid=r.get("sfid"),
+                class_accuracy=r["class_accuracy"]["accuracy"], by_class=r["class_accuracy"]["by_class"],
+                seconds=round(time.perf_counter() - t0, 1))
 
 
 def score(args) -> list:
     """(run, network, schedule, FID, sFID, class accuracy, seconds) of every pipeline-* folder and the
-    baseline, at each of args.schedules."""
-    from edge_dm import jobs
-    from edge_dm.configs import DeviceConfig, EvaluateConfig, ExportConfig, SamplingConfig
+    baseline, at each of args.schedules (each once)."""
     from edge_dm.data import read_prompts
 
     work = Path(args.workdir)
@@ -127,28 +157,11 @@ def score(args) -> list:
     if args.baseline:
         candidates.insert(0, ("baseline", args.baseline, args.baseline))
     prompts = tuple(read_prompts(args.prompts))
-    rows, done = [], set()
-    for (run, net, network), steps in [(c, s) for c in candidates for s in args.schedules]:
-        t0 = time.perf_counter()
-        name = f"{run}-{net}".replace("/", "_")
-        source, schedule = with_schedule(network, steps, work / "schedules" / f"{name}-o{steps}")
-        if (run, net, schedule) in done:  # 'own' and its number named the same schedule
-            continue
-        done.add((run, net, schedule))
-        bundle = work / "bundles" / (name if source == network else f"{name}-o{schedule}")
-        if not (bundle / "recipe.json").is_file():
-            jobs.export(ExportConfig(model=source, output=str(bundle), overwrite=True))
-        r = jobs.evaluate(EvaluateConfig(
-            samples=str(bundle), reference=None if args.reference == "none" else args.reference,
-            classifier=args.classifier, num_images=args.num_images,
-            prompts=prompts, feature_device=args.feature_device,
-            sampling=SamplingConfig(steps=args.steps, guidance_scale=args.guidance_scale),
-            runtime=DeviceConfig(precision_hint="f32")), progress=False)
-        rows.append(dict(run=run, network=net, original_inference_steps=schedule, fid=r.get("fid"), sfid=r.get("sfid"),
-                         class_accuracy=r["class_accuracy"]["accuracy"], by_class=r["class_accuracy"]["by_class"],
-                         seconds=round(time.perf_counter() - t0, 1)))
-        print(f"{run} {net} (schedule {schedule}): FID {r.get('fid')} sFID {r.get('sfid')} "
-              f"class accuracy {r['class_accuracy']['accuracy']:.4f}", file=sys.stderr)
+    rows = []
+    for run, net, network in candidates:
+        saved = saved_schedule(network)
+        for schedule in dict.fromkeys(saved if steps is None else steps for steps in args.schedules):  # 'own': saved
+            rows.append(score_one(args, run, net, network, schedule, saved, prompts))
     return sorted(rows, key=lambda row: (row["fid"] is None, row["fid"] or 0.0, -row["class_accuracy"]))
 
 
