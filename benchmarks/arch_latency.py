@@ -83,7 +83,7 @@ def main(argv=None) -> dict:
     from diffusers import UNet2DModel
 
     from edge_dm.families.unet2d import convert_unet
-    from edge_dm.jobs.speed import machine_info
+    from edge_dm.jobs.timing import machine_info
     from edge_dm.runtime import compile_model as compile_unet
 
     names = [n for n in VARIANTS if "[shipped]" in n or not a.only or n in a.only]

@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     if set(a.only or ()) - set(VARIANTS):
         p.error(f"unknown --only {sorted(set(a.only) - set(VARIANTS))}; known: {list(VARIANTS)}")
-    from edge_dm.jobs.speed import machine_info
+    from edge_dm.jobs.timing import machine_info
 
     w = Path(a.workdir or tempfile.mkdtemp(prefix="edge-dm-spread-"))
     w.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,7 @@ def main(argv=None) -> dict:
                    help=f"time those of {', '.join(LATENCY_VARIANTS)} that run, at batch 1")
     p.add_argument("--output", help="write the JSON here instead of stdout")
     a = p.parse_args(argv)
-    from edge_dm.jobs.speed import machine_info
+    from edge_dm.jobs.timing import machine_info
 
     w = Path(a.workdir or tempfile.mkdtemp(prefix="edge-dm-drift-"))
     w.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--calls", type=int, default=25, help="throughput calls timed (two rounds of requests at least)")
     ap.add_argument("--output")
     a = ap.parse_args(argv)
-    from edge_dm.jobs.speed import _images_per_s, _latency, example_inputs, machine_info
+    from edge_dm.jobs.timing import example_inputs, images_per_s, latency, machine_info
 
     fp32, int8, shape, net_batch = fp32_and_int8(a.model, a.int8)
     result = dict(recipe="benchmarks/groupnorm.py", argv=sys.argv[1:] if argv is None else argv,
@@ -55,8 +55,8 @@ def main(argv=None) -> dict:
                 x1 = example_inputs(model, 1, shape, net_batch)
                 many = compiled(model, rewrite, a.batch, net_batch, "THROUGHPUT", precision)
                 row = dict(round=rnd, variant=name, groupnorm=form,
-                           b1_ms=_latency(lambda: one.infer(x1), a.iterations)["median_ms"],
-                           images_per_s=_images_per_s(many, example_inputs(model, a.batch, shape, net_batch), a.batch,
+                           b1_ms=latency(lambda: one.infer(x1), a.iterations)["median_ms"],
+                           images_per_s=images_per_s(many, example_inputs(model, a.batch, shape, net_batch), a.batch,
                                                       a.calls))
                 print(row, file=sys.stderr, flush=True)
                 result["rows"].append(row)

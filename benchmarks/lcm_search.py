@@ -203,7 +203,7 @@ def main():
     if args.stage != "score" and (not variants or not args.data):
         p.error("train needs --data and one or more --variant")
     cfgs = configs(args, variants) if args.stage != "score" else {}
-    from edge_dm.jobs.speed import machine_info
+    from edge_dm.jobs.timing import machine_info
 
     result = dict(recipe="lcm_search", argv=sys.argv[1:], machine=machine_info())
     if args.stage in ("train", "all"):

@@ -126,7 +126,7 @@ def main():
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     from edge_dm.bundle import Bundle
-    from edge_dm.jobs.speed import machine_info
+    from edge_dm.jobs.timing import machine_info
 
     layouts = [tuple(int(n) for n in text.lower().split("x")) for text in a.layouts.split(",")]
     cores = sorted(os.sched_getaffinity(0))

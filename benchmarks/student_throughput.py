@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
     from diffusers import UNet2DModel
 
     from edge_dm.bundle import Bundle
-    from edge_dm.jobs.speed import machine_info
+    from edge_dm.jobs.timing import machine_info
     from edge_dm.resources import shipped_model_dir
     from edge_dm.runtime import compile_model as compile_unet
 

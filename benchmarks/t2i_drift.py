@@ -131,7 +131,7 @@ def main(argv=None) -> dict:
     )
     from edge_dm.data import cycled, read_prompts
     from edge_dm.families import get
-    from edge_dm.jobs.speed import machine_info
+    from edge_dm.jobs.timing import machine_info
     from edge_dm.pipeline import Pipeline
     from edge_dm.resources import shipped_dataset
 

@@ -37,14 +37,14 @@ def _log(*a):
 
 
 def unet_row(name, model, shape, net_batch, hint, iterations, with_profile) -> dict:
-    from edge_dm.jobs.speed import _latency, example_inputs
+    from edge_dm.jobs.timing import example_inputs, latency
     from edge_dm.runtime import compile_model
 
     inputs = example_inputs(model, 1, shape, net_batch)
     compiled = compile_model(model, "CPU", net_batch, "LATENCY", hint)
     row = dict(variant=name, precision_hint=hint or "default",
                effective_precision=compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
-               unet_ms=_latency(lambda: compiled(inputs), iterations, warmup=2))
+               unet_ms=latency(lambda: compiled(inputs), iterations, warmup=2))
     if with_profile:
         row["profile"] = profile(compile_model(model, "CPU", net_batch, "LATENCY", hint, {"PERF_COUNT": True}), inputs)
     return row
@@ -53,7 +53,7 @@ def unet_row(name, model, shape, net_batch, hint, iterations, with_profile) -> d
 def end_to_end(bundle, hint, sampling, images: int) -> float:
     """Seconds per image: prompt to pixels (text encoder, denoising loop, VAE decoder)."""
     from edge_dm.configs import DeviceConfig
-    from edge_dm.jobs.speed import PROMPT
+    from edge_dm.jobs.timing import PROMPT
     from edge_dm.pipeline import Pipeline
 
     pipe = Pipeline(bundle, DeviceConfig(batch_size=1, precision_hint=hint))
@@ -86,7 +86,7 @@ def main():
     from edge_dm.bundle import Bundle, BundleError
     from edge_dm.calibration import calibrate, held_out
     from edge_dm.configs import CalibrationConfig, ExportConfig, QuantizeConfig, SamplingConfig
-    from edge_dm.jobs.speed import float_baseline, machine_info
+    from edge_dm.jobs.timing import float_baseline, machine_info
     from edge_dm.quantize import noise_prediction_error, op_counts, quantize_model
 
     machine = machine_info()

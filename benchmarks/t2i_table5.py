@@ -207,7 +207,7 @@ def images(a) -> dict:
     from edge_dm.bundle import Bundle
     from edge_dm.configs import DeviceConfig
     from edge_dm.data import cycled
-    from edge_dm.jobs.speed import machine_info
+    from edge_dm.jobs.timing import machine_info
     from edge_dm.pipeline import Pipeline
 
     folder = Path(a.workdir) / "images"
@@ -245,7 +245,7 @@ def latency(a) -> dict:
     import numpy as np
 
     from edge_dm.bundle import Bundle
-    from edge_dm.jobs.speed import example_inputs, machine_info
+    from edge_dm.jobs.timing import example_inputs, machine_info
     from edge_dm.runtime import compile_model
 
     sampling, isa = _sampling(a), machine_info()["isa"]

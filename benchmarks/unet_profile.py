@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
     unknown = set(a.precisions) - {"bf16", "f32", "int8"}
     if unknown:
         ap.error(f"--precisions: unknown {', '.join(sorted(unknown))} (of bf16, f32, int8)")
-    from edge_dm.jobs.speed import example_inputs, machine_info
+    from edge_dm.jobs.timing import example_inputs, machine_info
     from edge_dm.runtime import compile_model
 
     fp32, int8, shape, net_batch = fp32_and_int8(a.model, a.int8)

@@ -73,7 +73,7 @@ def main(argv=None) -> dict:
     import openvino as ov
 
     from edge_dm.bundle import Bundle
-    from edge_dm.jobs.speed import machine_info
+    from edge_dm.jobs.timing import machine_info
     from edge_dm.runtime import compile_model as compile_unet
 
     bundle = Bundle.from_pretrained(a.bundle)

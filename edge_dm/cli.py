@@ -36,7 +36,7 @@ from edge_dm.configs import (  # noqa: E402
 )
 from edge_dm.data import read_prompts  # noqa: E402
 from edge_dm.errors import ConfigError, EdgeDMError  # noqa: E402
-from edge_dm.jobs.speed import markdown  # noqa: E402
+from edge_dm.jobs.summary import markdown  # noqa: E402
 from edge_dm.jobs.sweep import SweepConfig, load_spec  # noqa: E402
 from edge_dm.jobs.training import TrainConfig  # noqa: E402
 from edge_dm.jobs.training import attention_level as parse_attention_level  # noqa: E402

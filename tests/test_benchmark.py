@@ -5,7 +5,9 @@ import pytest
 
 from edge_dm.configs import BenchmarkConfig
 from edge_dm.errors import BenchmarkError, ConfigError
-from edge_dm.jobs.speed import benchmark, check_gate, float_baseline, measured
+from edge_dm.jobs.speed import benchmark, check_gate
+from edge_dm.jobs.summary import measured
+from edge_dm.jobs.timing import float_baseline
 
 
 @pytest.fixture(scope="module")

@@ -125,7 +125,8 @@ def test_benchmark_times_whole_images_with_deepcache(sd_int8, tmp_path):
     """--cache-intervals: int8 and the float baseline with DeepCache, each image's UNet calls whole
     every `interval` steps and shallow between, and the speed-up on the float baseline without it."""
     from edge_dm.configs import BenchmarkConfig
-    from edge_dm.jobs.speed import benchmark, float_baseline
+    from edge_dm.jobs.speed import benchmark
+    from edge_dm.jobs.timing import float_baseline
     from edge_dm.targets import cpu_info
 
     bundle, _ = sd_int8

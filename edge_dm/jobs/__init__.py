@@ -6,6 +6,7 @@ any work, runs the library's in-memory steps and writes its output atomically.
     generate(GenerateConfig)      edge_dm.jobs.generation    images of a bundle, as PNGs
     evaluate(EvaluateConfig)      edge_dm.jobs.evaluation    FID/sFID, drift, class accuracy
     benchmark(BenchmarkConfig)    edge_dm.jobs.speed         float and int8 speed side by side
+                                  (what it times with: timing; its tables and charts: summary)
     train(TrainConfig)            edge_dm.jobs.training      how the shipped models were trained (GPU)
                                   (text-to-image: training_t2i; latent consistency distillation: training_lcm)
     sweep(SweepConfig)            edge_dm.jobs.sweep         quantize over a grid of options and seeds, score each

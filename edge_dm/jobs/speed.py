@@ -6,7 +6,6 @@ Times are only compared within one run on one machine (ratios), never against fi
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -24,72 +23,17 @@ from edge_dm.configs import (
     SamplingConfig,
 )
 from edge_dm.errors import BenchmarkError, BundleError, DeviceError
-from edge_dm.families.base import SAMPLE, TIMESTEP, torch_denoiser
+from edge_dm.families.base import torch_denoiser
 from edge_dm.jobs.conversion import export
 from edge_dm.jobs.quantization import quantize
+from edge_dm.jobs.summary import chart, image_chart, markdown, measured, s_per_image
+from edge_dm.jobs.timing import PROMPT, example_inputs, float_baseline, images_per_s, latency, machine_info, rss_mb
 from edge_dm.models import load_model, resolve
 from edge_dm.outputs import atomic_output, check_output
 from edge_dm.pipeline import Pipeline
 from edge_dm.runtime import check_device, compile_model, device_capabilities
 from edge_dm.sampling import check_steps, generate, make_scheduler
-from edge_dm.targets import cpu_info, float_rest, target_of
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _latency(fn, iterations: int, warmup: int = 5) -> dict:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(iterations):
-        s = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - s)
-    ts = np.array(ts) * 1e3
-    return dict(median_ms=round(float(np.median(ts)), 3), p90_ms=round(float(np.percentile(ts, 90)), 3))
-
-
-def _images_per_s(compiled, inputs: dict, images: int, calls: int) -> float:
-    """Images a second through `compiled` (a THROUGHPUT-compiled model taking `images` images a call):
-    `inputs` in flight on OpenVINO's optimal number of async requests, one round of them as warm-up,
-    then at least `calls` calls (two rounds at least) timed."""
-    import openvino as ov
-
-    n = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    queue = ov.AsyncInferQueue(compiled, n)
-    for _ in range(n):
-        queue.start_async(inputs)
-    queue.wait_all()
-    calls = max(2 * n, calls)
-    s = time.perf_counter()
-    for _ in range(calls):
-        queue.start_async(inputs)
-    queue.wait_all()
-    return round(calls * images / (time.perf_counter() - s), 2)
-
-
-PROMPT = "an astronaut riding a horse in photorealistic style"
-
-
-def example_inputs(model, images: int, sample_shape, net_batch: int = 1, seed: int = 0) -> dict:
-    """Seeded inputs of a denoiser IR for `images` images (net_batch inputs each): the sample at
-    `sample_shape`, timestep 500, other inputs at the IR's static sizes."""
-    rng = np.random.default_rng(seed)
-    n = images * net_batch
-    out = {}
-    for inp in model.inputs:
-        name = inp.get_any_name()
-        if name == TIMESTEP:
-            out[name] = np.full(n, 500, np.int64)
-        else:
-            shape = sample_shape if name == SAMPLE else [d.get_length() for d in list(inp.get_partial_shape())[1:]]
-            out[name] = rng.standard_normal((n, *shape)).astype(np.float32)
-    return out
+from edge_dm.targets import float_rest, target_of
 
 
 def _ir_size(ir: Path) -> int:
@@ -103,7 +47,7 @@ def _ov_variant(name, bundle, device, hint, cfg: BenchmarkConfig, sampling, size
     shape, per_image = c.sample_shape(bundle, sampling), c.net_batch(sampling)
     inputs = example_inputs(model, 1, shape, per_image)
     shapes = {k: v.shape[1:] for k, v in inputs.items()}  # all static, as the pipeline compiles it
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     t0 = time.perf_counter()
     compiled = compile_model(model, device, per_image, "LATENCY", hint, shapes=shapes)
     compile_s = time.perf_counter() - t0
@@ -112,7 +56,7 @@ def _ov_variant(name, bundle, device, hint, cfg: BenchmarkConfig, sampling, size
                effective_precision=compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
                compile_s=round(compile_s, 2), size_mb=round(size_bytes / 1e6, 2), net_batch=per_image,
                sample_shape=list(shape),
-               latency_b1=_latency(lambda: req.infer(inputs), cfg.iterations))
+               latency_b1=latency(lambda: req.infer(inputs), cfg.iterations))
     row["throughput"] = {}
     for b in cfg.batch_sizes:
         try:
@@ -120,10 +64,10 @@ def _ov_variant(name, bundle, device, hint, cfg: BenchmarkConfig, sampling, size
         except DeviceError as exc:  # OpenVINO cannot compile every model for every stream layout
             row["throughput"][str(b)], row.setdefault("errors", {})[f"throughput_b{b}"] = None, str(exc)
             continue
-        row["throughput"][str(b)] = _images_per_s(batched, example_inputs(model, b, shape, per_image), b,
+        row["throughput"][str(b)] = images_per_s(batched, example_inputs(model, b, shape, per_image), b,
                                                   cfg.iterations // 2)
     row.update(whole_images(bundle, device, hint, sampling, cfg.images))
-    row["memory_mb"] = round(_rss_mb() - rss0, 1)
+    row["memory_mb"] = round(rss_mb() - rss0, 1)
     return row
 
 
@@ -190,7 +134,7 @@ def _torch_variant(m, cfg: BenchmarkConfig, steps: int, shape, scheduler_config,
     import torch
 
     unet = m.unet
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     rng = np.random.default_rng(0)
 
     def inputs(b):
@@ -200,11 +144,11 @@ def _torch_variant(m, cfg: BenchmarkConfig, steps: int, shape, scheduler_config,
     with torch.no_grad():
         row = dict(variant="torch fp32 (eager)", precision_hint="f32", effective_precision="f32", compile_s=0.0,
                    size_mb=round(size_bytes / 1e6, 2), net_batch=1,
-                   latency_b1=_latency(lambda: unet(x, t), max(10, cfg.iterations // 3)))
+                   latency_b1=latency(lambda: unet(x, t), max(10, cfg.iterations // 3)))
         row["throughput"] = {}
         for b in cfg.batch_sizes:
             xb, tb = inputs(b)
-            lat = _latency(lambda: unet(xb, tb), 3, warmup=1)
+            lat = latency(lambda: unet(xb, tb), 3, warmup=1)
             row["throughput"][str(b)] = round(b / (lat["median_ms"] / 1e3), 2)
     s = time.perf_counter()
     generate(torch_denoiser(m), make_scheduler("ddim", scheduler_config),
@@ -212,7 +156,7 @@ def _torch_variant(m, cfg: BenchmarkConfig, steps: int, shape, scheduler_config,
     seconds = time.perf_counter() - s
     row["end_to_end_images_per_s"] = round(cfg.images / seconds, 3)
     row["end_to_end_s_per_image"] = round(seconds / cfg.images, 3)
-    row["memory_mb"] = round(_rss_mb() - rss0, 1)
+    row["memory_mb"] = round(rss_mb() - rss0, 1)
     return row
 
 
@@ -228,29 +172,12 @@ def deepcache_rows(runs: list[tuple], cfg: BenchmarkConfig, sampling, float_row:
             cached = bundle.sampling(sampling.replace(cache_interval=n, cache_branch=cfg.cache_branch))
             row = dict(variant=name, precision_hint=hint or "default", cache_interval=n,
                        cache_branch=cached.cache_branch, **whole_images(bundle, cfg.device, hint, cached, cfg.images))
-            seconds = _s_per_image(row)  # 0 where a tiny model's time rounds away
-            speedup = round(_s_per_image(float_row) / seconds, 3) if float_row and seconds else None
+            seconds = s_per_image(row)  # 0 where a tiny model's time rounds away
+            speedup = round(s_per_image(float_row) / seconds, 3) if float_row and seconds else None
             row["speedup_vs_float_baseline"] = speedup
             rows.append(row)
             log(measured(row))
     return rows
-
-
-def measured(row: dict) -> str:
-    """One line of a benchmark row's main numbers, logged as each is measured (a run stopped before
-    its files are written still told what it found)."""
-    said = [f"UNet at batch 1 {row['latency_b1']['median_ms']} ms"] if "latency_b1" in row else []
-    said.append(f"{row['end_to_end_s_per_image']} s an image end to end")
-    if "image" in row:
-        said.append(f"{row['image']['seconds']} s for one image alone ({row['image']['unet_calls']} UNet calls)")
-    if row.get("speedup_vs_float_baseline"):
-        said.append(f"{row['speedup_vs_float_baseline']}x the float baseline's image")
-    return "  " + "; ".join(said)
-
-
-def _s_per_image(row: dict) -> float:
-    """A row's seconds per image: one text-to-image image alone (its breakdown), else the end-to-end run's."""
-    return row["image"]["seconds"] if "image" in row else row["end_to_end_s_per_image"]
 
 
 def _ratios(rows: list[dict]) -> None:
@@ -268,129 +195,6 @@ def _ratios(rows: list[dict]) -> None:
         if th:
             r["speedup_vs_torch_fp32"] = round(th["latency_b1"]["median_ms"] / lat, 3)
             r["e2e_speedup_vs_torch_fp32"] = round(r["end_to_end_images_per_s"] / th["end_to_end_images_per_s"], 3)
-
-
-def markdown(result: dict) -> str:
-    bs = result["config"]["batch_sizes"]
-    head = ["variant", "precision in effect", "b1 median ms", "b1 p90 ms", *[f"img/s b{b}" for b in bs],
-            "e2e img/s", "compile s", "mem MB", "size MB", "x OV fp32", "x torch fp32"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in result["rows"]:
-        cells = [r["variant"], r["effective_precision"], r["latency_b1"]["median_ms"], r["latency_b1"]["p90_ms"],
-                 *[r["throughput"][str(b)] for b in bs], r["end_to_end_images_per_s"], r["compile_s"],
-                 r["memory_mb"], r["size_mb"], r.get("speedup_vs_ov_fp32", ""), r.get("speedup_vs_torch_fp32", "")]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    images = [r for r in result["rows"] if "image" in r]
-    if images:
-        parts = sorted({k for r in images for k in r["image"]["parts_s"]})
-        head = ["variant", "s per image", *[f"{p} s" for p in parts], "rest s", "UNet calls", "UNet ms/call",
-                f"img/s, {result['config']['images']} in flight"]
-        lines += ["", "Where one image's time goes:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in images:
-            im = r["image"]
-            cells = [r["variant"], im["seconds"], *[im["parts_s"].get(p, "") for p in parts], im["rest_s"],
-                     im["unet_calls"], im["unet_ms_per_call"], _blank(im["images_per_s_throughput"])]
-            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    lines += _deepcache_table(result)
-    m = result["machine"]
-    isa = f" ({' '.join(m['isa'])})" if m.get("isa") else ""
-    device = result["config"]["device"]
-    lines.append(f"\n{m['cpu']}{isa}, {m['cores']} cores, OpenVINO {m['openvino']}, device {device}; "
-                 f"latency over {result['config']['iterations']} calls after warm-up; e2e = "
-                 f"{result['sampling']['steps']} steps of the model's {result['sampling']['scheduler']}, "
-                 f"{result['config']['images']} image(s).")
-    return "\n".join(lines)
-
-
-def _blank(value):
-    return "" if value is None else value
-
-
-def _deepcache_table(result: dict) -> list[str]:
-    """The Markdown lines of the DeepCache section: per variant and interval, seconds per image (one
-    text-to-image image alone, else the end-to-end run's), UNet calls (text-to-image), images/s and the
-    speed-up on the float baseline without DeepCache; none without DeepCache rows."""
-    rows = result.get("deepcache") or []
-    if not rows:
-        return []
-    t2i = "image" in rows[0]
-    head = ["variant", "interval", "s per image", *(["UNet calls", "of them whole"] if t2i else []),
-            f"img/s, {result['config']['images']} in flight" if t2i else "e2e img/s", "x float baseline"]
-    lines = ["", f"DeepCache: whole images (branch {rows[0]['cache_branch']})", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        im = r.get("image", {})
-        cells = [r["variant"], r["cache_interval"], _s_per_image(r),
-                 *([im["unet_calls"], im["unet_full_calls"]] if t2i else []),
-                 _blank(im["images_per_s_throughput"]) if t2i else r["end_to_end_images_per_s"],
-                 _blank(r["speedup_vs_float_baseline"])]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return lines
-
-
-def chart(result: dict, path: Path) -> None:
-    """A bar chart of batch-1 latency per variant (PNG, drawn with Pillow)."""
-    from PIL import Image, ImageDraw
-
-    rows = result["rows"]
-    w, bar, pad = 640, 28, 10
-    img = Image.new("RGB", (w, pad * 2 + len(rows) * (bar + pad) + 20), "white")
-    d = ImageDraw.Draw(img)
-    top = max(r["latency_b1"]["median_ms"] for r in rows)
-    d.text((pad, 2), "UNet latency at batch 1, median ms (shorter is faster)", fill="black")
-    for i, r in enumerate(rows):
-        y = 20 + pad + i * (bar + pad)
-        length = int((w - 260) * r["latency_b1"]["median_ms"] / top)
-        d.rectangle([200, y, 200 + length, y + bar], fill=(0, 113, 197) if "int8" in r["variant"] else (150, 150, 150))
-        d.text((pad, y + 8), r["variant"][:30], fill="black")
-        d.text((205 + length, y + 8), f"{r['latency_b1']['median_ms']:.1f}", fill="black")
-    img.save(path)
-
-
-def image_chart(result: dict, path: Path) -> None:
-    """A stacked bar per variant of where one text-to-image image's time goes (PNG, drawn with Pillow)."""
-    from PIL import Image, ImageDraw
-
-    rows = [r for r in result["rows"] if "image" in r]
-    parts = sorted({k for r in rows for k in r["image"]["parts_s"]}) + ["rest"]
-    colours = [(0, 113, 197), (237, 125, 49), (112, 173, 71), (255, 192, 0), (150, 150, 150)]
-    w, bar, pad = 720, 28, 10
-    img = Image.new("RGB", (w, pad * 3 + len(rows) * (bar + pad) + 40), "white")
-    d = ImageDraw.Draw(img)
-    top = max(r["image"]["seconds"] for r in rows)
-    d.text((pad, 2), "seconds per image, by component (shorter is faster)", fill="black")
-    for i, r in enumerate(rows):
-        y, x = 20 + pad + i * (bar + pad), 200
-        for part, colour in zip(parts, colours * 2):
-            value = r["image"]["rest_s"] if part == "rest" else r["image"]["parts_s"].get(part, 0)
-            length = int((w - 280) * value / top)
-            d.rectangle([x, y, x + length, y + bar], fill=colour)
-            x += length
-        d.text((pad, y + 8), r["variant"][:30], fill="black")
-        d.text((x + 5, y + 8), f"{r['image']['seconds']:.2f}", fill="black")
-    y = 30 + pad + len(rows) * (bar + pad)
-    for j, (part, colour) in enumerate(zip(parts, colours * 2)):
-        d.rectangle([pad + 130 * j, y, pad + 130 * j + 12, y + 12], fill=colour)
-        d.text((pad + 130 * j + 16, y), part, fill="black")
-    img.save(path)
-
-
-def machine_info() -> dict:
-    import os
-
-    import openvino as ov
-
-    # what decides int8 and bf16 speed: the ISA, which a CPU's name does not tell (one name can cover both)
-    cpu, isa = cpu_info()
-    # the CPUs this process may run on (taskset / cgroups), which OpenVINO uses, not all of the machine's
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return dict(cpu=cpu, cores=cores, isa=isa, openvino=ov.get_version(), python=platform.python_version())
-
-
-def float_baseline(isa: list) -> str:
-    """The float variant a user would pick on this CPU: bf16 where AMX runs it, else f32 (bf16
-    without AMX is emulated or, on AVX-512 BF16 cores, not reliably faster)."""
-    return "OpenVINO bf16" if "amx_bf16" in isa else "OpenVINO fp32"
 
 
 def _model_of(cfg: BenchmarkConfig, int8: Bundle) -> str:
