@@ -12,7 +12,6 @@ layout), a Markdown table on stderr. About 2 minutes on 2 cores.
 """
 import argparse
 import sys
-import time
 
 import numpy as np
 from _common import emit  # benchmarks/ is the script folder: run as python benchmarks/X.py
@@ -58,17 +57,6 @@ def macs(unet, size: int = 32) -> int:
     return total[0]
 
 
-def median_ms(fn, iters: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(iters):
-        s = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - s)
-    return float(np.median(ts) * 1e3)
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=5)
@@ -83,7 +71,7 @@ def main(argv=None) -> dict:
     from diffusers import UNet2DModel
 
     from edge_dm.families.unet2d import convert_unet
-    from edge_dm.jobs.timing import machine_info
+    from edge_dm.jobs.timing import latency, machine_info
     from edge_dm.runtime import compile_model as compile_unet
 
     names = [n for n in VARIANTS if "[shipped]" in n or not a.only or n in a.only]
@@ -101,7 +89,7 @@ def main(argv=None) -> dict:
     times = {name: [] for name in compiled}
     for _ in range(a.rounds):
         for name, (req, _, _) in compiled.items():
-            times[name].append(median_ms(lambda: req.infer({0: x, 1: t}), a.iters))
+            times[name].append(latency(lambda: req.infer({0: x, 1: t}), a.iters, warmup=3)["median_ms"])
     rows = [dict(variant=name, params=params, gmac=round(mac / 1e9, 3),
                  median_ms=round(float(np.median(times[name])), 2), best_round_ms=round(min(times[name]), 2),
                  rounds_ms=[round(v, 2) for v in times[name]])
