@@ -87,6 +87,8 @@ def test_t2i_table5_rows_share_prompts_and_seeds(tmp_path):
         assert ("drift_from_fp32" in row) == (name != "fp32")
     assert rows["optimum-hybrid"]["optimum"]["config"]["quant_method"] == "hybrid"
     assert rows["dntc"]["calibration"]["kind"] == "dntc" and rows["pipeline"]["calibration"]["kind"] == "pipeline"
+    for name in ("dntc", "pipeline"):  # the fp32 row's export, not one of their own
+        assert "fp32_export" in Bundle.from_pretrained(work / "bundles" / name).recipe
     dntc, vae8 = (Bundle.from_pretrained(work / "bundles" / n) for n in ("dntc", "dntc+vae-int8"))
     assert dntc.ir().with_suffix(".bin").read_bytes() == vae8.ir().with_suffix(".bin").read_bytes()
     assert op_counts(vae8.read_model("vae_decoder"))["fake_quantize"] > 0
