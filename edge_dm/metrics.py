@@ -11,14 +11,16 @@ the package. Features:
 The file holds no classifier (no fc / logits weights), so Inception Score cannot be computed with it.
 
 The network runs in torch (`cpu`, `cuda`) or in OpenVINO on the CPU (`openvino`, the default):
-the same module (resize, scale, features) converted with `openvino.convert_model`, run in f32 over
-parallel infer requests (bf16 would move the features by ~3%, so it is not used).
+the same module (resize, scale, features) converted with `openvino.convert_model` (once: the IR is
+kept in the edge-dm home), run in f32 over parallel infer requests (bf16 would move the features by
+~3%, so it is not used).
 
 Statistics are kept as sums (`FeatureSums`: count, sum, sum of outer products), so features computed
 in parts (batches, processes, machines) merge exactly into the statistics of the whole.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_dm.data import load_images
-from edge_dm.errors import ConfigError, DataError
-from edge_dm.outputs import home, slug, write_atomic
+from edge_dm.errors import ConfigError, DataError, EdgeDMError
+from edge_dm.outputs import atomic_output, home, slug, write_atomic
 from edge_dm.resources import SHIPPED_STATS, shipped_stats
 
 INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
@@ -90,55 +92,94 @@ def _feature_module(net):
     return Features().eval()
 
 
-def _openvino_features(net, batches, count: int, progress):
-    """(pool, spatial) for each of `count` batches, from the feature module converted to OpenVINO
-    (CPU, f32). start_async copies its input, so each batch can be made just before it is sent."""
+def _feature_ir():
+    """The feature module as an OpenVINO model, converted once per Inception file and OpenVINO version
+    and kept in home()/inception (written atomically; read back on every later call)."""
     import openvino as ov
     import torch
 
-    model = ov.convert_model(_feature_module(net), example_input=torch.zeros(2, 3, 32, 32),
+    folder = home() / "inception" / f"fid-inception-{INCEPTION_SHA1[:12]}-openvino-{slug(ov.__version__)}"
+    if (folder / "features.xml").is_file():
+        with contextlib.suppress(RuntimeError):  # unreadable: converted and written again
+            return ov.Core().read_model(folder / "features.xml")
+    model = ov.convert_model(_feature_module(load_inception()), example_input=torch.zeros(2, 3, 32, 32),
                              input=[([-1, 3, -1, -1], ov.Type.f32)])
-    compiled = ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT",
-                                                      "INFERENCE_PRECISION_HINT": "f32"})
-    queue = ov.AsyncInferQueue(compiled, max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))))
-    outs = [None] * count
-
-    def done(request, i):
-        outs[i] = tuple(request.get_output_tensor(k).data.astype(np.float64) for k in (0, 1))
-        if progress is not None:
-            progress(len(outs[i][0]))
-
-    queue.set_callback(done)
-    for i, b in enumerate(batches):
-        queue.start_async({0: b}, i)
-    queue.wait_all()
-    return outs
+    with contextlib.suppress(EdgeDMError):  # a cache that cannot be written costs only the next conversion
+        with atomic_output(folder, overwrite=True) as tmp:
+            ov.save_model(model, tmp / "features.xml", compress_to_fp16=False)
+        return ov.Core().read_model(folder / "features.xml")  # read back as later calls read it: the same bits
+    return model
 
 
-def inception_features(images: np.ndarray, batch_size: int = 50, device: str = "openvino", net=None,
-                       progress=None):
-    """Features of uint8 NHWC images: a dict with 'pool' (N, 2048) and 'spatial' (N, 2023), float64.
+class FeatureNet:
+    """The FID Inception network, loaded once for any number of image sets: in torch on `device`
+    ("cpu", "cuda"), or for "openvino" compiled on the CPU at f32 (THROUGHPUT, parallel requests)."""
 
-    `device`: "openvino" (OpenVINO on the CPU, f32) or a torch device ("cpu", "cuda").
-    """
-    import torch
+    def __init__(self, device: str = "openvino"):
+        self.device = device
+        if device == "openvino":
+            import openvino as ov
 
-    net = net if net is not None else load_inception(device="cpu" if device == "openvino" else device)
-    starts = range(0, len(images), batch_size)
-    # one float NCHW batch at a time: all at once would be 4x the uint8 images (600 MB for CIFAR-10's 50k)
-    batches = (np.ascontiguousarray(images[s:s + batch_size].transpose(0, 3, 1, 2), dtype=np.float32)
-               for s in starts)
-    if device == "openvino":
-        outs = _openvino_features(net, batches, len(starts), progress)
-    else:
-        module, outs = _feature_module(net), []
+            compiled = ov.Core().compile_model(_feature_ir(), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT",
+                                                                      "INFERENCE_PRECISION_HINT": "f32"})
+            self.requests = [compiled.create_infer_request()
+                             for _ in range(max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))))]
+        else:
+            self.module = _feature_module(load_inception(device=device))
+
+    def __call__(self, images: np.ndarray, batch_size: int = 50, progress=None) -> dict:
+        """Features of uint8 NHWC images: {"pool": (N, 2048), "spatial": (N, 2023)}, float64."""
+        starts = range(0, len(images), batch_size)
+        # one float NCHW batch at a time: all at once would be 4x the uint8 images (600 MB for CIFAR-10's 50k)
+        batches = (np.ascontiguousarray(images[s:s + batch_size].transpose(0, 3, 1, 2), dtype=np.float32)
+                   for s in starts)
+        outs = self._openvino(batches, len(starts), progress) if self.device == "openvino" else \
+            self._torch(batches, progress)
+        return {"pool": np.concatenate([o[0] for o in outs]), "spatial": np.concatenate([o[1] for o in outs])}
+
+    def _openvino(self, batches, count: int, progress) -> list:
+        """(pool, spatial) of each batch, over the compiled model's parallel requests in turn. No Python
+        callback: freeing a compiled model after one had run on OpenVINO's threads could hang on the GIL."""
+        outs, pending = [None] * count, [None] * len(self.requests)
+
+        def collect(k):
+            request, i = self.requests[k], pending[k]
+            request.wait()
+            outs[i] = tuple(request.get_output_tensor(j).data.astype(np.float64) for j in (0, 1))
+            if progress is not None:
+                progress(len(outs[i][0]))
+
+        for i, b in enumerate(batches):
+            k = i % len(self.requests)
+            if pending[k] is not None:
+                collect(k)
+            self.requests[k].start_async({0: b})  # copies its input: each batch is made just before it is sent
+            pending[k] = i
+        for k in range(len(pending)):
+            if pending[k] is not None:
+                collect(k)
+        return outs
+
+    def _torch(self, batches, progress) -> list:
+        import torch
+
+        outs = []
         with torch.no_grad():
             for b in batches:
-                p, sp = module(torch.from_numpy(b).to(device))
+                p, sp = self.module(torch.from_numpy(b).to(self.device))
                 outs.append((p.double().cpu().numpy(), sp.double().cpu().numpy()))
                 if progress is not None:
                     progress(len(b))
-    return {"pool": np.concatenate([o[0] for o in outs]), "spatial": np.concatenate([o[1] for o in outs])}
+        return outs
+
+
+def inception_features(images: np.ndarray, batch_size: int = 50, device: str = "openvino", progress=None) -> dict:
+    """Features of uint8 NHWC images: a dict with 'pool' (N, 2048) and 'spatial' (N, 2023), float64.
+
+    `device`: "openvino" (OpenVINO on the CPU, f32) or a torch device ("cpu", "cuda"). Many image sets:
+    one FeatureNet, loaded once.
+    """
+    return FeatureNet(device)(images, batch_size, progress)
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,27 @@ def test_drift_and_ssim():
         drift(a, a[:2])
 
 
+def test_the_openvino_feature_network_is_converted_once_and_kept_in_the_home(tmp_path, monkeypatch):
+    """The first OpenVINO call converts the network and keeps its IR in the edge-dm home; later calls
+    read it back (the file is not written again) and give the same features bit for bit; a broken IR
+    is converted and written again."""
+    import openvino as ov
+
+    monkeypatch.setenv("EDGE_DM_HOME", str(tmp_path))
+    imgs = np.random.default_rng(5).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    first = inception_features(imgs, batch_size=2)
+    (xml,) = (tmp_path / "inception").glob("*/features.xml")
+    kept = xml.stat()
+    again = inception_features(imgs, batch_size=2)
+    assert (xml.stat().st_ino, xml.stat().st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
+    xml.write_text("<net>")
+    mended = inception_features(imgs, batch_size=2)
+    ov.Core().read_model(xml)
+    for k in ("pool", "spatial"):
+        np.testing.assert_array_equal(again[k], first[k])
+        np.testing.assert_array_equal(mended[k], first[k])
+
+
 def test_inception_features_have_the_standard_shapes_on_both_backends():
     """OpenVINO (f32) computes torch's features, in order, also over a short last batch."""
     imgs = np.random.default_rng(4).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)

@@ -16,7 +16,7 @@ import numpy as np
 from edge_dm.bundle import CALIBRATION, Bundle, open_bundle
 from edge_dm.configs import DeviceConfig, SamplingConfig
 from edge_dm.jobs.shards import Shard
-from edge_dm.metrics import _feature_module, inception_features, load_inception  # _feature_module: FeatureNet
+from edge_dm.metrics import FeatureNet
 from edge_dm.outputs import MARKER, ScratchDir
 from edge_dm.pipeline import Pipeline
 from edge_dm.sampling import check_steps
@@ -76,47 +76,6 @@ def pin_process(cores: list[int]) -> None:
     for tid in os.listdir("/proc/self/task"):
         with contextlib.suppress(OSError):
             os.sched_setaffinity(int(tid), cores)
-
-
-class FeatureNet:
-    """The FID Inception network on a worker, loaded once and run on the images of every shard. For
-    `openvino` it is converted and compiled once, from the torch module (metrics._feature_module)
-    and with the options edge_dm.metrics converts and compiles it with on each call."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.net = load_inception(device="cpu" if device == "openvino" else device)
-        self.compiled = self._compile() if device == "openvino" else None
-
-    def _compile(self):
-        import openvino as ov
-        import torch
-
-        model = ov.convert_model(_feature_module(self.net), example_input=torch.zeros(2, 3, 32, 32),
-                                 input=[([-1, 3, -1, -1], ov.Type.f32)])
-        return ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT",
-                                                      "INFERENCE_PRECISION_HINT": "f32"})
-
-    def __call__(self, images: np.ndarray, batch_size: int = 50) -> dict:
-        """{"pool": (N, 2048), "spatial": (N, 2023)} float64, as edge_dm.metrics.inception_features."""
-        if self.compiled is None:
-            return inception_features(images, batch_size, self.device, net=self.net)
-        import openvino as ov
-
-        queue = ov.AsyncInferQueue(self.compiled, max(1, int(self.compiled.get_property(
-            "OPTIMAL_NUMBER_OF_INFER_REQUESTS"))))
-        starts = range(0, len(images), batch_size)
-        outs: list = [None] * len(starts)
-
-        def done(request, i):
-            outs[i] = tuple(request.get_output_tensor(k).data.astype(np.float64) for k in (0, 1))
-
-        queue.set_callback(done)
-        for i, s in enumerate(starts):
-            queue.start_async({0: np.ascontiguousarray(images[s:s + batch_size].transpose(0, 3, 1, 2),
-                                                       dtype=np.float32)}, i)
-        queue.wait_all()
-        return {"pool": np.concatenate([o[0] for o in outs]), "spatial": np.concatenate([o[1] for o in outs])}
 
 
 class ShardWorker:
