@@ -9,11 +9,11 @@ A variant is NAME:FIELD=VALUE,... over `edge_dm.jobs.training_lcm.LCMTrainConfig
 keeps an EMA 0.999 beside the 0.95 target network, --ema-decays). `train` starts the variants at
 once, one process each (on --train-cores, so the rest of the CPU stays free for other work), and
 waits; `score` exports each run's pipeline-* folders (EMAs and the online student) and evaluates
-them with `edge-dm evaluate` at --num-images, --steps and --guidance-scale (f32, the model card's
-rule), with the shipped model (--baseline) beside them. `all` does both. --schedules scores each
+them with `edge-dm evaluate` at --num-images, --steps and each --guidance-scale (f32, the model
+card's rule), with the shipped model (--baseline) beside them. `all` does both. --schedules scores each
 network at other LCMScheduler schedules too (its `original_inference_steps`, which fixes the few
-timesteps the deployed steps visit; `own` is the one its run saved). JSON: one row per network and
-schedule, best FID first.
+timesteps the deployed steps visit; `own` is the one its run saved). JSON: one row per network,
+schedule and guidance scale, best FID first.
 """
 import argparse
 import json
@@ -117,9 +117,10 @@ def with_schedule(source: str, steps: int, folder: Path) -> str:
     return str(folder)
 
 
-def score_one(args, run: str, net: str, network: str, schedule: int, saved: int, prompts: tuple) -> dict:
-    """One network's row at one schedule: exported (a copy with that schedule unless it is the saved one)
-    and evaluated like the model card."""
+def score_one(args, run: str, net: str, network: str, schedule: int, saved: int, guidance: float,
+              prompts: tuple) -> dict:
+    """One network's row at one schedule and guidance scale: exported (a copy with that schedule unless
+    it is the saved one) and evaluated like the model card."""
     from edge_dm import jobs
     from edge_dm.configs import DeviceConfig, EvaluateConfig, ExportConfig, SamplingConfig
 
@@ -136,18 +137,19 @@ def score_one(args, run: str, net: str, network: str, schedule: int, saved: int,
         samples=str(bundle), reference=None if args.reference == "none" else args.reference,
         classifier=args.classifier, num_images=args.num_images,
         prompts=prompts, feature_device=args.feature_device,
-        sampling=SamplingConfig(steps=args.steps, guidance_scale=args.guidance_scale),
+        sampling=SamplingConfig(steps=args.steps, guidance_scale=guidance),
         runtime=DeviceConfig(precision_hint="f32")), progress=False)
-    print(f"{run} {net} (schedule {schedule}): FID {r.get('fid')} sFID {r.get('sfid')} "
+    print(f"{run} {net} (schedule {schedule}, guidance {guidance}): FID {r.get('fid')} sFID {r.get('sfid')} "
           f"class accuracy {r['class_accuracy']['accuracy']:.4f}", file=sys.stderr)
-    return dict(run=run, network=net, original_inference_steps=schedule, fid=r.get("fid"), sfid=r.get("sfid"),
+    return dict(run=run, network=net, original_inference_steps=schedule, guidance_scale=guidance,
+                fid=r.get("fid"), sfid=r.get("sfid"),
                 class_accuracy=r["class_accuracy"]["accuracy"], by_class=r["class_accuracy"]["by_class"],
                 seconds=round(time.perf_counter() - t0, 1))
 
 
 def score(args) -> list:
-    """(run, network, schedule, FID, sFID, class accuracy, seconds) of every pipeline-* folder and the
-    baseline, at each of args.schedules (each once)."""
+    """(run, network, schedule, guidance, FID, sFID, class accuracy, seconds) of every pipeline-* folder
+    and the baseline, at each of args.schedules (each once) and args.guidance_scale."""
     from edge_dm.data import read_prompts
 
     work = Path(args.workdir)
@@ -161,7 +163,8 @@ def score(args) -> list:
     for run, net, network in candidates:
         saved = saved_schedule(network)
         for schedule in dict.fromkeys(saved if steps is None else steps for steps in args.schedules):  # 'own': saved
-            rows.append(score_one(args, run, net, network, schedule, saved, prompts))
+            for guidance in args.guidance_scale:
+                rows.append(score_one(args, run, net, network, schedule, saved, guidance, prompts))
     return sorted(rows, key=lambda row: (row["fid"] is None, row["fid"] or 0.0, -row["class_accuracy"]))
 
 
@@ -186,7 +189,7 @@ def main():
                    "network at, comma-separated ('own': its run's)")
     p.add_argument("--num-images", type=int, default=2000)
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--guidance-scale", type=float, default=2.0)
+    p.add_argument("--guidance-scale", default="2", help="score: one or more, comma-separated")
     p.add_argument("--prompts", default="datasets/cifar10-prompts.txt")
     p.add_argument("--reference", default="cifar10-train", help="FID reference, or none")
     p.add_argument("--classifier", default="edm-cifar10-classifier")
@@ -197,6 +200,17 @@ def main():
         args.schedules = [None if s == "own" else int(s) for s in args.schedules.split(",")]
     except ValueError:
         p.error(f"--schedules takes 'own' or whole numbers, comma-separated, got {args.schedules!r}")
+    from edge_dm.configs import SamplingConfig
+    from edge_dm.errors import ConfigError
+
+    try:
+        args.guidance_scale = list(dict.fromkeys(float(g) for g in args.guidance_scale.split(",")))
+        for g in args.guidance_scale:
+            SamplingConfig(steps=args.steps, guidance_scale=g)  # checked before any work
+    except ConfigError as exc:  # a ValueError too: first
+        p.error(f"--guidance-scale: {exc}")
+    except ValueError:
+        p.error(f"--guidance-scale takes numbers, comma-separated, got {args.guidance_scale!r}")
     if any(s is not None and s < args.steps for s in args.schedules):
         p.error(f"--schedules: each must be at least --steps ({args.steps}), got {args.schedules}")
     variants = dict(parse_variant(v) for v in args.variant)

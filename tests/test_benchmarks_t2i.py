@@ -134,8 +134,8 @@ def test_t2i_table5_takes_a_latent_consistency_model_and_its_own_sampling(tmp_pa
 def test_lcm_search_trains_variants_at_once_and_scores_every_network(tmp_path):
     """The LCM search recipe on the tiny text-to-image teacher: two variants train side by side, each
     writing both EMAs and the online student, and the networks asked for are exported and scored at
-    their own schedule and at others, each schedule once; a field the distillation does not have, or a value it refuses,
-    stops it before any work."""
+    their own schedule and at others, each schedule once, at each guidance scale asked for; a field the
+    distillation does not have, or a value it refuses, stops it before any work."""
     from tiny import write_cifar_tar
     from tiny_sd import build_tiny_sd, build_two_class_classifier
 
@@ -161,16 +161,21 @@ def test_lcm_search_trains_variants_at_once_and_scores_every_network(tmp_path):
     r = subprocess.run(args + ["--variant", f"a:{common}", "--schedules", "own,1"], capture_output=True, text=True,
                        cwd=tmp_path)
     assert r.returncode != 0 and "--schedules: each must be at least --steps (2)" in r.stderr and not work.exists()
+    r = subprocess.run(args + ["--variant", f"a:{common}", "--guidance-scale", "2,0.5"], capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert r.returncode != 0 and "--guidance-scale: guidance_scale must be >= 1" in r.stderr and not work.exists()
     r = subprocess.run(args + ["--variant", f"a:{common}", "--variant", f"b:{common},solver_steps=10",
-                               "--schedules", "own,10"], capture_output=True, text=True, cwd=tmp_path)
+                               "--schedules", "own,10", "--guidance-scale", "2,3"], capture_output=True, text=True,
+                       cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(out.read_text())
     assert [(run["name"], run["returncode"], run["steps"]) for run in result["runs"]] == [("a", 0, 2), ("b", 0, 2)]
     assert json.loads((work / "runs" / "b" / "train_config.json").read_text())["solver_steps"] == 10
     assert sorted(p.name for p in (work / "runs" / "a").glob("pipeline-*")) == [
         "pipeline-0.95", "pipeline-0.999", "pipeline-online"]
-    assert sorted((row["run"], row["network"], row["original_inference_steps"]) for row in result["rows"]) == [
-        ("a", "online", 10), ("a", "online", 50), ("b", "online", 10)]
+    assert sorted((row["run"], row["network"], row["original_inference_steps"], row["guidance_scale"])
+                  for row in result["rows"]) == [(run, "online", schedule, g) for run, schedule in
+                                                 (("a", 10), ("a", 50), ("b", 10)) for g in (2.0, 3.0)]
     schedule = json.loads((work / "schedules" / "a-online-o10" / "scheduler" / "scheduler_config.json").read_text())
     assert schedule["original_inference_steps"] == 10
     assert json.loads((work / "runs" / "b" / "pipeline-online" / "scheduler" / "scheduler_config.json").read_text())[
