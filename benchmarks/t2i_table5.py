@@ -116,7 +116,7 @@ def _variants(row: str) -> dict:
 def bundles(a) -> dict:
     """W/bundles/ROW for each row not there yet; returns {row: seconds it took}."""
     from edge_dm import jobs
-    from edge_dm.configs import CalibrationConfig, QuantizeConfig, QuantizeJobConfig
+    from edge_dm.configs import CalibrationConfig, ExportConfig, QuantizeConfig, QuantizeJobConfig
 
     out, took = Path(a.workdir) / "bundles", {}
     prompts = _prompt_file(a)
@@ -133,7 +133,8 @@ def bundles(a) -> dict:
         if v["components"]:
             _with_components(a, v, out / row)
         elif base == "fp32":
-            _fp32(a).save_pretrained(out / row)
+            # into the bundle cache, where edge-dm quantize copies it instead of exporting again for each row
+            jobs.export(ExportConfig(model=a.model, overwrite=True)).save_pretrained(out / row)
         elif base in EDGE_ROWS:
             sampling = _sampling(a).replace(seed=seed)
             cal = CalibrationConfig(kind=base, num_samples=a.num_samples, prompts=prompts, sampling=sampling)
@@ -144,20 +145,6 @@ def bundles(a) -> dict:
         took[row] = round(time.perf_counter() - t0, 1)
         print(f"{row}: {took[row]} s", file=sys.stderr)
     return took
-
-
-def _fp32(a):
-    """The model's fp32 bundle in the bundle cache, exported there unless it holds this model's: where
-    `edge-dm quantize` copies it instead of exporting the model again for every edge-dm row."""
-    from edge_dm import jobs
-    from edge_dm.bundle import Bundle, default_bundle_path, is_bundle
-    from edge_dm.configs import ExportConfig
-    from edge_dm.models import resolve
-
-    cached = default_bundle_path(a.model, "fp32")
-    if is_bundle(cached) and Bundle.from_pretrained(cached).recipe.get("source") == resolve(a.model):
-        return Bundle.from_pretrained(cached)
-    return jobs.export(ExportConfig(model=a.model, overwrite=True))
 
 
 def _with_components(a, v: dict, out: Path) -> None:
